@@ -1,0 +1,239 @@
+"""Every file read and write of the library, with its checks.
+
+Images: :func:`read_image` (a path) and :func:`decode_image` (bytes already in
+memory, as the service receives them) return an RGB ``uint8`` array or raise a
+:class:`~morph.errors.MorphError` that names the file and the reason.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import MorphError
+
+#: File endings treated as images when walking folders.
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Guards applied to every decoded image.
+
+    ``max_pixels`` stops decompression bombs before the pixels are decoded;
+    ``min_side`` rejects images too small to hold one red cell (a normal red cell
+    is ~45-50 px across at the default 1000x scale).
+    """
+
+    max_pixels: int = 50_000_000
+    min_side: int = 32
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+def _to_rgb_uint8(im: Image.Image, name: str) -> np.ndarray:
+    """Convert any PIL mode we accept to an RGB uint8 array."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        hi = float(arr.max()) if arr.size else 0.0
+        # 16-bit data: scale the full 16-bit range (or the data range for 32-bit int)
+        scale = 65535.0 if hi <= 65535 else hi
+        arr8 = np.clip(arr / max(scale, 1.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.stack([arr8] * 3, axis=-1)
+    if mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        arr8 = np.clip((arr - lo) / max(hi - lo, 1e-9) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.stack([arr8] * 3, axis=-1)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        # composite on a white background: a transparent area is empty glass
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, rgba)
+    try:
+        rgb = im.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise MorphError(
+            "unsupported_image", f"cannot convert image mode {mode!r} to RGB ({exc})", path=name
+        ) from exc
+    return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+def _open_checked(fp: Any, name: str, limits: ImageLimits) -> np.ndarray:
+    """Open, verify and decode an image from a file object."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(fp)
+    except UnidentifiedImageError as exc:
+        raise MorphError(
+            "not_an_image", "not an image this reader understands (JPEG, PNG, TIFF, BMP)", path=name
+        ) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise MorphError(
+            "image_too_large",
+            f"image is too large to decode safely (limit {limits.max_pixels:,} pixels)",
+            path=name,
+        ) from exc
+    except OSError as exc:
+        raise MorphError("unreadable_file", f"cannot read the file ({exc})", path=name) from exc
+
+    w, h = im.size
+    if w * h > limits.max_pixels:
+        raise MorphError(
+            "image_too_large",
+            f"image has {w}x{h} = {w * h:,} pixels, over the limit of {limits.max_pixels:,}",
+            path=name,
+            detail={"width": w, "height": h, "max_pixels": limits.max_pixels},
+        )
+    if min(w, h) < limits.min_side:
+        raise MorphError(
+            "image_too_small",
+            f"image is {w}x{h} pixels, too small to hold a cell (minimum side {limits.min_side} px)",
+            path=name,
+            detail={"width": w, "height": h, "min_side": limits.min_side},
+        )
+    try:
+        if getattr(im, "n_frames", 1) > 1:
+            im.seek(0)  # multi-page TIFF: first page
+        # Pillow would otherwise silently pad truncated JPEGs with grey
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        im.load()
+        im = ImageOps.exif_transpose(im) or im
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise MorphError(
+            "truncated_image", f"image data is truncated or corrupt ({exc})", path=name
+        ) from exc
+    except Image.DecompressionBombError as exc:  # pragma: no cover - caught above normally
+        raise MorphError("image_too_large", str(exc), path=name) from exc
+    return _to_rgb_uint8(im, name)
+
+
+def _pil_guard(limits: ImageLimits) -> None:
+    # Pillow raises DecompressionBombError at 2x MAX_IMAGE_PIXELS; we check ourselves
+    # right after the header is parsed, so keep Pillow's own guard just above ours.
+    Image.MAX_IMAGE_PIXELS = max(limits.max_pixels, 1)
+
+
+def read_image(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Read an image file as an ``(H, W, 3)`` RGB ``uint8`` array.
+
+    JPEG, PNG, TIFF (8/16-bit, first page) and BMP; EXIF orientation applied;
+    grayscale, palette and RGBA converted to RGB. Raises :class:`MorphError` with
+    the path and reason for empty, truncated, non-image, too-large or too-small
+    files.
+    """
+    name = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise MorphError("file_not_found", "no such file", path=name)
+    if p.is_dir():
+        raise MorphError("unreadable_file", "this is a folder, not an image file", path=name)
+    try:
+        size = p.stat().st_size
+        if size == 0:
+            raise MorphError("empty_file", "the file is empty (0 bytes)", path=name)
+        with open(p, "rb") as fh:
+            data = fh.read()
+    except MorphError:
+        raise
+    except OSError as exc:
+        raise MorphError("unreadable_file", f"cannot read the file ({exc.strerror or exc})", path=name) from exc
+    return decode_image(data, name=name, limits=limits)
+
+
+def decode_image(data: bytes, name: str = "<bytes>", limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode image bytes already in memory (see :func:`read_image`)."""
+    if not data:
+        raise MorphError("empty_file", "the file is empty (0 bytes)", path=name)
+    _pil_guard(limits)
+    return _open_checked(_io.BytesIO(data), name, limits)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Encode an RGB(A) uint8 array as PNG bytes."""
+    buf = _io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_image(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """Write an RGB(A) uint8 array atomically (format from the suffix)."""
+    p = Path(path)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}.get(
+        p.suffix.lower(), "PNG"
+    )
+    buf = _io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format=fmt)
+    write_bytes_atomic(p, buf.getvalue())
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes to ``path`` through a temp file and a rename, so a killed
+    process never leaves a torn file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write JSON atomically, UTF-8, indented for people."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file, raising :class:`MorphError` naming the file on failure."""
+    name = str(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError as exc:
+        raise MorphError("file_not_found", "no such file", path=name) from exc
+    except json.JSONDecodeError as exc:
+        raise MorphError("bad_request", f"not valid JSON ({exc})", path=name) from exc
+    except OSError as exc:
+        raise MorphError("unreadable_file", f"cannot read the file ({exc})", path=name) from exc
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Read a YAML file, raising :class:`MorphError` naming the file on failure."""
+    import yaml
+
+    name = str(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError as exc:
+        raise MorphError("file_not_found", "no such file", path=name) from exc
+    except yaml.YAMLError as exc:
+        raise MorphError("bad_config", f"not valid YAML ({exc})", path=name) from exc
+    except OSError as exc:
+        raise MorphError("unreadable_file", f"cannot read the file ({exc})", path=name) from exc
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files directly in ``folder`` (sorted), by suffix."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,114 @@
+"""Typed results that flow through the pipeline: image -> cells -> report.
+
+These are the library's internal dataclasses; the service has its own pydantic
+schemas and converts with :meth:`to_dict`. The JSON shape is a public contract
+(``morph analyze --json``, ``POST /v1/analyze``, batch ``cases/*.json``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .labels import UNCLASSIFIED
+
+
+@dataclass
+class Cell:
+    """One located cell in one field.
+
+    Coordinates are in pixels of the (EXIF-corrected) image; ``bbox`` is
+    ``(x0, y0, x1, y1)`` with exclusive ends. ``mask`` is the boolean cell mask
+    cropped to ``bbox`` (not serialised); ``touches_border`` flags cells cut by
+    the image edge, which are kept (flagged) but not counted in findings.
+    """
+
+    id: int
+    x: float
+    y: float
+    bbox: tuple[int, int, int, int]
+    kind: str  # "rbc" | "nucleated" | "platelet"
+    area_px: float
+    diameter_px: float
+    eccentricity: float
+    touches_border: bool = False
+    label: str = UNCLASSIFIED
+    confidence: float = 0.0
+    diameter_um: float | None = None
+    top_labels: list[tuple[str, float]] = field(default_factory=list)
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "x": round(float(self.x), 1),
+            "y": round(float(self.y), 1),
+            "bbox": [int(v) for v in self.bbox],
+            "kind": self.kind,
+            "label": self.label,
+            "confidence": round(float(self.confidence), 4),
+            "area_px": round(float(self.area_px), 1),
+            "diameter_px": round(float(self.diameter_px), 2),
+            "diameter_um": None if self.diameter_um is None else round(float(self.diameter_um), 2),
+            "eccentricity": round(float(self.eccentricity), 3),
+            "touches_border": bool(self.touches_border),
+        }
+        if self.top_labels:
+            out["top_labels"] = [[k, round(float(v), 4)] for k, v in self.top_labels]
+        return out
+
+
+@dataclass
+class FieldResult:
+    """Everything found in one image (field) of a case."""
+
+    path: str
+    width: int
+    height: int
+    um_per_px: float
+    median_rbc_diameter_um: float | None
+    cells: list[Cell] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: dict[str, Any] | None = None  # set when this field could not be analysed
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "path": self.path,
+            "width": self.width,
+            "height": self.height,
+            "um_per_px": self.um_per_px,
+            "median_rbc_diameter_um": None
+            if self.median_rbc_diameter_um is None
+            else round(float(self.median_rbc_diameter_um), 2),
+            "warnings": list(self.warnings),
+            "cells": [c.to_dict() for c in self.cells],
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class CaseReport:
+    """A whole case: one or more fields, counts, findings and differentials."""
+
+    model: dict[str, Any]
+    images: list[FieldResult]
+    counts: dict[str, int]
+    findings: dict[str, Any] = field(default_factory=dict)
+    differentials: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    disclaimer: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "images": [im.to_dict() for im in self.images],
+            "counts": dict(self.counts),
+            "findings": self.findings,
+            "differentials": self.differentials,
+            "warnings": list(self.warnings),
+            "disclaimer": self.disclaimer,
+        }

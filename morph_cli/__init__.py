@@ -1,0 +1,1 @@
+"""The ``morph`` command: a thin argparse layer over the library (heavy imports are lazy)."""

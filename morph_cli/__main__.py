@@ -1,0 +1,5 @@
+import sys
+
+from morph_cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,71 @@
+"""``morph analyze IMAGE...``: one case made of one or more fields."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import add_model_arg, expand_images, load_classifier, positive_float, print_case_summary
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "analyze", help="locate and classify cells in one case (one or more fields)",
+        description="Analyse one case made of one or more smear fields: locate and classify every "
+        "cell, then compute findings and ranked differentials. Folders are expanded to their images.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (or folders of images)")
+    p.add_argument("--um-per-px", type=positive_float, default=None,
+                   help="micrometres per pixel (default: the Chula 1000x scale)")
+    p.add_argument("--stain", choices=("wright", "nmb"), default="wright",
+                   help="wright (Wright/Giemsa smear) or nmb (new methylene blue reticulocyte stain)")
+    p.add_argument("--context", metavar="C.json", default=None, help="clinical context JSON file")
+    p.add_argument("--overlay", metavar="OUT.png", default=None,
+                   help="write an overlay picture (one per field: OUT-<name>.png when several)")
+    p.add_argument("--json", metavar="OUT.json", default=None, help="write the JSON report")
+    add_model_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from morph.io import read_image, read_json, write_image, write_json
+    from morph.errors import MorphError
+    from morph.overlay import render_overlay
+    from morph.pipeline import AnalysisOptions, Analyzer
+
+    context = read_json(args.context) if args.context else None
+    if context is not None and not isinstance(context, dict):
+        raise MorphError("bad_context", "the context file must hold a JSON object", path=args.context)
+    options = AnalysisOptions(um_per_px=args.um_per_px, stain=args.stain, context=context).validate()
+    analyzer = Analyzer(classifier=load_classifier(args.model))
+    paths = expand_images(args.images)
+    if not paths:
+        raise MorphError("bad_request", "no image files found in the given paths", path=" ".join(args.images))
+    inputs = []
+    images = {}
+    for p in paths:
+        try:
+            img = read_image(p, options.limits)
+            images[str(p)] = img
+            inputs.append((str(p), img))
+        except MorphError as exc:
+            inputs.append((str(p), exc))
+    report = analyzer.analyze_case(inputs, options)
+    data = report.to_dict()
+    print_case_summary(data)
+    if args.json:
+        write_json(args.json, data)
+        print(f"report written to {args.json}")
+    if args.overlay:
+        out = Path(args.overlay)
+        ok = [f for f in report.images if f.error is None]
+        for f in ok:
+            target = out if len(ok) == 1 else out.with_name(f"{out.stem}-{Path(f.path).stem}{out.suffix or '.png'}")
+            write_image(target, render_overlay(images[f.path], f))
+            print(f"overlay written to {target}")
+    failed = [f for f in report.images if f.error is not None]
+    if failed:
+        print(f"{len(failed)} of {len(report.images)} field(s) could not be analysed", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,38 @@
+"""Shared fixtures: the real data sets (skipping cleanly when absent) and small synthetic images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("MORPH_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = shared_data_dir()
+    if not d.is_dir():
+        pytest.skip(f"shared data not found at {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def chula_dir(data_dir: Path) -> Path:
+    d = data_dir / "chula-rbc-12"
+    if not (d / "images").is_dir():
+        pytest.skip(f"Chula RBC-12 not found at {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def txl_dir(data_dir: Path) -> Path:
+    d = data_dir / "txl-pbc"
+    if not (d / "images").is_dir():
+        pytest.skip(f"TXL-PBC not found at {d}")
+    return d
