@@ -74,17 +74,19 @@ def _open_checked(fp: Any, name: str, limits: ImageLimits) -> np.ndarray:
     """Open, verify and decode an image from a file object."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # our own pixel limit is checked from the header below, before any decoding
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(fp)
     except UnidentifiedImageError as exc:
         raise MorphError(
             "not_an_image", "not an image this reader understands (JPEG, PNG, TIFF, BMP)", path=name
         ) from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise MorphError(
             "image_too_large",
             f"image is too large to decode safely (limit {limits.max_pixels:,} pixels)",
             path=name,
+            detail={"max_pixels": limits.max_pixels},
         ) from exc
     except OSError as exc:
         raise MorphError("unreadable_file", f"cannot read the file ({exc})", path=name) from exc
@@ -120,12 +122,6 @@ def _open_checked(fp: Any, name: str, limits: ImageLimits) -> np.ndarray:
     return _to_rgb_uint8(im, name)
 
 
-def _pil_guard(limits: ImageLimits) -> None:
-    # Pillow raises DecompressionBombError at 2x MAX_IMAGE_PIXELS; we check ourselves
-    # right after the header is parsed, so keep Pillow's own guard just above ours.
-    Image.MAX_IMAGE_PIXELS = max(limits.max_pixels, 1)
-
-
 def read_image(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Read an image file as an ``(H, W, 3)`` RGB ``uint8`` array.
 
@@ -157,7 +153,6 @@ def decode_image(data: bytes, name: str = "<bytes>", limits: ImageLimits = DEFAU
     """Decode image bytes already in memory (see :func:`read_image`)."""
     if not data:
         raise MorphError("empty_file", "the file is empty (0 bytes)", path=name)
-    _pil_guard(limits)
     return _open_checked(_io.BytesIO(data), name, limits)
 
 
