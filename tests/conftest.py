@@ -36,3 +36,37 @@ def txl_dir(data_dir: Path) -> Path:
     if not (d / "images").is_dir():
         pytest.skip(f"TXL-PBC not found at {d}")
     return d
+
+
+def draw_disc_field(
+    n: int = 12, h: int = 240, w: int = 320, radius: int = 22, seed: int = 0
+) -> tuple["np.ndarray", list[tuple[float, float]]]:
+    """A quick Wright-like field: pink discs with central pallor on a pale background,
+    placed without overlap away from the border. Returns the image and the centres."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = (222, 226, 232)
+    yy, xx = np.mgrid[0:h, 0:w]
+    centres: list[tuple[float, float]] = []
+    tries = 0
+    while len(centres) < n and tries < 5000:
+        tries += 1
+        cx = rng.uniform(radius + 4, w - radius - 4)
+        cy = rng.uniform(radius + 4, h - radius - 4)
+        if all((cx - x) ** 2 + (cy - y) ** 2 > (2 * radius + 6) ** 2 for x, y in centres):
+            centres.append((cx, cy))
+    for cx, cy in centres:
+        r2 = (xx - cx) ** 2 + (yy - cy) ** 2
+        cell = r2 <= radius**2
+        pallor = r2 <= (radius * 0.4) ** 2
+        img[cell] = (196, 120, 140)
+        img[pallor] = (210, 160, 175)
+    img += rng.normal(0, 2.0, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), centres
+
+
+@pytest.fixture
+def disc_field():
+    return draw_disc_field

@@ -1,0 +1,65 @@
+"""The Analyzer engine: case assembly, per-field failures, counts and overlays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from morph.errors import MorphError
+from morph.labels import UNCLASSIFIED
+from morph.overlay import label_color, render_overlay
+from morph.pipeline import AnalysisOptions, Analyzer, count_cells
+
+
+def test_case_keeps_bad_fields_and_analyses_the_rest(disc_field) -> None:
+    img, centres = disc_field(n=8)
+    bad = MorphError("truncated_image", "image data is truncated", path="b.jpg")
+    report = Analyzer().analyze_case([("a.png", img), ("b.jpg", bad)], AnalysisOptions())
+    assert [f.path for f in report.images] == ["a.png", "b.jpg"]
+    assert report.images[1].error["code"] == "truncated_image"
+    assert report.images[0].error is None and len(report.images[0].cells) >= len(centres) - 1
+    assert report.counts.get(UNCLASSIFIED, 0) == sum(
+        1 for c in report.images[0].cells if not c.touches_border
+    )
+    assert any("b.jpg" in w for w in report.warnings)
+    assert report.disclaimer
+    d = report.to_dict()
+    assert d["images"][1]["error"]["code"] == "truncated_image"
+
+
+def test_all_fields_bad_still_returns_a_report() -> None:
+    bad = MorphError("empty_file", "empty", path="x.png")
+    report = Analyzer().analyze_case([("x.png", bad)])
+    assert report.counts == {} and any("no field" in w for w in report.warnings)
+
+
+@pytest.mark.parametrize("kw", [{"stain": "giemsa"}, {"um_per_px": 50.0}, {"um_per_px": -1.0}])
+def test_bad_options_are_rejected(kw) -> None:
+    with pytest.raises(MorphError) as ei:
+        AnalysisOptions(**kw).validate()
+    assert ei.value.code == "bad_request"
+
+
+def test_stated_scale_is_used_for_sizes(disc_field) -> None:
+    img, _ = disc_field(n=6)
+    a = Analyzer().analyze_field(img, "a", AnalysisOptions(um_per_px=0.1))
+    b = Analyzer().analyze_field(img, "a", AnalysisOptions(um_per_px=0.2))
+    assert b.median_rbc_diameter_um == pytest.approx(2 * a.median_rbc_diameter_um)
+    assert b.um_per_px == 0.2
+
+
+def test_count_cells_excludes_border_cells(disc_field) -> None:
+    img, _ = disc_field(n=6)
+    f = Analyzer().analyze_field(img, "a", AnalysisOptions())
+    f.cells[0].touches_border = True
+    assert sum(count_cells([f]).values()) == len(f.cells) - 1
+
+
+def test_overlay_draws_outlines_and_legend(disc_field) -> None:
+    img, _ = disc_field(n=6)
+    f = Analyzer().analyze_field(img, "a", AnalysisOptions())
+    ov = render_overlay(img, f)
+    assert ov.shape[0] >= img.shape[0] and ov.shape[1] > img.shape[1]
+    colour = np.array(label_color(UNCLASSIFIED), np.uint8)
+    assert (ov[: img.shape[0], : img.shape[1]] == colour).all(axis=-1).sum() > 50
+    assert render_overlay(img, f, legend=False).shape == img.shape
