@@ -232,3 +232,43 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     """Image files directly in ``folder`` (sorted), by suffix."""
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# --- label readers ---  (owner: CLS helper; model files and labelled-data readers)
+def write_torch(path: str | os.PathLike[str], obj: Any) -> None:
+    """Save a torch object (state dict, checkpoint) atomically."""
+    import torch
+
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def read_torch(path: str | os.PathLike[str]) -> Any:
+    """Load a torch file saved by :func:`write_torch` (tensors and plain data only)."""
+    import torch
+
+    name = str(path)
+    if not Path(path).is_file():
+        raise MorphError("file_not_found", "no such file", path=name)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise MorphError("bad_model", f"cannot load torch file ({exc})", path=name) from exc
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """Read a UTF-8 text file, raising :class:`MorphError` naming the file on failure."""
+    name = str(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError as exc:
+        raise MorphError("file_not_found", "no such file", path=name) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MorphError("unreadable_file", f"cannot read the file ({exc})", path=name) from exc
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write a UTF-8 text file atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))

@@ -1,0 +1,435 @@
+"""The cell classifier: crops at a fixed physical scale -> CNN -> calibrated, kind-aware labels.
+
+A model is a folder (see :meth:`CellClassifier.save`)::
+
+    config.json          name, version, arch + kwargs, temperature, provenance per label
+    labels.json          the label list, in logit order
+    preprocessing.json   crop size (px), micrometres per pixel of the crop, normalisation
+    thresholds.json      tuned confidence thresholds (global and per label)
+    weights.pt           the network's state dict
+    metrics.json         validation metrics (optional; summarised by :meth:`info`)
+
+Crops are cut at a fixed PHYSICAL scale: a window of ``crop_size * model_um / field_um``
+field pixels around each cell centre is resized to ``crop_size``, so a macrocyte stays
+bigger than a normocyte whatever the microscope. Decoding is kind-aware: one network
+scores the whole vocabulary, and a red cell is decoded over the red-cell labels only,
+a nucleated cell over the nucleated and marrow labels only (the other logits are
+masked). On a new-methylene-blue (``"nmb"``) field, red cells are decoded over
+``normal`` and ``reticulocyte`` only: that stain is read for reticulocytes, not for
+shape. Probabilities are temperature-scaled; a cell whose top probability is under
+the tuned threshold is labelled ``unidentified``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import MorphError
+from .labels import MARROW_LABELS, NUCLEATED_LABELS, RBC_LABELS, UNIDENTIFIED
+from .models import create_model
+from .types import Cell
+
+log = logging.getLogger(__name__)
+
+#: Name of the shipped default model folder under the models directory.
+DEFAULT_MODEL_NAME = "morphnet-v1"
+#: Labels a network can be trained on (the vocabulary minus ``unidentified``).
+MODEL_LABELS: tuple[str, ...] = RBC_LABELS + NUCLEATED_LABELS + MARROW_LABELS
+#: On an NMB-stained field red cells are read for reticulocytes only.
+NMB_RBC_LABELS: tuple[str, ...] = ("normal", "reticulocyte")
+#: Field-pixel window cut around a cell at the Chula scale before resizing (a normal
+#: red cell is ~45-50 px across there, so this keeps ~1.7 diameters of context).
+DEFAULT_WINDOW_PX = 80
+
+
+def models_dir() -> Path:
+    """Where model folders live: ``$MORPH_MODELS_DIR``, else ``<repo>/models``."""
+    env = os.environ.get("MORPH_MODELS_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / "models"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a crop is made and normalised; travels with the weights.
+
+    ``um_per_px`` is the scale of the *crop* (after resizing), so the crop covers
+    ``crop_size * um_per_px`` micrometres whatever the field's own scale.
+    """
+
+    crop_size: int = 48
+    um_per_px: float = 0.0  # 0 -> derived from the default field scale (see resolved())
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    tta: str = "none"  # "none" | "flips": average logits over a horizontal flip
+
+    def resolved(self) -> Preprocessing:
+        if self.um_per_px > 0:
+            return self
+        from .segment import DEFAULT_UM_PER_PX
+
+        um = DEFAULT_WINDOW_PX * float(DEFAULT_UM_PER_PX) / self.crop_size
+        return Preprocessing(self.crop_size, um, self.mean, self.std, self.tta)
+
+    def window_px(self, field_um_per_px: float) -> int:
+        """Side of the field window (pixels) that covers one crop."""
+        pre = self.resolved()
+        return max(4, int(round(pre.crop_size * pre.um_per_px / float(field_um_per_px))))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self.resolved())
+        d["mean"] = list(d["mean"])
+        d["std"] = list(d["std"])
+        d["crop_um"] = round(d["crop_size"] * d["um_per_px"], 4)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        return cls(
+            crop_size=int(d["crop_size"]),
+            um_per_px=float(d["um_per_px"]),
+            mean=tuple(float(v) for v in d.get("mean", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in d.get("std", (0.25, 0.25, 0.25))),  # type: ignore[arg-type]
+            tta=str(d.get("tta", "none")),
+        )
+
+
+@dataclass
+class Prediction:
+    """Per-crop predictions. ``labels`` already hold ``unidentified`` under threshold;
+    ``raw_labels`` are the arg-max labels; ``probs`` are calibrated, over ``classes``."""
+
+    labels: list[str]
+    raw_labels: list[str]
+    confidences: np.ndarray
+    probs: np.ndarray
+    classes: list[str] = field(default_factory=list)
+
+    def top_k(self, i: int, k: int = 3) -> list[tuple[str, float]]:
+        order = np.argsort(-self.probs[i])[:k]
+        return [(self.classes[j], float(self.probs[i, j])) for j in order if self.probs[i, j] > 0]
+
+
+# --------------------------------------------------------------------------------------------
+# crops
+# --------------------------------------------------------------------------------------------
+def extract_crops(
+    image: np.ndarray,
+    centres: np.ndarray | Sequence[tuple[float, float]],
+    field_um_per_px: float,
+    preprocessing: Preprocessing,
+) -> np.ndarray:
+    """Cut one crop per ``(x, y)`` centre at the model's physical scale.
+
+    Returns ``(N, S, S, 3)`` uint8 with ``S = preprocessing.crop_size``. Windows that
+    run off the image are filled by reflection.
+    """
+    pre = preprocessing.resolved()
+    pts = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    s = pre.crop_size
+    if len(pts) == 0:
+        return np.zeros((0, s, s, 3), np.uint8)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise MorphError("bad_request", f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    win = pre.window_px(field_um_per_px)
+    half = win // 2
+    pad = win + 1
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
+    xs = np.rint(pts[:, 0]).astype(np.int64) - half + pad
+    ys = np.rint(pts[:, 1]).astype(np.int64) - half + pad
+    h, w = padded.shape[:2]
+    xs = np.clip(xs, 0, w - win)
+    ys = np.clip(ys, 0, h - win)
+    windows = np.stack([padded[y : y + win, x : x + win] for x, y in zip(xs, ys, strict=True)])
+    if win == s:
+        return np.ascontiguousarray(windows)
+    return resize_crops(windows, s)
+
+
+def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
+    """Resize ``(N, H, W, 3)`` uint8 crops to ``size`` (bilinear, antialiased)."""
+    out = []
+    for i in range(0, len(crops), 1024):
+        t = torch.from_numpy(np.ascontiguousarray(crops[i : i + 1024])).permute(0, 3, 1, 2).float()
+        t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(t.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+
+def to_tensor(crops: np.ndarray | torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` crops -> normalised float ``(N, 3, H, W)`` (channels-last memory)."""
+    t = torch.as_tensor(crops)
+    t = t.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((t - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+# --------------------------------------------------------------------------------------------
+# the classifier
+# --------------------------------------------------------------------------------------------
+class CellClassifier:
+    """A trained network with everything needed to use it: labels, preprocessing,
+    temperature, thresholds, metrics and provenance.
+
+    Args:
+        net: the network (logits over ``labels``).
+        labels: label names in logit order (all from the vocabulary).
+        arch: registry name of the architecture; ``arch_kwargs`` rebuild it.
+        temperature: divides the logits before the softmax (fitted on validation).
+        thresholds: ``{"global": t, "per_class": {label: t}}``; a prediction whose
+            confidence is under its label's threshold becomes ``unidentified``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        labels: Sequence[str],
+        *,
+        arch: str,
+        arch_kwargs: dict[str, Any] | None = None,
+        preprocessing: Preprocessing | None = None,
+        temperature: float = 1.0,
+        thresholds: dict[str, Any] | None = None,
+        name: str | None = None,
+        version: str = "0.0.0",
+        metrics: dict[str, Any] | None = None,
+        provenance: dict[str, str] | None = None,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        unknown = [lab for lab in labels if lab not in MODEL_LABELS]
+        if unknown:
+            raise MorphError("bad_model", f"labels not in the vocabulary: {', '.join(unknown)}")
+        self.net = net.eval()
+        self.labels: list[str] = list(labels)
+        self.arch = arch
+        self.arch_kwargs = dict(arch_kwargs or {})
+        self.preprocessing = (preprocessing or Preprocessing()).resolved()
+        self.temperature = float(temperature)
+        self.thresholds: dict[str, Any] = thresholds or {"global": 0.0, "per_class": {}}
+        self.name = name or arch
+        self.version = version
+        self.metrics = metrics or {}
+        self.provenance = provenance or {}
+        self.extra_config = extra_config or {}
+        self._masks: dict[tuple[str, str], np.ndarray] = {}
+        self.batch_size = 512
+
+    # -- description ----------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """What the report and ``GET /v1/model`` show about this model."""
+        m = self.metrics
+        summary = {k: m[k] for k in ("accuracy", "macro_f1", "ece", "n_val", "teardrop_f1") if k in m}
+        if "synthetic" in m:
+            summary["synthetic"] = m["synthetic"]
+        return {
+            "name": self.name,
+            "version": self.version,
+            "arch": self.arch,
+            "labels": list(self.labels),
+            "preprocessing": self.preprocessing.to_dict(),
+            "temperature": round(self.temperature, 4),
+            "thresholds": self.thresholds,
+            "metrics": summary,
+            "provenance": dict(self.provenance),
+            "decoding": "kind-aware: red cells over red-cell labels, nucleated cells over nucleated "
+            "and marrow labels; on NMB stain red cells over normal/reticulocyte",
+        }
+
+    # -- decoding -------------------------------------------------------------------------
+    def allowed_mask(self, kind: str, stain: str = "wright") -> np.ndarray:
+        """Boolean mask over ``labels`` a cell of ``kind`` on ``stain`` may take."""
+        key = (kind, stain)
+        if key not in self._masks:
+            if kind == "rbc":
+                allowed: Sequence[str] = NMB_RBC_LABELS if stain == "nmb" else RBC_LABELS
+            elif kind == "nucleated":
+                allowed = NUCLEATED_LABELS + MARROW_LABELS
+            else:
+                allowed = self.labels
+            mask = np.array([lab in allowed for lab in self.labels])
+            if not mask.any():  # this model knows none of them: fall back to the kind, then all
+                kind_all = RBC_LABELS if kind == "rbc" else NUCLEATED_LABELS + MARROW_LABELS
+                mask = np.array([lab in kind_all for lab in self.labels])
+                if not mask.any():
+                    mask = np.ones(len(self.labels), bool)
+            self._masks[key] = mask
+        return self._masks[key]
+
+    def threshold_for(self, label: str) -> float:
+        per = self.thresholds.get("per_class") or {}
+        return float(per.get(label, self.thresholds.get("global", 0.0)))
+
+    @torch.inference_mode()
+    def logits(self, crops: np.ndarray) -> np.ndarray:
+        """Raw logits ``(N, C)`` for uint8 crops ``(N, S, S, 3)`` at the model's crop size."""
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[-1] != 3:
+            raise MorphError("bad_request", f"expected (N, H, W, 3) crops, got shape {crops.shape}")
+        s = self.preprocessing.crop_size
+        if crops.shape[1:3] != (s, s):
+            crops = resize_crops(crops.astype(np.uint8), s)
+        out = np.zeros((len(crops), len(self.labels)), np.float32)
+        for i in range(0, len(crops), self.batch_size):
+            x = to_tensor(crops[i : i + self.batch_size], self.preprocessing)
+            y = self.net(x)
+            if self.preprocessing.tta == "flips":
+                y = (y + self.net(torch.flip(x, dims=(3,)))) / 2
+            out[i : i + len(x)] = y.float().numpy()
+        return out
+
+    def decode(
+        self,
+        logits: np.ndarray,
+        kinds: Sequence[str] | str = "rbc",
+        stains: Sequence[str] | str = "wright",
+        temperature: float | None = None,
+    ) -> Prediction:
+        """Masked, temperature-scaled softmax and thresholding of raw logits."""
+        n = len(logits)
+        kinds_l = [kinds] * n if isinstance(kinds, str) else list(kinds)
+        stains_l = [stains] * n if isinstance(stains, str) else list(stains)
+        mask = np.stack([self.allowed_mask(k, s) for k, s in zip(kinds_l, stains_l, strict=True)]) if n else np.zeros((0, len(self.labels)), bool)
+        t = self.temperature if temperature is None else float(temperature)
+        z = np.where(mask, logits / max(t, 1e-6), -np.inf)
+        z = z - z.max(axis=1, keepdims=True) if n else z
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True) if n else 1.0
+        idx = p.argmax(axis=1) if n else np.zeros(0, np.int64)
+        conf = p[np.arange(n), idx] if n else np.zeros(0)
+        raw = [self.labels[j] for j in idx]
+        labs = [lab if c >= self.threshold_for(lab) else UNIDENTIFIED for lab, c in zip(raw, conf, strict=True)]
+        return Prediction(labs, raw, conf.astype(np.float64), p.astype(np.float64), list(self.labels))
+
+    def predict_crops(
+        self, crops: np.ndarray, kinds: Sequence[str] | str = "rbc", stains: Sequence[str] | str = "wright"
+    ) -> Prediction:
+        """Classify uint8 crops ``(N, H, W, 3)`` already cut at the model's scale."""
+        return self.decode(self.logits(crops), kinds, stains)
+
+    def classify_cells(
+        self, image: np.ndarray, cells: list[Cell], um_per_px: float, stain: str = "wright"
+    ) -> None:
+        """Label every red and nucleated cell of one field in place (platelets are left as they are)."""
+        todo = [c for c in cells if c.kind in ("rbc", "nucleated")]
+        if not todo:
+            return
+        crops = extract_crops(image, [(c.x, c.y) for c in todo], um_per_px, self.preprocessing)
+        pred = self.predict_crops(crops, [c.kind for c in todo], stain)
+        for i, c in enumerate(todo):
+            c.label = pred.labels[i]
+            c.confidence = float(pred.confidences[i])
+            c.top_labels = pred.top_k(i, 3)
+
+    # -- persistence ----------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "arch": self.arch,
+            "arch_kwargs": self.arch_kwargs,
+            "num_classes": len(self.labels),
+            "temperature": self.temperature,
+            "provenance": self.provenance,
+            **self.extra_config,
+        }
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the model folder (config, labels, preprocessing, thresholds, weights, metrics)."""
+        from .io import write_json, write_torch
+
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", self.config())
+        write_json(out / "labels.json", self.labels)
+        write_json(out / "preprocessing.json", self.preprocessing.to_dict())
+        write_json(out / "thresholds.json", self.thresholds)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        write_torch(out / "weights.pt", state)
+        if self.metrics:
+            write_json(out / "metrics.json", self.metrics)
+        return out
+
+
+def _resolve_folder(path_or_name: str | os.PathLike[str] | None) -> Path:
+    if path_or_name is None:
+        cand = models_dir() / DEFAULT_MODEL_NAME
+        if not cand.is_dir():
+            raise MorphError(
+                "model_not_found",
+                f"the shipped default model {DEFAULT_MODEL_NAME!r} is not in {models_dir()}",
+                path=str(cand),
+            )
+        return cand
+    p = Path(path_or_name)
+    if p.is_dir():
+        return p
+    cand = models_dir() / str(path_or_name)
+    if cand.is_dir():
+        return cand
+    raise MorphError(
+        "model_not_found",
+        f"no model folder {str(path_or_name)!r} (looked in the current folder and {models_dir()})",
+        path=str(path_or_name),
+    )
+
+
+def load_model(path_or_name: str | os.PathLike[str] | None = None, **_: Any) -> CellClassifier:
+    """Load a model folder: a path, a name under the models directory, or ``None`` for the default."""
+    from .io import read_json, read_torch
+
+    folder = _resolve_folder(path_or_name)
+    for req in ("config.json", "labels.json", "preprocessing.json", "weights.pt"):
+        if not (folder / req).is_file():
+            raise MorphError("bad_model", f"model folder is missing {req}", path=str(folder / req))
+    cfg = read_json(folder / "config.json")
+    labels = read_json(folder / "labels.json")
+    if not isinstance(cfg, dict) or "arch" not in cfg:
+        raise MorphError("bad_model", "config.json must be an object with an 'arch'", path=str(folder / "config.json"))
+    if not isinstance(labels, list) or not labels:
+        raise MorphError("bad_model", "labels.json must be a non-empty list", path=str(folder / "labels.json"))
+    pre = Preprocessing.from_dict(read_json(folder / "preprocessing.json"))
+    thresholds = read_json(folder / "thresholds.json") if (folder / "thresholds.json").is_file() else None
+    metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else None
+    kwargs = dict(cfg.get("arch_kwargs") or {})
+    net = create_model(cfg["arch"], num_classes=len(labels), **kwargs)
+    state = read_torch(folder / "weights.pt")
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, KeyError) as exc:
+        raise MorphError("bad_model", f"weights do not match the architecture ({exc})", path=str(folder / "weights.pt")) from exc
+    net = net.to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
+    known = {"name", "version", "arch", "arch_kwargs", "num_classes", "temperature", "provenance"}
+    return CellClassifier(
+        net, labels, arch=cfg["arch"], arch_kwargs=kwargs, preprocessing=pre,
+        temperature=float(cfg.get("temperature", 1.0)), thresholds=thresholds,
+        name=str(cfg.get("name") or folder.name), version=str(cfg.get("version", "0.0.0")),
+        metrics=metrics, provenance=cfg.get("provenance") or {},
+        extra_config={k: v for k, v in cfg.items() if k not in known},
+    )
+
+
+def build_untrained(
+    arch: str = "morphnet_tiny", seed: int = 0, labels: Sequence[str] | None = None, **arch_kwargs: Any
+) -> CellClassifier:
+    """A randomly initialised classifier over the whole vocabulary (for tests of callers)."""
+    labels = list(labels or MODEL_LABELS)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = create_model(arch, num_classes=len(labels), **arch_kwargs)
+    net = net.to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
+    return CellClassifier(
+        net, labels, arch=arch, arch_kwargs=arch_kwargs, name=f"{arch}-untrained", version="0.0.0",
+        provenance={lab: "untrained" for lab in labels},
+    )

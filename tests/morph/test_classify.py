@@ -1,0 +1,125 @@
+"""CellClassifier: crops at physical scale, kind-aware decoding, thresholds, save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from morph.classify import (
+    MODEL_LABELS,
+    CellClassifier,
+    Preprocessing,
+    build_untrained,
+    extract_crops,
+    load_model,
+)
+from morph.errors import MorphError
+from morph.labels import MARROW_LABELS, NUCLEATED_LABELS, RBC_LABELS, UNIDENTIFIED
+from morph.types import Cell
+
+
+def _field() -> tuple[np.ndarray, list[Cell]]:
+    rng = np.random.default_rng(0)
+    img = np.full((160, 220, 3), 225, np.uint8)
+    yy, xx = np.mgrid[:160, :220]
+    cells = []
+    for i, (x, y, kind) in enumerate([(50, 60, "rbc"), (120, 80, "nucleated"), (200, 150, "rbc"), (10, 10, "platelet")]):
+        disk = (xx - x) ** 2 + (yy - y) ** 2 < 20**2
+        img[disk] = (200, 110, 120) if kind == "rbc" else (90, 60, 150)
+        cells.append(Cell(id=i, x=x, y=y, bbox=(x - 20, y - 20, x + 20, y + 20), kind=kind,
+                          area_px=1256.0, diameter_px=40.0, eccentricity=0.1,
+                          label="platelet" if kind == "platelet" else "unclassified"))
+    img = np.clip(img.astype(int) + rng.integers(-5, 5, img.shape), 0, 255).astype(np.uint8)
+    return img, cells
+
+
+def test_classify_cells_kind_aware() -> None:
+    clf = build_untrained("morphnet_tiny", seed=1)
+    img, cells = _field()
+    clf.classify_cells(img, cells, um_per_px=0.1, stain="wright")
+    rbc = [c for c in cells if c.kind == "rbc"]
+    nuc = [c for c in cells if c.kind == "nucleated"]
+    assert all(c.label in RBC_LABELS for c in rbc)
+    assert all(c.label in NUCLEATED_LABELS + MARROW_LABELS for c in nuc)
+    assert cells[3].label == "platelet"  # platelets untouched
+    for c in rbc + nuc:
+        assert 0 < c.confidence <= 1
+        assert len(c.top_labels) == 3
+        assert abs(c.top_labels[0][1] - c.confidence) < 1e-9
+
+
+def test_nmb_stain_restricts_red_cells() -> None:
+    clf = build_untrained("morphnet_tiny", seed=2)
+    img, cells = _field()
+    clf.classify_cells(img, cells, um_per_px=0.1, stain="nmb")
+    for c in cells:
+        if c.kind == "rbc":
+            assert c.label in ("normal", "reticulocyte")
+            assert {lab for lab, _ in c.top_labels} <= {"normal", "reticulocyte"}
+
+
+def test_threshold_gives_unidentified() -> None:
+    clf = build_untrained("morphnet_tiny")
+    clf.thresholds = {"global": 0.999, "per_class": {}}
+    crops = np.random.default_rng(0).integers(0, 255, (4, 48, 48, 3), dtype=np.uint8)
+    pred = clf.predict_crops(crops)
+    assert pred.labels == [UNIDENTIFIED] * 4
+    assert all(lab in RBC_LABELS for lab in pred.raw_labels)
+    assert np.allclose(pred.probs.sum(1), 1.0)
+
+
+def test_crops_keep_physical_scale() -> None:
+    pre = Preprocessing(crop_size=32, um_per_px=0.4)  # crop covers 12.8 um
+    img = np.zeros((300, 300, 3), np.uint8)
+    img[100:200, 100:200] = 255
+    # at 0.2 um/px the window is 64 px; at 0.1 um/px it is 128 px: the same square looks smaller
+    a = extract_crops(img, [(150, 150)], 0.2, pre)
+    b = extract_crops(img, [(150, 150)], 0.1, pre)
+    assert a.shape == b.shape == (1, 32, 32, 3)
+    assert a.mean() > b.mean()
+    # a centre at the corner is padded, not an error
+    c = extract_crops(img, [(0, 0), (299, 299)], 0.2, pre)
+    assert c.shape == (2, 32, 32, 3)
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    clf = build_untrained("morphnet_tiny", seed=3)
+    clf.temperature = 1.7
+    clf.thresholds = {"global": 0.2, "per_class": {"teardrop": 0.3}}
+    clf.metrics = {"accuracy": 0.5, "macro_f1": 0.4, "ece": 0.1, "per_class": {}}
+    clf.save(tmp_path / "m")
+    for f in ("config.json", "labels.json", "preprocessing.json", "thresholds.json", "weights.pt", "metrics.json"):
+        assert (tmp_path / "m" / f).is_file()
+    back = load_model(tmp_path / "m")
+    crops = np.random.default_rng(1).integers(0, 255, (6, 48, 48, 3), dtype=np.uint8)
+    assert np.array_equal(clf.logits(crops), back.logits(crops))
+    p1, p2 = clf.predict_crops(crops), back.predict_crops(crops)
+    assert p1.labels == p2.labels
+    assert np.allclose(p1.probs, p2.probs)
+    assert back.temperature == 1.7 and back.threshold_for("teardrop") == 0.3
+    assert back.info()["metrics"]["macro_f1"] == 0.4
+    assert back.labels == list(MODEL_LABELS)
+
+
+def test_load_errors(tmp_path: Path) -> None:
+    with pytest.raises(MorphError) as ei:
+        load_model(tmp_path / "nope")
+    assert ei.value.code == "model_not_found"
+    (tmp_path / "broken").mkdir()
+    with pytest.raises(MorphError) as ei:
+        load_model(tmp_path / "broken")
+    assert ei.value.code == "bad_model"
+    clf = build_untrained("morphnet_tiny")
+    clf.save(tmp_path / "m")
+    (tmp_path / "m" / "weights.pt").write_bytes(b"garbage")
+    with pytest.raises(MorphError) as ei:
+        load_model(tmp_path / "m")
+    assert ei.value.code == "bad_model"
+
+
+def test_unknown_label_rejected() -> None:
+    clf = build_untrained("morphnet_tiny")
+    with pytest.raises(MorphError):
+        CellClassifier(clf.net, ["not_a_label"], arch="morphnet_tiny")
