@@ -28,6 +28,8 @@ ERROR_CODES: dict[str, str] = {
     "empty_dataset": "a data folder holds no usable examples",
     "model_not_found": "no model folder or registered architecture of that name",
     "bad_model": "a model folder is incomplete or inconsistent",
+    "symlink_loop": "a symbolic link loops, or leads back into a folder already walked (not followed)",
+    "analysis_failed": "scoring a case failed unexpectedly (a worker died or a bug); it is retried on the next run",
 }
 
 
