@@ -1,0 +1,1014 @@
+"""Synthetic smear renderer: labelled fields and single-cell crops with ground truth.
+
+Renders Wright-stained peripheral blood, new-methylene-blue (NMB) reticulocyte
+preparations and bone-marrow fields at a stated physical scale (micrometres per
+pixel), for classes that no public data set here covers and for tests.
+
+How it renders (Beer-Lambert): every cell adds optical density (OD, per RGB channel)
+to an OD canvas; the picture is ``illumination * exp(-OD)``, then optical blur and
+sensor noise. Each stain component (haemoglobin, polychromasia, nuclear chromatin,
+cytoplasm, granules, reticulum, platelet) has an OD colour vector per stain, so
+overlapping cells darken where they overlap, as on a real slide.
+
+Ground truth: each :class:`SynthCell` keeps its **full (amodal) mask**, even where
+another cell lies on top of it; masks of overlapping cells therefore overlap. The
+order of ``SynthField.cells`` is the drawing (z) order, later on top;
+:meth:`SynthField.instance_map` gives the "topmost cell owns the pixel" labelling.
+Centres always lie inside the image and inside the cell's own mask; cells cut by the
+image edge are kept with ``touches_border=True`` and their mask/bbox clipped.
+
+Everything is seeded: the same seed and arguments give the same image, bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import MorphError
+from .labels import kind_of
+from .segment import DEFAULT_UM_PER_PX
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FIELD_TYPES",
+    "STAINS",
+    "SYNTH_LABELS",
+    "RenderStyle",
+    "SynthCell",
+    "SynthField",
+    "default_label_weights",
+    "render_cell_crop",
+    "render_field",
+]
+
+STAINS: tuple[str, ...] = ("wright", "nmb")
+FIELD_TYPES: tuple[str, ...] = ("blood", "nmb", "marrow")
+FIELD_STAIN: dict[str, str] = {"blood": "wright", "nmb": "nmb", "marrow": "wright"}
+
+#: field type -> labels the renderer can draw there ("platelet" is the platelet kind).
+SYNTH_LABELS: dict[str, tuple[str, ...]] = {
+    "blood": (
+        "normal", "macrocyte", "microcyte", "spherocyte", "target_cell", "stomatocyte",
+        "ovalocyte", "teardrop", "burr_cell", "schistocyte", "hypochromic", "elliptocyte",
+        "reticulocyte", "sickle_cell",
+        "nucleated_rbc", "neutrophil", "hypersegmented_neutrophil", "lymphocyte", "monocyte",
+        "platelet",
+    ),
+    "nmb": ("normal", "reticulocyte", "microcyte", "macrocyte", "spherocyte",
+            "nucleated_rbc", "neutrophil", "lymphocyte", "platelet"),
+    "marrow": ("normal", "macrocyte", "ovalocyte", "teardrop",
+               "normoblast", "megaloblast", "neutrophil", "hypersegmented_neutrophil",
+               "lymphocyte", "other_wbc", "platelet"),
+}
+
+_DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
+    "blood": {
+        "normal": 0.50, "macrocyte": 0.04, "microcyte": 0.04, "spherocyte": 0.04,
+        "target_cell": 0.04, "stomatocyte": 0.03, "ovalocyte": 0.04, "teardrop": 0.03,
+        "burr_cell": 0.03, "schistocyte": 0.03, "hypochromic": 0.04, "elliptocyte": 0.03,
+        "reticulocyte": 0.03, "sickle_cell": 0.01,
+        "nucleated_rbc": 0.006, "neutrophil": 0.012, "hypersegmented_neutrophil": 0.004,
+        "lymphocyte": 0.008, "monocyte": 0.004, "platelet": 0.06,
+    },
+    "nmb": {
+        "normal": 0.70, "reticulocyte": 0.18, "microcyte": 0.02, "macrocyte": 0.02,
+        "spherocyte": 0.01, "nucleated_rbc": 0.004, "neutrophil": 0.006, "lymphocyte": 0.004,
+        "platelet": 0.05,
+    },
+    "marrow": {
+        "normal": 0.35, "macrocyte": 0.06, "ovalocyte": 0.05, "teardrop": 0.01,
+        "normoblast": 0.15, "megaloblast": 0.12, "neutrophil": 0.05,
+        "hypersegmented_neutrophil": 0.01, "lymphocyte": 0.04, "other_wbc": 0.08,
+        "platelet": 0.04,
+    },
+}
+
+#: Mean diameter (um) of each label, relative scale (normal red cell = 7.5 um).
+_DIAM_UM: dict[str, float] = {
+    "normal": 7.5, "macrocyte": 9.4, "microcyte": 5.8, "spherocyte": 6.2, "target_cell": 7.7,
+    "stomatocyte": 7.4, "ovalocyte": 7.6, "teardrop": 7.1, "burr_cell": 7.3,
+    "schistocyte": 7.0, "hypochromic": 7.1, "elliptocyte": 7.3, "reticulocyte": 8.4,
+    "sickle_cell": 7.5, "uncategorised": 7.5,
+    "nucleated_rbc": 8.5, "neutrophil": 12.0, "hypersegmented_neutrophil": 13.0,
+    "lymphocyte": 8.5, "monocyte": 15.0, "other_wbc": 14.0,
+    "normoblast": 9.0, "megaloblast": 14.0, "platelet": 2.6,
+}
+
+
+# ---------------------------------------------------------------------------
+# Public data types
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class SynthCell:
+    """Ground truth for one rendered cell (coordinates in pixels, bbox exclusive)."""
+
+    x: float
+    y: float
+    bbox: tuple[int, int, int, int]
+    label: str
+    kind: str
+    diameter_px: float
+    touches_border: bool
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "x": round(float(self.x), 2), "y": round(float(self.y), 2),
+            "bbox": [int(v) for v in self.bbox], "label": self.label, "kind": self.kind,
+            "diameter_px": round(float(self.diameter_px), 2),
+            "touches_border": bool(self.touches_border),
+        }
+
+
+@dataclass(frozen=True)
+class RenderStyle:
+    """Stain, optics and density of one rendered field or crop.
+
+    ``RenderStyle.random(seed_or_rng, stain)`` draws a plausible style; pass an explicit
+    one (e.g. ``dataclasses.replace(RenderStyle.random(3), blur_um=0.0)``) to pin it.
+
+    Attributes:
+        background: RGB (0-255) of empty glass at the field centre.
+        stain_strength: multiplies every optical density (pale vs dark smears).
+        stain_tint: per-channel OD multipliers (R, G, B): hue variation between slides.
+        vignetting: fractional darkening at the field corners.
+        gradient: illumination slope along x and y (fraction across the field).
+        blur_um: Gaussian optical blur (sigma, micrometres).
+        noise: sensor noise standard deviation (0-255 grey levels).
+        density: fraction of the field area covered by cells when ``n_cells`` is None.
+        rbc_diameter_um: diameter of a normal red cell; all sizes scale with it.
+        size_scale: per-label diameter multiplier, e.g. ``{"ovalocyte": 1.3}`` renders
+            macro-ovalocytes (still labelled ``ovalocyte``).
+    """
+
+    background: tuple[float, float, float] = (170.0, 180.0, 174.0)
+    stain_strength: float = 1.0
+    stain_tint: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    vignetting: float = 0.1
+    gradient: tuple[float, float] = (0.0, 0.0)
+    blur_um: float = 0.08
+    noise: float = 2.0
+    density: float = 0.35
+    rbc_diameter_um: float = 7.5
+    size_scale: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def random(cls, seed: int | np.random.Generator = 0, stain: str = "wright") -> RenderStyle:
+        """A random plausible style for ``stain`` ("wright" or "nmb")."""
+        _check_stain(stain)
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        palette = _BACKGROUNDS[stain]
+        base = np.asarray(palette[int(rng.integers(len(palette)))], np.float64)
+        bg = np.clip(base * rng.uniform(0.92, 1.06) + rng.normal(0, 4, 3), 60, 252)
+        return cls(
+            background=(float(bg[0]), float(bg[1]), float(bg[2])),
+            stain_strength=float(rng.uniform(0.75, 1.3)),
+            stain_tint=tuple(float(v) for v in rng.normal(1.0, 0.08, 3).clip(0.8, 1.2)),  # type: ignore[arg-type]
+            vignetting=float(rng.uniform(0.0, 0.25)),
+            gradient=(float(rng.normal(0, 0.05)), float(rng.normal(0, 0.05))),
+            blur_um=float(rng.uniform(0.02, 0.18)),
+            noise=float(rng.uniform(0.8, 4.0)),
+            density=float(rng.uniform(0.2, 0.5)),
+            rbc_diameter_um=float(rng.normal(7.5, 0.15)),
+        )
+
+
+@dataclass
+class SynthField:
+    """A rendered field: the image and the ground truth of every cell in it.
+
+    ``cells`` are in drawing (z) order; masks are full (amodal) cell masks.
+    """
+
+    image: np.ndarray
+    cells: list[SynthCell]
+    stain: str
+    field_type: str
+    um_per_px: float
+    seed: int = 0
+    style: RenderStyle | None = None
+
+    def instance_map(self) -> np.ndarray:
+        """(H, W) int32 map: 0 = background, i + 1 = ``cells[i]``; the topmost cell owns overlaps."""
+        out = np.zeros(self.image.shape[:2], np.int32)
+        for i, c in enumerate(self.cells):
+            if c.mask is None:
+                continue
+            x0, y0, x1, y1 = c.bbox
+            out[y0:y1, x0:x1][c.mask] = i + 1
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Cells per label (all cells, border ones included)."""
+        out: dict[str, int] = {}
+        for c in self.cells:
+            out[c.label] = out.get(c.label, 0) + 1
+        return out
+
+
+# ---------------------------------------------------------------------------
+# Stains
+# ---------------------------------------------------------------------------
+
+# Empty-glass colours: Chula fields (blue-grey, green-grey), TXL/brighter cream, pinkish.
+_BACKGROUNDS: dict[str, list[tuple[float, float, float]]] = {
+    "wright": [
+        (112, 134, 152), (125, 140, 152), (142, 154, 146), (160, 170, 163), (172, 182, 175),
+        (145, 172, 162), (182, 195, 185), (226, 226, 214), (222, 218, 222), (226, 233, 248),
+    ],
+    "nmb": [(222, 226, 216), (210, 218, 214), (232, 232, 226), (200, 210, 212), (190, 200, 196)],
+}
+
+# Optical density per unit amount, RGB.
+_OD: dict[str, dict[str, tuple[float, float, float]]] = {
+    "wright": {
+        "hb": (0.19, 0.52, 0.34),         # haemoglobin + eosin: pink-salmon
+        "poly": (0.30, 0.18, 0.06),       # polychromasia (RNA): blue-grey
+        "nucleus": (0.95, 1.35, 0.42),    # azure chromatin: dark violet
+        "cyto_neut": (0.07, 0.15, 0.07),  # neutrophil cytoplasm: pale lilac
+        "granule": (0.16, 0.32, 0.10),    # fine lilac granules
+        "cyto_lymph": (0.32, 0.16, 0.02), # lymphocyte cytoplasm: sky blue
+        "cyto_mono": (0.22, 0.18, 0.08),  # monocyte cytoplasm: grey-blue
+        "platelet": (0.45, 0.80, 0.25),   # purple granules
+        "reticulum": (0.9, 0.8, 0.3),     # (not visible on Wright; unused)
+    },
+    "nmb": {
+        "hb": (0.34, 0.20, 0.19),         # NMB counterstained cells: green/blue-grey
+        "poly": (0.06, 0.03, 0.0),
+        "nucleus": (1.10, 0.90, 0.38),    # dark blue
+        "cyto_neut": (0.10, 0.08, 0.05),
+        "granule": (0.10, 0.08, 0.04),
+        "cyto_lymph": (0.18, 0.10, 0.04),
+        "cyto_mono": (0.15, 0.10, 0.05),
+        "platelet": (0.70, 0.60, 0.25),
+        "reticulum": (1.60, 1.15, 0.45),  # precipitated RNA: dark blue
+    },
+}
+
+
+def _check_stain(stain: str) -> None:
+    if stain not in STAINS:
+        raise MorphError("bad_request", f"unknown stain {stain!r}; expected one of {', '.join(STAINS)}")
+
+
+class _Stain:
+    """OD vectors of one stain with a style's tint and strength applied."""
+
+    def __init__(self, stain: str, style: RenderStyle) -> None:
+        tint = np.asarray(style.stain_tint, np.float32)
+        self.vec = {k: np.asarray(v, np.float32) * tint for k, v in _OD[stain].items()}
+        self.name = stain
+
+
+# ---------------------------------------------------------------------------
+# Texture bank: tileable smoothed noise at a few scales (fixed seed, built once)
+# ---------------------------------------------------------------------------
+
+_TEX_SIZE = 256
+_TEX_SIGMAS = (0.6, 1.0, 1.6, 2.5, 4.0, 6.5, 10.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _texture_bank() -> dict[float, np.ndarray]:
+    rng = np.random.default_rng(12345)
+    bank: dict[float, np.ndarray] = {}
+    for s in _TEX_SIGMAS:
+        t = ndimage.gaussian_filter(rng.normal(size=(_TEX_SIZE, _TEX_SIZE)), s, mode="wrap")
+        t = (t - t.mean()) / (t.std() + 1e-9)
+        bank[s] = t.astype(np.float32)
+    return bank
+
+
+def _tex(rng: np.random.Generator, sigma_px: float, h: int, w: int) -> np.ndarray:
+    """An (h, w) patch of unit-variance smooth noise with correlation length ~sigma_px."""
+    bank = _texture_bank()
+    s = min(_TEX_SIGMAS, key=lambda k: abs(math.log(k) - math.log(max(sigma_px, 0.3))))
+    t = bank[s]
+    oy, ox = (int(v) for v in rng.integers(0, _TEX_SIZE, 2))
+    if oy + h <= _TEX_SIZE and ox + w <= _TEX_SIZE:
+        return t[oy:oy + h, ox:ox + w]
+    rows = np.arange(oy, oy + h) % _TEX_SIZE
+    cols = np.arange(ox, ox + w) % _TEX_SIZE
+    return t[np.ix_(rows, cols)]
+
+
+# ---------------------------------------------------------------------------
+# Cell specifications (geometry + appearance), drawn from the label
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Spec:
+    label: str
+    kind: str
+    cx: float
+    cy: float
+    r: float           # body radius, px (placement and nominal size)
+    ext: float         # max extent from centre, px (patch size)
+    angle: float
+    p: dict[str, Any]  # label-specific parameters
+
+
+def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_px: float,
+               stain: str) -> _Spec:
+    """Draw the geometry and appearance parameters of one cell of ``label``."""
+    kind = kind_of(label)
+    scale = style.rbc_diameter_um / 7.5 * float(style.size_scale.get(label, 1.0))
+    d_um = _DIAM_UM[label] * scale * float(rng.normal(1.0, 0.045))
+    r = 0.5 * d_um / um_per_px
+    ang = float(rng.uniform(0, 2 * math.pi))
+    p: dict[str, Any] = {
+        "four": [(k, float(rng.normal(0, 0.012 if kind == "rbc" else 0.02)),
+                  float(rng.uniform(0, 2 * math.pi))) for k in (2, 3, 4)],
+        "aspect": float(rng.uniform(1.0, 1.08)),
+        "dens": float(rng.normal(1.0, 0.07)),
+        "pallor_d": float(rng.uniform(0.35, 0.6)), "pallor_r": float(rng.uniform(0.38, 0.5)),
+        "slit": (1.0, 1.0), "rim": float(rng.uniform(0.05, 0.15)), "spot": 0.0,
+        "poly": 0.0, "cren": 0.0, "tail": 0.0, "cuts": [], "dome": False, "sickle": False,
+        "retic": 0.0, "tex_amp": float(rng.uniform(0.02, 0.06)),
+    }
+    ext = r * 1.25
+    if stain == "nmb" and kind == "rbc":
+        # NMB: no central pallor to speak of (supravital, wet-fixed look): flat pale cells.
+        p["pallor_d"] = float(rng.uniform(0.1, 0.3))
+        p["rim"] = float(rng.uniform(0.1, 0.25))
+    if label == "macrocyte":
+        p["pallor_r"] = float(rng.uniform(0.3, 0.42))
+    elif label == "microcyte":
+        p["dens"] *= 0.95
+    elif label == "spherocyte":
+        p["dome"] = True
+        p["dens"] *= 1.3
+        p["pallor_d"] = 0.0
+    elif label == "target_cell":
+        p["pallor_d"] = float(rng.uniform(0.55, 0.75))
+        p["pallor_r"] = float(rng.uniform(0.55, 0.65))
+        p["spot"] = float(rng.uniform(0.55, 0.8))
+        p["spot_r"] = float(rng.uniform(0.18, 0.26))
+    elif label == "stomatocyte":
+        p["slit"] = (float(rng.uniform(1.1, 1.5)), float(rng.uniform(0.18, 0.3)))
+        p["pallor_d"] = float(rng.uniform(0.55, 0.75))
+    elif label == "ovalocyte":
+        p["aspect"] = float(rng.uniform(1.3, 1.7))
+    elif label == "elliptocyte":
+        p["aspect"] = float(rng.uniform(1.9, 2.7))
+        p["pallor_d"] = float(rng.uniform(0.15, 0.4))
+        ext = r * math.sqrt(p["aspect"]) * 1.1
+    elif label == "teardrop":
+        p["aspect"] = float(rng.uniform(1.05, 1.3))
+        p["tail"] = float(rng.uniform(0.55, 1.1))
+        p["tail_w"] = float(rng.uniform(0.14, 0.24))
+        p["tail_bend"] = float(rng.normal(0, 0.12))
+        ext = r * (math.sqrt(p["aspect"]) * (1 + p["tail"]) + 0.1)
+    elif label == "burr_cell":
+        p["cren"] = float(rng.uniform(0.07, 0.13))
+        p["cren_n"] = int(rng.integers(10, 18))
+        p["cren_phase"] = float(rng.uniform(0, 2 * math.pi))
+        p["pallor_d"] *= 0.6
+        ext = r * 1.4
+    elif label == "schistocyte":
+        n_cuts = int(rng.integers(1, 3))
+        base = float(rng.uniform(0, 2 * math.pi))
+        cuts = [(base, float(rng.uniform(0.0, 0.35)))]
+        if n_cuts == 2:
+            cuts.append((base + float(rng.uniform(1.4, 2.4)) * float(rng.choice([-1, 1])),
+                         float(rng.uniform(0.15, 0.5))))
+        p["cuts"] = cuts
+        p["pallor_d"] = float(rng.uniform(0.0, 0.25))
+        p["dens"] *= 1.1
+        p["four"] = [(k, float(rng.normal(0, 0.04)), float(rng.uniform(0, 6.3))) for k in (2, 3)]
+    elif label == "hypochromic":
+        p["pallor_d"] = float(rng.uniform(0.7, 0.9))
+        p["pallor_r"] = float(rng.uniform(0.64, 0.75))
+        p["dens"] *= 0.85
+    elif label == "reticulocyte":
+        if stain == "wright":
+            p["poly"] = float(rng.uniform(0.5, 0.9))
+            p["pallor_d"] = float(rng.uniform(0.0, 0.12))
+            p["dens"] *= float(rng.uniform(0.8, 0.95))
+        else:
+            p["retic"] = float(rng.uniform(0.45, 1.0))
+        p["four"] = [(k, float(rng.normal(0, 0.025)), float(rng.uniform(0, 6.3))) for k in (2, 3, 4)]
+    elif label == "sickle_cell":
+        p["sickle"] = True
+        length = d_um * float(rng.uniform(1.6, 2.0)) / um_per_px
+        width = float(rng.uniform(2.2, 3.2)) / um_per_px
+        r1 = 0.5 * length / math.sin(float(rng.uniform(1.1, 1.35)))  # circle through the tips
+        p["sickle_r1"] = r1
+        p["sickle_r2"] = r1 * float(rng.uniform(0.95, 1.1))
+        p["sickle_off"] = width + p["sickle_r2"] - r1
+        p["dens"] *= 1.2
+        r = 0.5 * length * 0.6
+        ext = r1 + 2
+    elif kind == "nucleated":
+        ext = r * 1.12
+        _nucleated_params(label, p, rng, r, um_per_px)
+    elif kind == "platelet":
+        p["four"] = [(k, float(rng.normal(0, 0.09)), float(rng.uniform(0, 6.3))) for k in (2, 3, 4, 5)]
+        p["aspect"] = float(rng.uniform(1.0, 1.5))
+        ext = r * 1.7
+    if kind == "rbc" and not p["sickle"] and label not in ("elliptocyte", "teardrop"):
+        ext = max(ext, r * math.sqrt(p["aspect"]) * 1.12 + r * p["cren"])
+    return _Spec(label, kind, 0.0, 0.0, r, ext + 2.0, ang, p)
+
+
+def _nucleated_params(label: str, p: dict[str, Any], rng: np.random.Generator, r: float,
+                      um_per_px: float) -> None:
+    """Nucleus shape, chromatin pattern and cytoplasm of a nucleated cell (radius r px)."""
+    p["aspect"] = float(rng.uniform(1.0, 1.1))
+    lobes: list[tuple[float, float, float]] = []  # (x, y, radius) px, cell-centred
+    links: list[tuple[float, float, float, float]] = []
+    p["cyto"] = "cyto_neut"
+    p["cyto_d"] = 0.8
+    p["gran"] = 0.0
+    p["hb_cyto"] = 0.0
+    p["poly_cyto"] = 0.0
+    p["vacuoles"] = []
+    p["nucleoli"] = []
+    p["bite"] = None
+    if label in ("neutrophil", "hypersegmented_neutrophil"):
+        n = int(rng.integers(2, 5)) if label == "neutrophil" else int(rng.integers(6, 9))
+        lobe_um = rng.uniform(1.25, 1.6) if n <= 4 else rng.uniform(1.05, 1.3)
+        lr = float(lobe_um) / um_per_px
+        lobes, links = _lobe_chain(n, lr, r * 0.62, rng)
+        p["chrom"] = "clumped"
+        p["gran"] = float(rng.uniform(0.5, 1.0))
+        p["cyto_d"] = float(rng.uniform(0.7, 1.1))
+        p["nuc_d"] = float(rng.uniform(0.9, 1.1))
+    elif label == "lymphocyte":
+        rn = r * float(rng.uniform(0.78, 0.88))
+        off = (r - rn) * float(rng.uniform(0.0, 0.8))
+        a = float(rng.uniform(0, 6.3))
+        lobes = [(off * math.cos(a), off * math.sin(a), rn)]
+        p["chrom"] = "dense"
+        p["cyto"] = "cyto_lymph"
+        p["cyto_d"] = float(rng.uniform(0.6, 1.1))
+        p["nuc_d"] = float(rng.uniform(1.0, 1.2))
+    elif label == "monocyte":
+        rn = r * float(rng.uniform(0.5, 0.6))
+        a = float(rng.uniform(0, 6.3))
+        off = r * 0.15
+        cx, cy = off * math.cos(a), off * math.sin(a)
+        lobes = [(cx, cy, rn)]
+        bd = rn * float(rng.uniform(0.9, 1.3))
+        p["bite"] = (cx + bd * math.cos(a), cy + bd * math.sin(a), rn * float(rng.uniform(0.45, 0.7)))
+        p["chrom"] = "lacy"
+        p["cyto"] = "cyto_mono"
+        p["cyto_d"] = float(rng.uniform(0.8, 1.2))
+        p["nuc_d"] = float(rng.uniform(0.75, 0.9))
+        p["vacuoles"] = [(float(rng.uniform(-0.6, 0.6)) * r, float(rng.uniform(-0.6, 0.6)) * r,
+                          float(rng.uniform(0.3, 0.6)) / um_per_px) for _ in range(int(rng.integers(0, 5)))]
+    elif label == "other_wbc":  # myelocyte-like granulocyte precursor
+        rn = r * float(rng.uniform(0.48, 0.6))
+        off = (r - rn) * float(rng.uniform(0.3, 0.8))
+        a = float(rng.uniform(0, 6.3))
+        lobes = [(off * math.cos(a), off * math.sin(a), rn)]
+        p["chrom"] = "lacy"
+        p["gran"] = float(rng.uniform(0.8, 1.3))
+        p["cyto_d"] = float(rng.uniform(0.9, 1.3))
+        p["nuc_d"] = float(rng.uniform(0.85, 1.0))
+        p["hb_cyto"] = float(rng.uniform(0.05, 0.15))
+    elif label in ("nucleated_rbc", "normoblast"):
+        rn = r * float(rng.uniform(0.38, 0.5) if label == "nucleated_rbc" else rng.uniform(0.42, 0.58))
+        off = (r - rn) * float(rng.uniform(0.0, 0.7))
+        a = float(rng.uniform(0, 6.3))
+        lobes = [(off * math.cos(a), off * math.sin(a), rn)]
+        p["chrom"] = "dense" if label == "nucleated_rbc" or rng.random() < 0.3 else "clumped_coarse"
+        p["cyto"] = "cyto_neut"
+        p["cyto_d"] = 0.0
+        mat = float(rng.uniform(0.0, 1.0))  # 0 polychromatic .. 1 orthochromatic
+        p["hb_cyto"] = 0.45 + 0.5 * mat
+        p["poly_cyto"] = 0.85 - 0.6 * mat
+        p["nuc_d"] = float(rng.uniform(1.15, 1.4))
+    elif label == "megaloblast":
+        rn = r * float(rng.uniform(0.55, 0.68))
+        off = (r - rn) * float(rng.uniform(0.0, 0.6))
+        a = float(rng.uniform(0, 6.3))
+        lobes = [(off * math.cos(a), off * math.sin(a), rn)]
+        p["chrom"] = "sieve"
+        p["cyto"] = "cyto_neut"
+        p["cyto_d"] = 0.0
+        mat = float(rng.uniform(0.35, 1.0))  # haemoglobinised cytoplasm ahead of the nucleus
+        p["hb_cyto"] = 0.4 + 0.45 * mat
+        p["poly_cyto"] = 0.9 - 0.5 * mat
+        p["nuc_d"] = float(rng.uniform(0.6, 0.8))
+        if rng.random() < 0.5:
+            p["nucleoli"] = [(lobes[0][0] + float(rng.uniform(-0.4, 0.4)) * rn,
+                              lobes[0][1] + float(rng.uniform(-0.4, 0.4)) * rn,
+                              float(rng.uniform(0.5, 0.9)) / um_per_px)]
+    p["lobes"] = lobes
+    p["links"] = links
+    p["link_r"] = 0.22 / um_per_px
+
+
+def _lobe_chain(n: int, lr: float, max_r: float, rng: np.random.Generator
+                ) -> tuple[list[tuple[float, float, float]], list[tuple[float, float, float, float]]]:
+    """Lobes of a segmented nucleus as a curled chain, centred, kept within max_r."""
+    pts = [(0.0, 0.0)]
+    head = float(rng.uniform(0, 2 * math.pi))
+    turn = float(rng.choice([-1.0, 1.0])) * float(rng.uniform(0.5, 1.0))
+    for _ in range(n - 1):
+        for _try in range(12):
+            step = lr * float(rng.uniform(1.7, 2.4))
+            h = head + turn + float(rng.normal(0, 0.35))
+            x = pts[-1][0] + step * math.cos(h)
+            y = pts[-1][1] + step * math.sin(h)
+            mx = (sum(q[0] for q in pts) + x) / (len(pts) + 1)
+            my = (sum(q[1] for q in pts) + y) / (len(pts) + 1)
+            ok_r = all(math.hypot(x - mx, y - my) <= max_r and math.hypot(q[0] - mx, q[1] - my) <= max_r
+                       for q in pts)
+            ok_sep = all(math.hypot(x - q[0], y - q[1]) >= 1.6 * lr for q in pts[:-1])
+            if ok_r and ok_sep:
+                break
+            head += 0.6
+        pts.append((x, y))
+        head = h
+    mx = sum(q[0] for q in pts) / len(pts)
+    my = sum(q[1] for q in pts) / len(pts)
+    lobes = [(x - mx, y - my, lr * float(rng.uniform(0.85, 1.15))) for x, y in pts]
+    links = [(lobes[i][0], lobes[i][1], lobes[i + 1][0], lobes[i + 1][1]) for i in range(n - 1)]
+    return lobes, links
+
+
+# ---------------------------------------------------------------------------
+# Drawing: one cell -> OD patch + mask
+# ---------------------------------------------------------------------------
+
+
+def _draw(spec: _Spec, od: np.ndarray, st: _Stain, rng: np.random.Generator,
+          um_per_px: float) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """Add the cell's OD into ``od`` (H, W, 3) in place; return (clipped mask, bbox) or None."""
+    H, W = od.shape[:2]
+    e = spec.ext
+    x0 = max(int(math.floor(spec.cx - e)), 0)
+    y0 = max(int(math.floor(spec.cy - e)), 0)
+    x1 = min(int(math.ceil(spec.cx + e)) + 1, W)
+    y1 = min(int(math.ceil(spec.cy + e)) + 1, H)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    X = (np.arange(x0, x1, dtype=np.float32) - np.float32(spec.cx))[None, :]
+    Y = (np.arange(y0, y1, dtype=np.float32) - np.float32(spec.cy))[:, None]
+    c, s = math.cos(spec.angle), math.sin(spec.angle)
+    U = X * c + Y * s
+    V = -X * s + Y * c
+    if spec.kind == "rbc":
+        add, mask = _draw_rbc(spec, U, V, st, rng, um_per_px)
+    elif spec.kind == "nucleated":
+        add, mask = _draw_nucleated(spec, U, V, st, rng, um_per_px)
+    else:
+        add, mask = _draw_platelet(spec, U, V, st, rng, um_per_px)
+    od[y0:y1, x0:x1] += add
+    if not mask.any():
+        return None
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    by0, by1 = int(rows[0]), int(rows[-1]) + 1
+    bx0, bx1 = int(cols[0]), int(cols[-1]) + 1
+    return mask[by0:by1, bx0:bx1].copy(), (x0 + bx0, y0 + by0, x0 + bx1, y0 + by1)
+
+
+def _fourier(th: np.ndarray, four: list[tuple[int, float, float]]) -> np.ndarray:
+    out = np.zeros_like(th)
+    for k, a, ph in four:
+        out += a * np.cos(k * th + ph)
+    return out
+
+
+def _edge_alpha(sd: np.ndarray, width: float = 0.9) -> np.ndarray:
+    return np.clip(0.5 - sd / width, 0.0, 1.0)
+
+
+def _ellipse_coords(spec: _Spec, U: np.ndarray, V: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float]:
+    asp = spec.p["aspect"]
+    a = spec.r * math.sqrt(asp)
+    b = spec.r / math.sqrt(asp)
+    pu = U / a
+    pv = V / b
+    q = np.sqrt(pu * pu + pv * pv)
+    th = np.arctan2(pv, pu)
+    return pu, pv, q, th, a, b
+
+
+def _draw_rbc(spec: _Spec, U: np.ndarray, V: np.ndarray, st: _Stain, rng: np.random.Generator,
+              um_per_px: float) -> tuple[np.ndarray, np.ndarray]:
+    p = spec.p
+    if p["sickle"]:
+        r1, r2, off = p["sickle_r1"], p["sickle_r2"], p["sickle_off"]
+        Vs = V + (off * 0.5)  # centre the crescent's bulk near the spec centre
+        d1 = np.sqrt(U * U + Vs * Vs) - r1
+        d2 = r2 - np.sqrt(U * U + (Vs - off) ** 2)
+        sd = np.maximum(d1, d2)
+        alpha = _edge_alpha(sd)
+        h = np.full_like(sd, 1.0)
+        h = h - 0.25 * np.clip(-sd / (0.6 / um_per_px), 0, 1) * 0.0  # flat, dense
+        rr = np.clip(1.0 + sd / max(r1 * 0.2, 1.0), 0, 1)
+    else:
+        pu, pv, q, th, a, b = _ellipse_coords(spec, U, V)
+        qb_body = 1.0 + _fourier(th, p["four"])
+        if p["cren"] > 0:
+            qb_body = qb_body + p["cren"] * np.maximum(np.cos(p["cren_n"] * th + p["cren_phase"]), 0) ** 3
+        qb = qb_body
+        if p["tail"] > 0:
+            d = np.angle(np.exp(1j * (th - p["tail_bend"] * q)))
+            qb = qb_body + p["tail"] * np.exp(-((d / p["tail_w"]) ** 2)).astype(np.float32)
+        rho = q / qb
+        r_loc = np.sqrt((a * np.cos(th)) ** 2 + (b * np.sin(th)) ** 2) * qb
+        sd = (rho - 1.0) * r_loc
+        for ang, dcut in p["cuts"]:
+            nx, ny = math.cos(ang), math.sin(ang)
+            sd = np.maximum(sd, U * nx + V * ny - dcut * spec.r)
+        alpha = _edge_alpha(sd)
+        rr = np.clip(q / qb_body, 0.0, 1.0)
+        if p["dome"]:
+            h = 1.15 - 0.3 * rr * rr
+        else:
+            sx, sy = p["slit"]
+            pr = np.sqrt((pu / sx) ** 2 + (pv / sy) ** 2) / p["pallor_r"]
+            h = 1.0 - p["pallor_d"] * np.exp(-(pr ** 4))
+            if p["spot"] > 0:
+                h = h + p["spot"] * np.exp(-((q / p["spot_r"]) ** 2))
+        h = h + p["rim"] * np.exp(-(((rr - 0.82) / 0.15) ** 2))
+    tex = _tex(rng, 2.0 / max(um_per_px / 0.1, 0.3), *U.shape)
+    amount = (alpha * h * (1.0 + p["tex_amp"] * tex)).astype(np.float32)
+    vec = st.vec["hb"] * np.float32(p["dens"])
+    if p["poly"] > 0:
+        vec = vec * np.float32(1.0 - 0.25 * p["poly"]) + st.vec["poly"] * np.float32(p["poly"])
+    add = amount[..., None] * vec
+    if p["retic"] > 0:
+        add += _reticulum(spec, U, V, alpha, st, rng, um_per_px)[..., None] * st.vec["reticulum"]
+    return add, sd < 0
+
+
+def _reticulum(spec: _Spec, U: np.ndarray, V: np.ndarray, alpha: np.ndarray, st: _Stain,
+               rng: np.random.Generator, um_per_px: float) -> np.ndarray:
+    """Blue precipitated RNA: filaments (noise zero-crossings) and granules, in a clump."""
+    amt = spec.p["retic"]
+    h, w = U.shape
+    fil_t = _tex(rng, 0.3 / um_per_px, h, w)
+    fil = np.exp(-((fil_t / 0.28) ** 2))
+    dots = np.clip(_tex(rng, 0.12 / um_per_px, h, w) - 1.6, 0, None) * 1.6
+    # where the reticulum lies: a central clump, bigger when immature (amt high)
+    cx = float(rng.uniform(-0.25, 0.25)) * spec.r
+    cy = float(rng.uniform(-0.25, 0.25)) * spec.r
+    rad = spec.r * (0.35 + 0.5 * amt)
+    region = np.exp(-(((U - cx) ** 2 + (V - cy) ** 2) / (rad * rad)) ** 2)
+    region = region * (0.6 + 0.4 * np.clip(_tex(rng, 1.0 / um_per_px, h, w) + 0.5, 0, 1))
+    inside = np.clip((alpha - 0.5) * 2, 0, 1)
+    return (inside * region * (fil * (0.35 + 0.5 * amt) + dots * 0.6)).astype(np.float32)
+
+
+def _circle_sd(U: np.ndarray, V: np.ndarray, x: float, y: float, r: float) -> np.ndarray:
+    return np.sqrt((U - x) ** 2 + (V - y) ** 2) - r
+
+
+def _segment_sd(U: np.ndarray, V: np.ndarray, ax: float, ay: float, bx: float, by: float,
+                r: float) -> np.ndarray:
+    dx, dy = bx - ax, by - ay
+    L2 = dx * dx + dy * dy + 1e-9
+    t = np.clip(((U - ax) * dx + (V - ay) * dy) / L2, 0.0, 1.0)
+    return np.sqrt((U - ax - t * dx) ** 2 + (V - ay - t * dy) ** 2) - r
+
+
+def _chromatin(kind: str, rng: np.random.Generator, h: int, w: int, um_per_px: float) -> np.ndarray:
+    if kind == "dense":
+        return 1.0 + 0.12 * _tex(rng, 0.35 / um_per_px, h, w)
+    if kind == "clumped":
+        t = _tex(rng, 0.3 / um_per_px, h, w)
+        return 0.85 + 0.22 * np.tanh(1.5 * t)
+    if kind == "clumped_coarse":  # condensed "cartwheel" clumps of a late normoblast
+        t = _tex(rng, 0.35 / um_per_px, h, w)
+        return 0.95 + 0.35 * np.tanh(2.0 * t)
+    if kind == "sieve":  # fine open chromatin: many small light holes in a fine mesh
+        t = _tex(rng, 0.13 / um_per_px, h, w)
+        return 0.8 + 0.45 * np.tanh(1.3 * t)
+    # lacy (monocyte, myelocyte)
+    t = _tex(rng, 0.25 / um_per_px, h, w)
+    return 0.8 + 0.25 * np.tanh(t)
+
+
+def _draw_nucleated(spec: _Spec, U: np.ndarray, V: np.ndarray, st: _Stain,
+                    rng: np.random.Generator, um_per_px: float) -> tuple[np.ndarray, np.ndarray]:
+    p = spec.p
+    pu, pv, q, th, a, b = _ellipse_coords(spec, U, V)
+    qb = 1.0 + _fourier(th, p["four"])
+    r_loc = np.sqrt((a * np.cos(th)) ** 2 + (b * np.sin(th)) ** 2) * qb
+    sd_c = (q / qb - 1.0) * r_loc
+    alpha_c = _edge_alpha(sd_c)
+    h, w = U.shape
+    # nucleus
+    sd_n = None
+    for x, y, r in p["lobes"]:
+        d = _circle_sd(U, V, x, y, r)
+        sd_n = d if sd_n is None else np.minimum(sd_n, d)
+    for ax, ay, bx, by in p["links"]:
+        sd_n = np.minimum(sd_n, _segment_sd(U, V, ax, ay, bx, by, p["link_r"]))
+    if p["bite"] is not None:
+        bx, by, br = p["bite"]
+        sd_n = np.maximum(sd_n, -_circle_sd(U, V, bx, by, br))
+    assert sd_n is not None
+    if len(p["lobes"]) == 1:  # a little irregularity on round nuclei
+        lx, ly, _ = p["lobes"][0]
+        sd_n = sd_n + p["lobes"][0][2] * 0.04 * _fourier(np.arctan2(V - ly, U - lx), p["four"]) / 0.02
+    alpha_n = _edge_alpha(sd_n, 1.1)
+    chrom = _chromatin(p["chrom"], rng, h, w, um_per_px)
+    amount_n = alpha_n * chrom * p["nuc_d"]
+    for nx, ny, nr in p["nucleoli"]:
+        amount_n = amount_n * (1.0 - 0.35 * np.exp(-(((U - nx) ** 2 + (V - ny) ** 2) / (nr * nr))))
+    # cytoplasm
+    tex_c = _tex(rng, 0.8 / um_per_px, h, w)
+    cyto = alpha_c * (1.0 + 0.12 * tex_c)
+    for vx, vy, vr in p["vacuoles"]:
+        cyto = cyto * (1.0 - 0.6 * np.exp(-(((U - vx) ** 2 + (V - vy) ** 2) / (vr * vr)) ** 2))
+    add = (cyto * p["cyto_d"])[..., None] * st.vec[p["cyto"]]
+    if p["hb_cyto"] > 0 or p["poly_cyto"] > 0:
+        add += cyto[..., None] * (st.vec["hb"] * np.float32(p["hb_cyto"]) + st.vec["poly"] * np.float32(p["poly_cyto"]))
+    if p["gran"] > 0:
+        g = np.clip(_tex(rng, 0.1 / um_per_px, h, w) - 0.8, 0, None)
+        add += (alpha_c * (1 - alpha_n) * g * p["gran"])[..., None] * st.vec["granule"]
+    add += amount_n[..., None].astype(np.float32) * st.vec["nucleus"]
+    return add.astype(np.float32), (sd_c < 0) | (sd_n < 0)
+
+
+def _draw_platelet(spec: _Spec, U: np.ndarray, V: np.ndarray, st: _Stain,
+                   rng: np.random.Generator, um_per_px: float) -> tuple[np.ndarray, np.ndarray]:
+    pu, pv, q, th, a, b = _ellipse_coords(spec, U, V)
+    qb = 1.0 + _fourier(th, spec.p["four"])
+    r_loc = np.sqrt((a * np.cos(th)) ** 2 + (b * np.sin(th)) ** 2) * qb
+    sd = (q / qb - 1.0) * r_loc
+    alpha = _edge_alpha(sd)
+    h, w = U.shape
+    g = np.clip(_tex(rng, 0.15 / um_per_px, h, w) + 0.3, 0, None)
+    centre = np.exp(-((q / 0.65) ** 2))
+    amount = alpha * (0.25 + 0.9 * centre * g) * spec.p["dens"]
+    return (amount[..., None] * st.vec["platelet"]).astype(np.float32), sd < 0
+
+
+# ---------------------------------------------------------------------------
+# Compositing
+# ---------------------------------------------------------------------------
+
+
+def _illumination(style: RenderStyle, h: int, w: int) -> np.ndarray:
+    yy = (np.arange(h, dtype=np.float32) / max(h - 1, 1) - 0.5)[:, None]
+    xx = (np.arange(w, dtype=np.float32) / max(w - 1, 1) - 0.5)[None, :]
+    aspect = w / max(h, 1)
+    r2 = ((xx * aspect) ** 2 + yy * yy) / (0.25 * (aspect * aspect + 1))
+    gain = (1.0 - style.vignetting * r2) * (1.0 + style.gradient[0] * xx + style.gradient[1] * yy)
+    return gain[..., None] * np.asarray(style.background, np.float32)
+
+
+def _finish(od: np.ndarray, style: RenderStyle, rng: np.random.Generator, um_per_px: float,
+            light: np.ndarray | None = None) -> np.ndarray:
+    h, w = od.shape[:2]
+    if light is None:
+        light = _illumination(style, h, w)
+    img = light * np.exp(-od * np.float32(style.stain_strength))
+    sigma = style.blur_um / um_per_px
+    if sigma > 0.15:
+        img = ndimage.gaussian_filter(img, (sigma, sigma, 0), mode="nearest")
+    if style.noise > 0:
+        img = img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(style.noise)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def _check_field_type(field_type: str) -> None:
+    if field_type not in FIELD_TYPES:
+        raise MorphError("bad_request",
+                         f"unknown field_type {field_type!r}; expected one of {', '.join(FIELD_TYPES)}")
+
+
+def default_label_weights(field_type: str) -> dict[str, float]:
+    """The label mix a field type gets when ``label_weights`` is None."""
+    _check_field_type(field_type)
+    return dict(_DEFAULT_WEIGHTS[field_type])
+
+
+def _check_weights(field_type: str, label_weights: Mapping[str, float] | None) -> dict[str, float]:
+    if label_weights is None:
+        return default_label_weights(field_type)
+    allowed = SYNTH_LABELS[field_type]
+    out: dict[str, float] = {}
+    for k, v in label_weights.items():
+        if k not in allowed:
+            raise MorphError("bad_request",
+                             f"label {k!r} cannot be rendered in a {field_type!r} field; "
+                             f"renderable: {', '.join(allowed)}", detail={"label": k})
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise MorphError("bad_request", f"weight of {k!r} must be a finite number >= 0, got {v!r}")
+        out[k] = float(v)
+    if sum(out.values()) <= 0:
+        raise MorphError("bad_request", "label_weights must have at least one positive weight")
+    return out
+
+
+def render_field(
+    seed: int,
+    *,
+    field_type: str = "blood",
+    height: int = 480,
+    width: int = 640,
+    um_per_px: float = DEFAULT_UM_PER_PX,
+    n_cells: int | None = None,
+    label_weights: Mapping[str, float] | None = None,
+    overlap: float = 0.1,
+    style: RenderStyle | None = None,
+) -> SynthField:
+    """Render one labelled smear field.
+
+    Args:
+        seed: the whole picture follows from it (same seed and arguments, same image).
+        field_type: "blood" (Wright), "nmb" (new methylene blue) or "marrow" (Wright).
+        height, width: image size in pixels.
+        um_per_px: physical scale; a normal red cell is ``style.rbc_diameter_um`` across.
+        n_cells: number of cells to place (all kinds); None draws it from ``style.density``.
+            Cells that find no room are dropped (logged).
+        label_weights: relative frequency per label (labels from ``SYNTH_LABELS[field_type]``);
+            None uses :func:`default_label_weights`.
+        overlap: fraction (0-1) of cells allowed to overlap a neighbour (by 10-45% of the
+            summed radii); the rest may touch but not overlap.
+        style: stain/optics/density; None draws a random one from ``seed``.
+
+    Returns:
+        A :class:`SynthField` whose ``cells`` hold full (amodal) masks in z order.
+    """
+    _check_field_type(field_type)
+    weights = _check_weights(field_type, label_weights)
+    if not (isinstance(height, int) and isinstance(width, int) and 16 <= height <= 8192 and 16 <= width <= 8192):
+        raise MorphError("bad_request", f"height and width must be integers in 16..8192, got {height}x{width}")
+    if not (isinstance(um_per_px, (int, float)) and 0.01 <= um_per_px <= 2.0):
+        raise MorphError("bad_request", f"um_per_px must be in 0.01..2.0, got {um_per_px!r}")
+    if not (0.0 <= overlap <= 1.0):
+        raise MorphError("bad_request", f"overlap must be in 0..1, got {overlap!r}")
+    if n_cells is not None and not (isinstance(n_cells, int) and 0 <= n_cells <= 20000):
+        raise MorphError("bad_request", f"n_cells must be an integer in 0..20000, got {n_cells!r}")
+    stain = FIELD_STAIN[field_type]
+    rng = np.random.default_rng(seed)
+    style_rng = np.random.default_rng([seed, 1])
+    if style is None:
+        style = RenderStyle.random(style_rng, stain)
+
+    labels = sorted(weights)
+    probs = np.asarray([weights[k] for k in labels], np.float64)
+    probs /= probs.sum()
+    if n_cells is None:
+        scale = style.rbc_diameter_um / 7.5
+        mean_area = float(sum(
+            pr * math.pi * (0.5 * _DIAM_UM[k] * scale * style.size_scale.get(k, 1.0) / um_per_px) ** 2
+            for k, pr in zip(labels, probs)))
+        n_cells = int(round(style.density * height * width / max(mean_area, 1.0)))
+    counts = rng.multinomial(n_cells, probs)
+    chosen = [k for k, c in zip(labels, counts) for _ in range(int(c))]
+    specs = [_make_spec(k, rng, style, um_per_px, stain) for k in chosen]
+    # nucleated (big, rare) cells first, red cells in random order (so crowding drops no
+    # label preferentially), platelets last in the gaps
+    rank = {"nucleated": 0, "rbc": 1, "platelet": 2}
+    order = sorted(rng.permutation(len(specs)).tolist(), key=lambda i: rank[specs[i].kind])
+    specs = [specs[i] for i in order]
+    placed = _place(specs, rng, height, width, overlap)
+    if len(placed) < len(specs):
+        log.debug("render_field(seed=%s): placed %d of %d cells", seed, len(placed), len(specs))
+    # z order: shuffle so nucleated cells are not always at the bottom
+    z = rng.permutation(len(placed))
+    placed = [placed[i] for i in z]
+
+    st = _Stain(stain, style)
+    od = np.zeros((height, width, 3), np.float32)
+    cells: list[SynthCell] = []
+    for sp in placed:
+        res = _draw(sp, od, st, rng, um_per_px)
+        if res is None:
+            continue
+        mask, bbox = res
+        cells.append(_truth(sp, mask, bbox, height, width))
+    image = _finish(od, style, rng, um_per_px)
+    return SynthField(image=image, cells=cells, stain=stain, field_type=field_type,
+                      um_per_px=float(um_per_px), seed=int(seed), style=style)
+
+
+def _truth(sp: _Spec, mask: np.ndarray, bbox: tuple[int, int, int, int], h: int, w: int) -> SynthCell:
+    x0, y0, x1, y1 = bbox
+    area = float(mask.sum())
+    ys, xs = np.nonzero(mask)
+    # centre: the drawn centre if it falls in the mask, else the mask pixel nearest the centroid
+    cx, cy = sp.cx, sp.cy
+    ix, iy = int(math.floor(cx)) - x0, int(math.floor(cy)) - y0
+    if not (0 <= iy < mask.shape[0] and 0 <= ix < mask.shape[1] and mask[iy, ix]):
+        mx, my = xs.mean(), ys.mean()
+        k = int(np.argmin((xs - mx) ** 2 + (ys - my) ** 2))
+        cx, cy = x0 + xs[k] + 0.5, y0 + ys[k] + 0.5
+    touches = x0 == 0 or y0 == 0 or x1 == w or y1 == h
+    diam = 2.0 * sp.r if not touches else max(2.0 * sp.r, 2.0 * math.sqrt(area / math.pi))
+    if sp.kind == "rbc" and not touches:
+        diam = 2.0 * math.sqrt(area / math.pi)
+    return SynthCell(x=float(cx), y=float(cy), bbox=bbox, label=sp.label, kind=sp.kind,
+                     diameter_px=float(diam), touches_border=bool(touches), mask=mask)
+
+
+def _place(specs: list[_Spec], rng: np.random.Generator, h: int, w: int, overlap: float,
+           tries: int = 40) -> list[_Spec]:
+    """Rejection-sample centres inside the image; a cell may overlap with prob ``overlap``."""
+    xs = np.empty(len(specs))
+    ys = np.empty(len(specs))
+    rs = np.empty(len(specs))
+    n = 0
+    out: list[_Spec] = []
+    for sp in specs:
+        f = float(rng.uniform(0.55, 0.9)) if rng.random() < overlap else 1.0
+        if sp.kind == "platelet":
+            f = max(f, 0.95)
+        cand_x = rng.uniform(0, w, tries)
+        cand_y = rng.uniform(0, h, tries)
+        for cx, cy in zip(cand_x, cand_y):
+            if n:
+                d = np.hypot(xs[:n] - cx, ys[:n] - cy)
+                if np.any(d < (rs[:n] + sp.r) * f):
+                    continue
+            sp.cx, sp.cy = float(cx), float(cy)
+            xs[n], ys[n], rs[n] = cx, cy, sp.r
+            n += 1
+            out.append(sp)
+            break
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Single-cell crops
+# ---------------------------------------------------------------------------
+
+_CONTEXT_LABELS = {"wright": ("normal", "normal", "normal", "macrocyte", "microcyte", "target_cell",
+                              "ovalocyte", "spherocyte", "hypochromic"),
+                   "nmb": ("normal", "normal", "normal", "reticulocyte")}
+
+
+def crop_labels(stain: str = "wright") -> tuple[str, ...]:
+    """Labels :func:`render_cell_crop` accepts for ``stain``."""
+    _check_stain(stain)
+    types = [t for t, s in FIELD_STAIN.items() if s == stain]
+    out: list[str] = []
+    for t in types:
+        out += [k for k in SYNTH_LABELS[t] if k not in out]
+    return tuple(out)
+
+
+def render_cell_crop(
+    seed: int,
+    label: str,
+    *,
+    stain: str = "wright",
+    size: int = 64,
+    um_per_px: float = DEFAULT_UM_PER_PX,
+    context_cells: bool = True,
+    style: RenderStyle | None = None,
+) -> np.ndarray:
+    """One cell of ``label``, centred (jitter under 2 px), in a (size, size, 3) uint8 RGB crop.
+
+    With ``context_cells`` a few red cells are drawn cut by the crop edges, as in crops
+    taken from a real field. Deterministic for a seed; stain/optics vary with the seed
+    unless ``style`` is given.
+    """
+    _check_stain(stain)
+    allowed = crop_labels(stain)
+    if label not in allowed:
+        raise MorphError("bad_request", f"label {label!r} cannot be rendered with stain {stain!r}; "
+                         f"renderable: {', '.join(allowed)}", detail={"label": label})
+    if not (isinstance(size, int) and 8 <= size <= 1024):
+        raise MorphError("bad_request", f"size must be an integer in 8..1024, got {size!r}")
+    if not (isinstance(um_per_px, (int, float)) and 0.01 <= um_per_px <= 2.0):
+        raise MorphError("bad_request", f"um_per_px must be in 0.01..2.0, got {um_per_px!r}")
+    rng = np.random.default_rng(seed)
+    if style is None:
+        style = RenderStyle.random(rng, stain)
+    st = _Stain(stain, style)
+    od = np.zeros((size, size, 3), np.float32)
+    c = 0.5 * size
+    main = _make_spec(label, rng, style, um_per_px, stain)
+    main.cx = c + float(rng.uniform(-1.5, 1.5))
+    main.cy = c + float(rng.uniform(-1.5, 1.5))
+    specs = []
+    if context_cells:
+        for _ in range(int(rng.integers(0, 5))):
+            nb = _make_spec(str(rng.choice(_CONTEXT_LABELS[stain])), rng, style, um_per_px, stain)
+            a = float(rng.uniform(0, 2 * math.pi))
+            dist = (main.r + nb.r) * float(rng.uniform(0.92, 1.25))
+            nb.cx, nb.cy = main.cx + dist * math.cos(a), main.cy + dist * math.sin(a)
+            if abs(nb.cx - c) - nb.r < c and abs(nb.cy - c) - nb.r < c:  # visible at all
+                specs.append(nb)
+    specs.append(main)  # the centred cell on top
+    for sp in specs:
+        _draw(sp, od, st, rng, um_per_px)
+    gain = float(rng.uniform(0.88, 1.04))
+    light = np.broadcast_to(np.asarray(style.background, np.float32) * np.float32(gain), (size, size, 3))
+    return _finish(od, style, rng, um_per_px, light=light)
+
