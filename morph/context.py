@@ -1,0 +1,173 @@
+"""Clinical context: the optional laboratory values and history that sharpen the differentials.
+
+Every field is optional and strictly validated; units are part of the field names so a
+value can never be read in the wrong unit. :func:`validate_context` rejects an unknown
+key, a wrong type (``"abc"`` for a number, ``1`` for a yes/no field) or an impossible
+value (a negative haemoglobin, donor chimerism over 100 %) with a
+:class:`~morph.errors.MorphError` ``bad_context`` whose ``path`` is the field name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import MorphError
+
+
+def _num(unit: str, lo: float, hi: float, description: str, *, lo_exclusive: bool = False) -> dict[str, Any]:
+    return {"type": "number", "unit": unit, "min": lo, "max": hi, "min_exclusive": lo_exclusive,
+            "description": description}
+
+
+def _bool(description: str) -> dict[str, Any]:
+    return {"type": "boolean", "unit": None, "description": description}
+
+
+def _enum(values: tuple[str, ...], description: str) -> dict[str, Any]:
+    return {"type": "enum", "unit": None, "values": list(values), "description": description}
+
+
+#: Field name -> spec: ``type`` ("number" | "boolean" | "enum"), ``unit``, the allowed range
+#: (``min``/``max``, inclusive unless ``min_exclusive``) or ``values``, and a description.
+#: Ranges reject what is physically impossible, not what is merely abnormal.
+CONTEXT_FIELDS: dict[str, dict[str, Any]] = {
+    "hb_g_dl": _num("g/dL", 0, 30, "haemoglobin", lo_exclusive=True),
+    "mcv_fl": _num("fL", 0, 200, "mean corpuscular volume", lo_exclusive=True),
+    "rbc_10e12_l": _num("10^12/L", 0, 15, "red-cell count", lo_exclusive=True),
+    "rdw_percent": _num("%", 0, 100, "red-cell distribution width (CV)"),
+    "ldh_u_l": _num("U/L", 0, 100_000, "lactate dehydrogenase"),
+    "reticulocyte_percent": _num("%", 0, 100, "reticulocytes, percent of red cells (laboratory count)"),
+    "wbc_10e9_l": _num("10^9/L", 0, 1_000, "white-cell count"),
+    "platelets_10e9_l": _num("10^9/L", 0, 5_000, "platelet count"),
+    "b12_pg_ml": _num("pg/mL", 0, 100_000, "serum vitamin B12"),
+    "folate_ng_ml": _num("ng/mL", 0, 1_000, "serum folate"),
+    "ferritin_ng_ml": _num("ng/mL", 0, 100_000, "serum ferritin"),
+    "hbf_percent": _num("%", 0, 100, "fetal haemoglobin, percent of total"),
+    "hba2_percent": _num("%", 0, 100, "haemoglobin A2, percent of total"),
+    "age_years": _num("years", 0, 130, "age"),
+    "splenomegaly": _bool("enlarged spleen on examination or imaging"),
+    "early_satiety": _bool("early satiety (feeling full after little food)"),
+    "gastric_surgery": _bool("previous gastric surgery (gastrectomy, bariatric surgery)"),
+    "sickle_cell_disease": _bool("known sickle-cell disease"),
+    "chronic_hemolysis": _bool("known chronic haemolytic condition"),
+    "transfusion_dependent": _bool("needs regular red-cell transfusions"),
+    "post_hsct": _bool("after allogeneic haematopoietic stem-cell transplant"),
+    "post_car_t": _bool("after CAR-T cell therapy"),
+    "donor_chimerism_percent": _num("%", 0, 100, "donor chimerism after transplant"),
+    "mrd": _enum(("positive", "negative"), "minimal residual disease"),
+    "myelotoxic_drugs": _bool("currently on myelotoxic or immunosuppressive drugs"),
+    "marrow_cellularity": _enum(("hypo", "normo", "hyper"), "bone-marrow cellularity for age"),
+    "marrow_fibrosis": _bool("marrow fibrosis (dry tap, reticulin/collagen fibrosis on trephine)"),
+}
+
+
+@dataclass(frozen=True)
+class ClinicalContext:
+    """Validated clinical context; ``None`` means not given."""
+
+    hb_g_dl: float | None = None
+    mcv_fl: float | None = None
+    rbc_10e12_l: float | None = None
+    rdw_percent: float | None = None
+    ldh_u_l: float | None = None
+    reticulocyte_percent: float | None = None
+    wbc_10e9_l: float | None = None
+    platelets_10e9_l: float | None = None
+    b12_pg_ml: float | None = None
+    folate_ng_ml: float | None = None
+    ferritin_ng_ml: float | None = None
+    hbf_percent: float | None = None
+    hba2_percent: float | None = None
+    age_years: float | None = None
+    splenomegaly: bool | None = None
+    early_satiety: bool | None = None
+    gastric_surgery: bool | None = None
+    sickle_cell_disease: bool | None = None
+    chronic_hemolysis: bool | None = None
+    transfusion_dependent: bool | None = None
+    post_hsct: bool | None = None
+    post_car_t: bool | None = None
+    donor_chimerism_percent: float | None = None
+    mrd: str | None = None
+    myelotoxic_drugs: bool | None = None
+    marrow_cellularity: str | None = None
+    marrow_fibrosis: bool | None = None
+
+    @property
+    def mentzer_index(self) -> float | None:
+        """MCV (fL) / RBC count (10^12/L): > 13 favours iron deficiency, < 13 thalassaemia."""
+        if self.mcv_fl is None or self.rbc_10e12_l is None:
+            return None
+        return self.mcv_fl / self.rbc_10e12_l
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that were given (JSON-ready)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def derived(self) -> dict[str, Any]:
+        """Values computed from the context (Mentzer index)."""
+        m = self.mentzer_index
+        return {"mentzer_index": None if m is None else round(m, 2)}
+
+
+def _check(name: str, value: Any) -> Any:
+    spec = CONTEXT_FIELDS[name]
+    kind = spec["type"]
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise MorphError("bad_context", f"{name} must be true or false, got {value!r}", path=name)
+        return value
+    if kind == "enum":
+        if not isinstance(value, str) or value not in spec["values"]:
+            allowed = " or ".join(repr(v) for v in spec["values"])
+            raise MorphError("bad_context", f"{name} must be {allowed}, got {value!r}", path=name)
+        return value
+    # number: bool is an int subclass in Python; "true" is not a haemoglobin
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MorphError(
+            "bad_context", f"{name} must be a number in {spec['unit']}, got {value!r}", path=name
+        )
+    v = float(value)
+    if not math.isfinite(v):
+        raise MorphError("bad_context", f"{name} must be a finite number, got {value!r}", path=name)
+    lo, hi = spec["min"], spec["max"]
+    too_low = v <= lo if spec["min_exclusive"] else v < lo
+    if too_low or v > hi:
+        lo_s = f"> {lo:g}" if spec["min_exclusive"] else f">= {lo:g}"
+        raise MorphError(
+            "bad_context",
+            f"{name}={value!r} is impossible; it must be {lo_s} and <= {hi:g} {spec['unit']}",
+            path=name,
+        )
+    return v
+
+
+def validate_context(raw: Mapping[str, Any] | None) -> ClinicalContext:
+    """Check a raw mapping (parsed JSON) and return a :class:`ClinicalContext`.
+
+    ``None`` and ``{}`` give an empty context. A JSON ``null`` value means "not given".
+    Raises :class:`MorphError` ``bad_context`` naming the offending field.
+    """
+    if raw is None:
+        return ClinicalContext()
+    if isinstance(raw, ClinicalContext):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise MorphError(
+            "bad_context", f"the clinical context must be an object of fields, got {type(raw).__name__}"
+        )
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or key not in CONTEXT_FIELDS:
+            raise MorphError(
+                "bad_context",
+                f"unknown clinical-context field {key!r}; known fields: {', '.join(CONTEXT_FIELDS)}",
+                path=str(key),
+            )
+        if value is None:
+            continue
+        values[key] = _check(key, value)
+    return ClinicalContext(**values)

@@ -1,0 +1,415 @@
+"""Ranked, explained differentials from findings and clinical context.
+
+The medicine lives in ``morph/rules/differentials.yaml`` (one entry per differential:
+criteria, log-odds weights, references, next tests); this module is a small generic engine:
+
+* every differential starts from its prior log-odds and adds the weight of each criterion
+  whose input is known, so each criterion's contribution can be shown;
+* a criterion whose input is missing (not given, not assessed, or "indeterminate: count more
+  cells") adds nothing and is listed under ``missing`` - never counted as evidence against;
+* ``score = 1 / (1 + exp(-log_odds))`` is a *relative ranking score*, not a calibrated
+  probability: the weights are expert estimates, not fitted to outcome data;
+* stepped criteria must have monotone weights (checked when the file is loaded), so e.g. more
+  teardrop cells can never lower the score of primary myelofibrosis.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .context import CONTEXT_FIELDS, ClinicalContext, validate_context
+from .errors import MorphError
+from .findings import GRADES, RULES_DIR, compute_findings, finding_variables, grade_rank
+
+log = logging.getLogger(__name__)
+
+DIFFERENTIALS_RULES_PATH = RULES_DIR / "differentials.yaml"
+
+#: The stable differential ids (the API contract), in the knowledge base's order.
+DIFFERENTIAL_IDS: tuple[str, ...] = (
+    "primary_myelofibrosis",
+    "b12_folate_deficiency",
+    "myelodysplastic_syndrome",
+    "parvovirus_b19_aplastic_crisis",
+    "beta_thalassemia_major",
+    "iron_deficiency_anemia",
+    "post_transplant_graft_failure",
+    "post_transplant_relapse",
+    "drug_induced_marrow_suppression",
+    "no_significant_abnormality",
+    "insufficient_evidence",
+)
+
+SCORE_NOTE = (
+    "score = logistic(log-odds): a relative ranking score from expert-set weights, "
+    "not a calibrated probability"
+)
+
+_OPS = ("present", "absent", "gte", "gt", "lte", "lt", "eq", "in", "between", "grade_at_least")
+#: Values that mean "cannot say" and make a criterion missing rather than evidence.
+_UNKNOWN = (None, "not_assessed", "indeterminate")
+
+
+# -- the knowledge base ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Criterion:
+    """One scored criterion (see the header of ``differentials.yaml`` for the forms)."""
+
+    id: str
+    says: str
+    form: str  # "steps" | "linear" | "op" | "map" | "any_of"
+    spec: Mapping[str, Any]
+
+    @property
+    def variables(self) -> list[str]:
+        if self.form == "any_of":
+            return [c["var"] for c in self.spec["any_of"]]
+        return [self.spec["var"]]
+
+
+@dataclass(frozen=True)
+class Differential:
+    id: str
+    name: str
+    summary: str
+    prior_log_odds: float
+    criteria: tuple[Criterion, ...]
+    next_tests: tuple[str, ...]
+    references: tuple[str, ...]  # full citations
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    differentials: tuple[Differential, ...]
+    path: str
+
+
+def known_variables() -> set[str]:
+    """Every input name a criterion may use."""
+    names = set(finding_variables(compute_findings({}, cells=[], stain="nmb")))
+    names |= {f"context.{k}" for k in CONTEXT_FIELDS}
+    names |= {"derived.mentzer_index"}
+    return names
+
+
+def load_knowledge_base(path: str | Path | None = None) -> KnowledgeBase:
+    """Read (once) and check the differentials file; ``MorphError("bad_config")`` if invalid."""
+    return _load_kb_cached(str(path or DIFFERENTIALS_RULES_PATH))
+
+
+@lru_cache(maxsize=8)
+def _load_kb_cached(path: str) -> KnowledgeBase:
+    from .io import read_yaml
+
+    data = read_yaml(path)
+    return _parse_kb(data, path)
+
+
+def _parse_kb(data: Any, path: str) -> KnowledgeBase:
+    def bad(msg: str) -> MorphError:
+        return MorphError("bad_config", msg, path=path)
+
+    if not isinstance(data, dict) or not isinstance(data.get("differentials"), list):
+        raise bad("the knowledge base must hold a 'differentials' list")
+    refs = data.get("references") or {}
+    variables = known_variables()
+    out: list[Differential] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(data["differentials"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise bad(f"differentials[{i}] needs an 'id'")
+        did = entry["id"]
+        if did in seen:
+            raise bad(f"duplicate differential id {did!r}")
+        seen.add(did)
+        crits = []
+        cids: set[str] = set()
+        for j, raw in enumerate(entry.get("criteria") or []):
+            where = f"{did}.criteria[{j}]"
+            crit = _parse_criterion(raw, where, variables, bad)
+            if crit.id in cids:
+                raise bad(f"{where}: duplicate criterion id {crit.id!r}")
+            cids.add(crit.id)
+            crits.append(crit)
+        ref_keys = entry.get("references") or []
+        for key in ref_keys:
+            if key not in refs:
+                raise bad(f"{did}: reference {key!r} is not in the 'references' section")
+        try:
+            prior = float(entry["prior_log_odds"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise bad(f"{did}: 'prior_log_odds' must be a number") from exc
+        out.append(Differential(
+            id=did,
+            name=str(entry.get("name") or did),
+            summary=" ".join(str(entry.get("summary") or "").split()),
+            prior_log_odds=prior,
+            criteria=tuple(crits),
+            next_tests=tuple(str(t) for t in entry.get("next_tests") or []),
+            references=tuple(str(refs[k]) for k in ref_keys),
+        ))
+    return KnowledgeBase(differentials=tuple(out), path=path)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _parse_criterion(raw: Any, where: str, variables: set[str], bad: Any) -> Criterion:
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+        raise bad(f"{where}: a criterion needs an 'id'")
+    forms = [f for f in ("steps", "linear", "map", "any_of", "op") if f in raw]
+    if len(forms) != 1:
+        raise bad(f"{where}: give exactly one of steps, linear, map, any_of or op")
+    form = forms[0]
+    vars_used = [c.get("var") for c in raw["any_of"]] if form == "any_of" and isinstance(
+        raw["any_of"], list) else [raw.get("var")]
+    for v in vars_used + ([raw["superseded_by"]] if "superseded_by" in raw else []):
+        if v not in variables:
+            raise bad(f"{where}: unknown input {v!r}")
+    if form == "steps":
+        steps = raw["steps"]
+        if not isinstance(steps, list) or not steps or not all(
+                isinstance(s, list) and len(s) == 2 and _is_num(s[0]) and _is_num(s[1]) for s in steps):
+            raise bad(f"{where}: steps must be a list of [threshold, weight] pairs")
+        ts = [s[0] for s in steps]
+        if ts != sorted(ts) or len(set(ts)) != len(ts):
+            raise bad(f"{where}: step thresholds must increase")
+        ws = [float(raw.get("below", 0.0))] + [float(s[1]) for s in steps]
+        up = all(b >= a for a, b in zip(ws, ws[1:], strict=False))
+        down = all(b <= a for a, b in zip(ws, ws[1:], strict=False))
+        if not (up or down):
+            raise bad(f"{where}: step weights (below, then each step) must be monotone")
+    elif form == "linear":
+        lin = raw["linear"]
+        if not isinstance(lin, dict) or not all(_is_num(lin.get(k)) for k in ("from", "to", "weight")) \
+                or lin["from"] == lin["to"]:
+            raise bad(f"{where}: linear needs numbers from, to (different) and weight")
+    elif form == "map":
+        if not isinstance(raw["map"], dict) or not all(_is_num(w) for w in raw["map"].values()):
+            raise bad(f"{where}: map must be value -> weight")
+    elif form == "any_of":
+        if not isinstance(raw["any_of"], list) or not raw["any_of"]:
+            raise bad(f"{where}: any_of must be a list of conditions")
+        for c in raw["any_of"]:
+            _check_op(c, where, bad)
+        _check_weights(raw, where, bad)
+    else:
+        _check_op(raw, where, bad)
+        _check_weights(raw, where, bad)
+    return Criterion(id=raw["id"], says=str(raw.get("says") or raw["id"]), form=form, spec=raw)
+
+
+def _check_op(c: Any, where: str, bad: Any) -> None:
+    if not isinstance(c, dict) or c.get("op") not in _OPS:
+        raise bad(f"{where}: op must be one of {', '.join(_OPS)}")
+    op, val = c["op"], c.get("value")
+    if op in ("gte", "gt", "lte", "lt") and not _is_num(val):
+        raise bad(f"{where}: {op} needs a numeric value")
+    if op == "between" and not (isinstance(val, list) and len(val) == 2 and all(_is_num(x) for x in val)):
+        raise bad(f"{where}: between needs [low, high]")
+    if op == "grade_at_least" and val not in GRADES:
+        raise bad(f"{where}: grade_at_least needs one of {', '.join(GRADES)}")
+    if op == "in" and not isinstance(val, list):
+        raise bad(f"{where}: in needs a list")
+
+
+def _check_weights(raw: Mapping[str, Any], where: str, bad: Any) -> None:
+    if not _is_num(raw.get("weight")) or not _is_num(raw.get("otherwise", 0.0)):
+        raise bad(f"{where}: weight (and otherwise) must be numbers")
+
+
+# -- evaluation ------------------------------------------------------------------------------
+def _condition(c: Mapping[str, Any], value: Any) -> bool:
+    op, ref = c["op"], c.get("value")
+    if op == "present":
+        return value is True or value == "present"
+    if op == "absent":
+        return value is False or value == "absent"
+    if op == "eq":
+        return bool(value == ref)
+    if op == "in":
+        return value in ref
+    if op == "grade_at_least":
+        r = grade_rank(value)
+        return r is not None and r >= GRADES.index(ref)
+    if not _is_num(value):
+        return False
+    v = float(value)
+    if op == "gte":
+        return v >= ref
+    if op == "gt":
+        return v > ref
+    if op == "lte":
+        return v <= ref
+    if op == "lt":
+        return v < ref
+    lo, hi = ref  # between
+    return bool(lo <= v <= hi)
+
+
+def _score_value(crit: Criterion, value: Any) -> float:
+    s = crit.spec
+    if crit.form == "steps":
+        w = float(s.get("below", 0.0))
+        for t, wt in s["steps"]:
+            if float(value) >= t:
+                w = float(wt)
+        return w
+    if crit.form == "linear":
+        lin = s["linear"]
+        frac = (float(value) - lin["from"]) / (lin["to"] - lin["from"])
+        return float(lin["weight"]) * min(1.0, max(0.0, frac))
+    if crit.form == "map":
+        return float(s["map"].get(value, 0.0))
+    return float(s["weight"]) if _condition(s, value) else float(s.get("otherwise", 0.0))
+
+
+def _fmt(var: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if _is_num(value):
+        v = float(value)
+        num = f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+        if var.startswith("context."):
+            unit = CONTEXT_FIELDS[var.split(".", 1)[1]]["unit"]
+            return f"{num}{'%' if unit == '%' else ' ' + unit}"
+        if var.endswith(".percent") or var.endswith("cv_percent"):
+            return f"{num}%"
+        return num
+    return str(value).replace("_", " ")
+
+
+def _evaluate(diff: Differential, variables: Mapping[str, Any]) -> dict[str, Any]:
+    log_odds = diff.prior_log_odds
+    contributions: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for crit in diff.criteria:
+        sup = crit.spec.get("superseded_by")
+        if sup is not None and variables.get(sup) not in _UNKNOWN:
+            continue
+        if crit.form == "any_of":
+            conds = crit.spec["any_of"]
+            vals = [variables.get(c["var"]) for c in conds]
+            known = [(c, v) for c, v in zip(conds, vals, strict=True) if v not in _UNKNOWN]
+            holds = any(_condition(c, v) for c, v in known)
+            if not holds and len(known) < len(conds):
+                missing.append(f"{crit.says} ({', '.join(crit.variables)})")
+                continue
+            w = float(crit.spec["weight"]) if holds else float(crit.spec.get("otherwise", 0.0))
+            shown = "; ".join(f"{c['var'].split('.', 1)[1]}: {_fmt(c['var'], v)}" for c, v in known)
+            value: Any = {c["var"]: v for c, v in known}
+        else:
+            var = crit.spec["var"]
+            raw = variables.get(var)
+            if raw in _UNKNOWN:
+                why = "indeterminate: count more cells" if raw == "indeterminate" else (
+                    "not assessed" if raw == "not_assessed" else "not given")
+                missing.append(f"{crit.says} ({var}: {why})")
+                continue
+            w = _score_value(crit, raw)
+            shown, value = _fmt(var, raw), raw
+        log_odds += w
+        contributions.append({
+            "criterion": crit.id,
+            "text": f"{crit.says}: {shown}",
+            "value": value,
+            "log_odds": round(w, 3),
+        })
+    for_ = sorted((c for c in contributions if c["log_odds"] > 0), key=lambda c: -c["log_odds"])
+    against = sorted((c for c in contributions if c["log_odds"] < 0), key=lambda c: c["log_odds"])
+    return {
+        "id": diff.id,
+        "name": diff.name,
+        "score": round(_logistic(log_odds), 4),
+        "log_odds": round(log_odds, 3),
+        "prior_log_odds": diff.prior_log_odds,
+        "evidence_for": [f"{c['text']} (+{c['log_odds']:.1f})" for c in for_],
+        "evidence_against": [f"{c['text']} ({c['log_odds']:.1f})" for c in against],
+        "missing": missing,
+        "next_tests": list(diff.next_tests),
+        "references": list(diff.references),
+        "contributions": contributions,
+    }
+
+
+def _logistic(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def rule_variables(findings: Mapping[str, Any], context: ClinicalContext) -> dict[str, Any]:
+    """Every input the rules may use: findings, ``context.*`` and ``derived.*``."""
+    v = finding_variables(findings)
+    for k, val in context.to_dict().items():
+        v[f"context.{k}"] = val
+    v["derived.mentzer_index"] = context.mentzer_index
+    return v
+
+
+def rank(findings: Mapping[str, Any], context: ClinicalContext,
+         kb: KnowledgeBase | None = None) -> list[dict[str, Any]]:
+    """Score every differential of the knowledge base; highest score first."""
+    kb = kb or load_knowledge_base()
+    variables = rule_variables(findings, context)
+    order = {d.id: i for i, d in enumerate(kb.differentials)}
+    out = [_evaluate(d, variables) for d in kb.differentials]
+    out.sort(key=lambda d: (-d["log_odds"], order[d["id"]]))
+    return out
+
+
+# -- public API ------------------------------------------------------------------------------
+def diagnose(
+    counts: Mapping[str, int],
+    *,
+    um_per_px: float | None = None,
+    context: Mapping[str, Any] | ClinicalContext | None = None,
+    cells: Sequence[Mapping[str, Any]] | None = None,
+    stain: str | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Findings and ranked differentials for one case.
+
+    Args:
+        counts: label -> number of (non-border) cells; may include ``unidentified``,
+            ``unclassified`` and ``platelet``.
+        um_per_px: the scale the cell sizes were measured at.
+        context: raw clinical context (validated here; ``MorphError("bad_context")``).
+        cells: ``[{"label", "kind", "diameter_um", "eccentricity"}]`` for size findings.
+        stain: ``"nmb"``, ``"wright"`` or ``None`` (unknown); decides whether the smear can
+            say anything about reticulocytes.
+
+    Returns:
+        ``(findings, differentials)``; each differential is ``{id, name, score, log_odds,
+        prior_log_odds, evidence_for, evidence_against, missing, next_tests, references,
+        contributions}``, sorted by score (see :data:`SCORE_NOTE`).
+    """
+    if um_per_px is not None and (not _is_num(um_per_px) or not um_per_px > 0):
+        raise MorphError("bad_request", f"um_per_px must be a number > 0, got {um_per_px!r}",
+                         path="um_per_px")
+    if stain not in (None, "wright", "nmb"):
+        raise MorphError("bad_request", f"stain must be 'wright' or 'nmb', got {stain!r}", path="stain")
+    ctx = validate_context(context)
+    findings = compute_findings(counts, um_per_px=um_per_px, cells=cells, stain=stain)
+    findings["context"] = ctx.to_dict()
+    findings["derived"] = ctx.derived()
+    findings["score_note"] = SCORE_NOTE
+    return findings, rank(findings, ctx)
+
+
+def list_differentials() -> list[dict[str, Any]]:
+    """``[{id, name, summary}]`` for every differential the engine can rank.
+
+    Besides the ten clinical differentials this includes ``insufficient_evidence``
+    ("Not enough evidence: analyse more fields"), which ranks first when too few cells were
+    assessed and the clinical context supports nothing else.
+    """
+    return [{"id": d.id, "name": d.name, "summary": d.summary}
+            for d in load_knowledge_base().differentials]
