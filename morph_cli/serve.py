@@ -1,0 +1,55 @@
+"""``morph serve``: run the web service (API + review page) with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from exc
+    if not 0 < v < 65536:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {v}")
+    return v
+
+
+def _workers(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"need at least 1 worker, got {v}")
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "serve", help="run the HTTP API and review page",
+        description="Run the morph web service: the /v1 API, the review page at /, health and "
+        "Prometheus metrics. Other settings come from MORPH_* environment variables (see README).",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
+    p.add_argument("--workers", type=_workers, default=1,
+                   help="worker processes, each with its own copy of the model (default: 1)")
+    p.add_argument("--model", default=None,
+                   help="model folder path or name (sets MORPH_MODEL; default: the shipped model)")
+    p.add_argument("--log-level", default="info",
+                   choices=("critical", "error", "warning", "info", "debug"), help="uvicorn log level")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.model:
+        os.environ["MORPH_MODEL"] = args.model  # read by every worker's Settings()
+    uvicorn.run(
+        "service.app:app", host=args.host, port=args.port, workers=args.workers,
+        log_level=args.log_level, proxy_headers=False,
+    )
+    return 0

@@ -1,0 +1,109 @@
+"""The FastAPI app: ``create_app(settings)``, and ``app`` for ``uvicorn service.app:app``.
+
+The model is loaded once, in ``lifespan``, and handed to the routes with
+``Depends(get_analyzer)``. Uploaded images stay in memory: the multipart parser
+is told never to spool to disk (the body limit bounds the memory), and nothing
+about an image is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.formparsers import MultiPartParser
+
+import morph
+
+from .deps import load_analyzer, require_api_key
+from .errors import install_error_handlers
+from .metrics import MetricsMiddleware, ServiceMetrics
+from .middleware import BodyLimitMiddleware
+from .routers import analyze, diagnose, health, model
+from .routers import metrics as metrics_router
+from .settings import Settings
+
+log = logging.getLogger("service")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+_DESCRIPTION = """\
+Blood-smear morphology as a service: upload the fields of one case and get back every cell
+(located and classified), the counts, findings and ranked differentials with their evidence.
+
+**Decision support only, not a diagnosis.** Every result must be reviewed by a qualified person.
+
+Errors always have the shape `{"error": {"code", "message", "detail"}}`. When the server sets
+`MORPH_API_KEYS`, every `/v1` request needs `Authorization: Bearer <key>`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. The model is loaded when the app starts (lifespan), not here."""
+    settings = settings or Settings()
+    logging.getLogger("service").setLevel(settings.log_level.upper())
+    # Keep uploaded files in memory: the body limit bounds them. Starlette would otherwise
+    # spool any part over 1 MB to a temporary file on disk (patient images must not be).
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_body_bytes + 1)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.limiter = anyio.CapacityLimiter(settings.max_concurrency)
+        if getattr(app.state, "analyzer", None) is None:
+            app.state.analyzer = await anyio.to_thread.run_sync(load_analyzer, settings)
+            log.info("model loaded: %s", app.state.analyzer.model_info().get("name"))
+        yield
+        app.state.analyzer = None
+
+    app = FastAPI(
+        title="morph",
+        version=morph.__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "analysis", "description": "images or counts in, findings and differentials out"},
+            {"name": "model", "description": "the loaded model and the vocabularies"},
+            {"name": "health", "description": "liveness, readiness and metrics (no API key)"},
+        ],
+    )
+    app.state.settings = settings
+    app.state.metrics = ServiceMetrics()
+    app.state.analyzer = None
+    install_error_handlers(app)
+
+    v1 = [Depends(require_api_key)]
+    app.include_router(analyze.router, prefix="/v1", dependencies=v1)
+    app.include_router(diagnose.router, prefix="/v1", dependencies=v1)
+    app.include_router(model.router, prefix="/v1", dependencies=v1)
+    app.include_router(health.router)
+    app.include_router(metrics_router.router)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # middleware: the last added is the outermost
+    metrics = app.state.metrics
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+        on_reject=lambda: metrics.errors.labels(code="payload_too_large").inc(),
+    )
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,120 @@
+"""Dependencies injected with ``Depends``: settings, the loaded analyzer, limits, auth.
+
+Tests swap the model by overriding :func:`get_analyzer`
+(``app.dependency_overrides[get_analyzer] = lambda: Analyzer(build_untrained())``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from morph.errors import MorphError
+from morph.pipeline import Analyzer
+
+from .errors import ServiceError
+from .metrics import ServiceMetrics
+from .settings import Settings
+
+log = logging.getLogger("service")
+
+_bearer = HTTPBearer(auto_error=False, description="one of the keys in MORPH_API_KEYS (when set)")
+
+
+def load_analyzer(settings: Settings) -> Analyzer:
+    """Build the app's one :class:`Analyzer` from ``settings.model`` (called once, in lifespan).
+
+    ``"tiny"`` builds the untrained tiny test model; ``"none"`` localises only; any
+    other value is a model folder path or name; unset loads the shipped default,
+    falling back to localization only (logged) when no model is shipped.
+    """
+    name = (settings.model or "").strip()
+    if name.lower() == "none":
+        return Analyzer(classifier=None)
+    if name.lower() == "tiny":
+        from morph.classify import build_untrained
+
+        return Analyzer(classifier=build_untrained("morphnet_tiny"))
+    try:
+        from morph.classify import load_model
+    except ImportError:
+        if name:
+            raise
+        log.warning("no classifier available; cells are localised only")
+        return Analyzer(classifier=None)
+    try:
+        return Analyzer(classifier=load_model(name or None))
+    except MorphError as exc:
+        if name or exc.code != "model_not_found":
+            raise
+        log.warning("%s; cells are localised only", exc)
+        return Analyzer(classifier=None)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    metrics: ServiceMetrics = request.app.state.metrics
+    return metrics
+
+
+def get_analyzer(request: Request) -> Analyzer:
+    """The analyzer loaded in lifespan; 503 until it is there."""
+    analyzer: Analyzer | None = getattr(request.app.state, "analyzer", None)
+    if analyzer is None:
+        raise ServiceError("not_ready", "the model is not loaded yet; retry shortly")
+    return analyzer
+
+
+def get_limiter(request: Request) -> anyio.CapacityLimiter:
+    """Bounds how many analyses run at once in worker threads."""
+    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "limiter", None)
+    if limiter is None:
+        limiter = anyio.CapacityLimiter(get_settings(request).max_concurrency)
+        request.app.state.limiter = limiter
+    return limiter
+
+
+async def require_api_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """When ``MORPH_API_KEYS`` is set, every /v1 request needs ``Authorization: Bearer <key>``."""
+    keys = get_settings(request).api_key_list
+    if not keys:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    # compare against every key in constant time (no early exit that leaks which matched)
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(given.encode(), key.encode())
+    if not ok:
+        raise ServiceError(
+            "unauthorized",
+            "missing or invalid API key; send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def require_content_type(*allowed: str) -> Callable[[Request], None]:
+    """A dependency answering 415 unless the request's media type is one of ``allowed``."""
+
+    def _check(request: Request) -> None:
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media not in allowed:
+            raise ServiceError(
+                "unsupported_media_type",
+                f"content type {media or '(none)'!r} is not accepted here; send {' or '.join(allowed)}",
+                detail={"accepted": list(allowed)},
+            )
+
+    return _check

@@ -1,0 +1,183 @@
+"""``POST /v1/analyze``: one case of one or more uploaded fields -> the case report."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Annotated, Any, Literal
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import JSONResponse
+
+from morph.errors import MorphError
+from morph.io import ImageLimits, decode_image, encode_png, write_bytes_atomic
+from morph.overlay import render_overlay
+from morph.pipeline import AnalysisOptions, Analyzer
+
+from ..deps import get_analyzer, get_limiter, get_metrics, get_settings, require_content_type
+from ..errors import ServiceError, error_responses, morph_error_parts
+from ..metrics import ServiceMetrics
+from ..schemas import CaseReportOut
+from ..settings import Settings
+
+log = logging.getLogger("service")
+
+router = APIRouter(tags=["analysis"])
+
+_CONTEXT_EXAMPLE = '{"age_years": 67, "hb_g_dl": 8.9, "mcv_fl": 112}'
+
+
+def _clean_name(raw: str | None, index: int) -> str:
+    """The uploaded file's base name (browsers may send a full path), bounded in length."""
+    name = (raw or "").strip()
+    name = PureWindowsPath(PurePosixPath(name).name).name if name else ""
+    return (name or f"image{index + 1}")[:200]
+
+
+def parse_context(raw: str | None) -> dict[str, Any] | None:
+    """Parse and validate the ``context`` form field (422 naming the bad field)."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise MorphError("bad_context", f"context is not valid JSON ({exc.msg})", path="context") from exc
+    if not isinstance(value, dict):
+        raise MorphError("bad_context", "context must be a JSON object", path="context")
+    validate_context(value)
+    return value
+
+
+def validate_context(value: dict[str, Any]) -> None:
+    """Check a context against the library's field specs (``morph.context``)."""
+    try:
+        from morph.context import validate_context as _validate
+    except ImportError:  # pragma: no cover - until the differentials issue lands
+        return
+    try:
+        _validate(value)
+    except MorphError:
+        raise
+    except (TypeError, ValueError, KeyError) as exc:
+        raise MorphError("bad_context", f"invalid clinical context ({exc})", path="context") from exc
+
+
+def _run_case(
+    analyzer: Analyzer, uploads: list[tuple[str, bytes]], options: AnalysisOptions, overlay: bool
+) -> tuple[dict[str, Any], int, int, int]:
+    """Decode, analyse and (optionally) draw overlays; runs in a worker thread."""
+    inputs: list[tuple[str, np.ndarray | MorphError]] = []
+    images: dict[int, np.ndarray] = {}
+    for i, (name, data) in enumerate(uploads):
+        try:
+            img = decode_image(data, name=name, limits=options.limits)
+            images[i] = img
+            inputs.append((name, img))
+        except MorphError as exc:
+            inputs.append((name, exc))
+    report = analyzer.analyze_case(inputs, options)
+    out = report.to_dict()
+    ok = failed = cells = 0
+    for i, (field, field_dict) in enumerate(zip(report.images, out["images"], strict=True)):
+        if field.error is not None:
+            failed += 1
+            continue
+        ok += 1
+        cells += len(field.cells)
+        if overlay and i in images:
+            png = encode_png(render_overlay(images[i], field, legend=False))
+            field_dict["overlay_png"] = base64.b64encode(png).decode("ascii")
+    return out, ok, failed, cells
+
+
+@router.post(
+    "/analyze",
+    summary="Analyse one case (one or more smear fields)",
+    description="Upload one or more images of one case in the multipart field `files`. Every cell "
+    "is located and classified; the counts, findings and ranked differentials of the case come "
+    "back in the same JSON as `morph analyze --json`. A bad image in a multi-image case fails "
+    "that image only (its `error` says why); when no image can be read the answer is an error "
+    "naming the file. Decision support only, not a diagnosis.",
+    response_model=CaseReportOut,
+    responses=error_responses(401, 413, 415, 422, 503, 504),
+    dependencies=[Depends(require_content_type("multipart/form-data"))],
+)
+async def analyze(
+    files: Annotated[list[UploadFile], File(description="one or more images (JPEG, PNG, TIFF, BMP) of one case")],
+    analyzer: Annotated[Analyzer, Depends(get_analyzer)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    metrics: Annotated[ServiceMetrics, Depends(get_metrics)],
+    limiter: Annotated[anyio.CapacityLimiter, Depends(get_limiter)],
+    um_per_px: Annotated[float | None, Form(ge=0.01, le=5.0, description="micrometres per pixel (default: the Chula 1000x scale)", examples=[0.1])] = None,
+    stain: Annotated[Literal["wright", "nmb"], Form(description="wright (Wright/Giemsa) or nmb (new methylene blue)")] = "wright",
+    context: Annotated[str | None, Form(description="clinical context as a JSON object", examples=[_CONTEXT_EXAMPLE])] = None,
+    overlay: Annotated[bool, Form(description="add a base64 PNG overlay to every analysed image")] = False,
+) -> JSONResponse:
+    if len(files) > settings.max_images:
+        raise ServiceError(
+            "too_many_images", f"{len(files)} images sent; at most {settings.max_images} per request",
+            detail={"max_images": settings.max_images, "received": len(files)},
+        )
+    ctx = parse_context(context)
+    options = AnalysisOptions(
+        um_per_px=um_per_px, stain=stain, context=ctx,
+        limits=ImageLimits(max_pixels=settings.max_image_pixels),
+    ).validate()
+    uploads: list[tuple[str, bytes]] = []
+    for i, f in enumerate(files):
+        name = _clean_name(f.filename, i)
+        uploads.append((name, await f.read()))  # in memory (spooling to disk is disabled)
+        await f.close()
+    if settings.save_uploads_dir is not None:
+        for name, data in uploads:
+            write_bytes_atomic(settings.save_uploads_dir / name, data)
+
+    try:
+        with anyio.fail_after(settings.timeout_s):
+            out, ok, failed, cells = await anyio.to_thread.run_sync(
+                _run_case, analyzer, uploads, options, overlay,
+                limiter=limiter, abandon_on_cancel=True,
+            )
+    except TimeoutError:
+        raise ServiceError(
+            "timeout", f"the analysis took longer than {settings.timeout_s:g} s and was abandoned",
+            detail={"timeout_s": settings.timeout_s},
+        ) from None
+    metrics.images.labels(outcome="ok").inc(ok)
+    metrics.images.labels(outcome="failed").inc(failed)
+    metrics.cells.inc(cells)
+    if ok == 0:
+        raise _all_failed(out)
+    return JSONResponse(_finite(out))
+
+
+def _all_failed(report: dict[str, Any]) -> Exception:
+    """No image could be analysed: the first image's error, with every file's error as detail."""
+    errors = [im["error"] | {"file": im["path"]} for im in report["images"] if im.get("error")]
+    first = errors[0]
+    exc = MorphError(first["code"], first["message"], path=first["file"])
+    status, code, message, _ = morph_error_parts(exc)
+    if len(errors) > 1:
+        message = f"none of the {len(errors)} images could be analysed; {message}"
+    return ServiceError(
+        code, message, status=status,
+        detail={"file": first["file"], "errors": [
+            {"file": e["file"], "code": e["code"], "message": e["message"]} for e in errors
+        ]},
+    )
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN/inf (not valid JSON) with null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj

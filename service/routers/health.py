@@ -1,0 +1,26 @@
+"""``GET /healthz`` (alive) and ``GET /readyz`` (model loaded). Always open (no API key)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from morph.pipeline import Analyzer
+
+from ..deps import get_analyzer
+from ..errors import error_responses
+from ..schemas import HealthOut, ReadyOut
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive", response_model=HealthOut)
+async def healthz() -> dict[str, Any]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The model is loaded and requests can be served",
+            response_model=ReadyOut, responses=error_responses(503))
+async def readyz(analyzer: Annotated[Analyzer, Depends(get_analyzer)]) -> dict[str, Any]:
+    return {"status": "ready", "model": getattr(analyzer.classifier, "name", None)}

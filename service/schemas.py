@@ -1,0 +1,186 @@
+"""Pydantic request/response schemas of the API (separate from morph.types dataclasses).
+
+The report schemas describe the JSON that :meth:`morph.types.CaseReport.to_dict`
+produces; the service returns that dict as it is (the same JSON as
+``morph analyze --json``), so these classes document it in OpenAPI and check
+requests, they do not reshape responses.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from morph.pipeline import DISCLAIMER
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="stable machine-readable code", examples=["not_an_image"])
+    message: str = Field(description="what is wrong, naming the file or field",
+                         examples=["notes.jpg: not an image this reader understands (JPEG, PNG, TIFF, BMP)"])
+    detail: Any = Field(default=None, description="extra machine-readable detail",
+                        examples=[{"file": "notes.jpg"}])
+
+
+class ErrorResponse(BaseModel):
+    """The one error schema of every endpoint."""
+
+    error: ErrorInfo
+
+
+class CellOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    x: float
+    y: float
+    bbox: list[int] = Field(description="x0, y0, x1, y1 in pixels (exclusive ends)")
+    kind: str = Field(description="rbc | nucleated | platelet")
+    label: str
+    confidence: float
+    area_px: float
+    diameter_px: float
+    diameter_um: float | None = None
+    eccentricity: float
+    touches_border: bool = Field(description="cut by the image edge: shown but not counted")
+    top_labels: list[list[Any]] | None = Field(default=None, description="[[label, probability], ...]")
+
+
+class FieldErrorOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+    path: str | None = None
+    detail: Any = None
+
+
+class ImageOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    path: str = Field(description="the uploaded file's name")
+    width: int
+    height: int
+    um_per_px: float
+    median_rbc_diameter_um: float | None = None
+    warnings: list[str] = []
+    cells: list[CellOut] = []
+    error: FieldErrorOut | None = Field(default=None, description="set when this image could not be analysed")
+    overlay_png: str | None = Field(
+        default=None, description="with overlay=true: base64 PNG of the image with each cell outlined "
+        "in its label colour (same size as the image)",
+    )
+
+
+class DifferentialOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    name: str
+    score: float
+    evidence_for: list[Any] = []
+    evidence_against: list[Any] = []
+    missing: list[Any] = []
+    next_tests: list[Any] = []
+    references: list[Any] = []
+
+
+_REPORT_EXAMPLE: dict[str, Any] = {
+    "model": {"name": "morphnet", "version": "1"},
+    "images": [{
+        "path": "field1.jpg", "width": 640, "height": 480, "um_per_px": 0.1,
+        "median_rbc_diameter_um": 7.4, "warnings": [],
+        "cells": [{"id": 0, "x": 101.5, "y": 88.0, "bbox": [78, 64, 125, 112], "kind": "rbc",
+                   "label": "teardrop", "confidence": 0.91, "area_px": 1530.0, "diameter_px": 44.1,
+                   "diameter_um": 4.41, "eccentricity": 0.82, "touches_border": False}],
+    }],
+    "counts": {"normal": 212, "teardrop": 14},
+    "findings": {},
+    "differentials": [],
+    "warnings": [],
+    "disclaimer": DISCLAIMER,
+}
+
+
+class CaseReportOut(BaseModel):
+    """One case: every image's cells, the counts, findings and ranked differentials."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [_REPORT_EXAMPLE]})
+
+    model: dict[str, Any]
+    images: list[ImageOut]
+    counts: dict[str, int]
+    findings: dict[str, Any]
+    differentials: list[DifferentialOut]
+    warnings: list[str]
+    disclaimer: str
+
+
+class DiagnoseRequest(BaseModel):
+    """Counts from elsewhere (a manual differential, another analyser) -> findings and differentials."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "counts": {"normal": 180, "teardrop": 22, "macrocyte": 30, "hypersegmented_neutrophil": 3},
+            "um_per_px": 0.1,
+            "context": {"age_years": 67, "hb_g_dl": 8.9, "mcv_fl": 112},
+        }]},
+    )
+
+    counts: dict[str, Annotated[int, Field(ge=0, le=10_000_000)]] = Field(
+        description="cells counted per label (labels from GET /v1/labels)"
+    )
+    um_per_px: float | None = Field(default=None, ge=0.01, le=5.0, description="micrometres per pixel")
+    context: dict[str, Any] | None = Field(
+        default=None, description="clinical context (fields from the differentials rules), optional"
+    )
+
+
+class DiagnoseResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    findings: dict[str, Any]
+    differentials: list[DifferentialOut]
+    disclaimer: str
+
+
+class ModelInfoOut(BaseModel):
+    """The loaded model's card: name, version, labels, preprocessing, metrics, provenance."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    name: str | None
+    version: str | None = None
+
+
+class LabelsOut(BaseModel):
+    labels: list[str] = Field(description="every label a cell can get from the classifier")
+    rbc: list[str]
+    nucleated: list[str]
+    marrow: list[str]
+    special: dict[str, str] = Field(description="labels with a special meaning")
+    kinds: list[str]
+    colors: dict[str, str] = Field(description="the overlay colour of each label (#rrggbb)")
+
+
+class DifferentialSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    name: str
+    summary: str | None = None
+
+
+class DifferentialsOut(BaseModel):
+    differentials: list[DifferentialSummary]
+
+
+class HealthOut(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class ReadyOut(BaseModel):
+    status: str = Field(examples=["ready"])
+    model: str | None = Field(default=None, description="the loaded classifier, or null (localization only)")

@@ -1,0 +1,55 @@
+"""Helpers shared by the service tests (imported by conftest and the test modules)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from morph.pipeline import Analyzer
+
+
+def tiny_analyzer() -> Analyzer:
+    """The pipeline with the untrained tiny classifier (fast; labels are arbitrary)."""
+    try:
+        from morph.classify import build_untrained
+    except ImportError:  # pragma: no cover - before the classifier landed
+        return Analyzer(classifier=None)
+    return Analyzer(classifier=build_untrained("morphnet_tiny"))
+
+
+def field_image(seed: int = 0, height: int = 240, width: int = 320) -> np.ndarray:
+    """A synthetic smear field (morph.synth), or simple discs if the renderer is unavailable."""
+    try:
+        from morph.synth import render_field
+
+        return render_field(seed, height=height, width=width).image
+    except ImportError:  # pragma: no cover
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[:height, :width]
+        img = np.full((height, width, 3), 232, np.uint8)
+        for _ in range(12):
+            cx, cy = rng.integers(30, width - 30), rng.integers(30, height - 30)
+            img[(xx - cx) ** 2 + (yy - cy) ** 2 < 22**2] = (205, 120, 130)
+        return img
+
+
+def encode(img: np.ndarray, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+
+def assert_error(resp: Any, status: int, code: str) -> dict[str, Any]:
+    """The response is the one error schema with this status and code, and leaks no traceback."""
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message", "detail"}, body
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert "Traceback" not in resp.text and 'File "' not in resp.text
+    return body["error"]
