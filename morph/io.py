@@ -272,3 +272,157 @@ def read_text(path: str | os.PathLike[str]) -> str:
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write a UTF-8 text file atomically."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+# --- batch outputs ---  (owner: BATCH helper; `morph score` inputs hashing, CSV/JSON outputs)
+def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (streamed), raising :class:`MorphError` naming the file."""
+    import hashlib
+
+    name = str(path)
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                block = fh.read(chunk_size)
+                if not block:
+                    break
+                h.update(block)
+    except FileNotFoundError as exc:
+        raise MorphError("file_not_found", "no such file", path=name) from exc
+    except IsADirectoryError as exc:
+        raise MorphError("unreadable_file", "this is a folder, not an image file", path=name) from exc
+    except OSError as exc:
+        raise MorphError("unreadable_file", f"cannot read the file ({exc.strerror or exc})", path=name) from exc
+    return h.hexdigest()
+
+
+class _AtomicTextFile:
+    """Context manager behind :func:`open_atomic_text`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tmp = ""
+        self._fh: Any = None
+
+    def __enter__(self) -> Any:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        return self._fh
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+            self._fh.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+                return
+        except BaseException:
+            _unlink_quietly(self._tmp)
+            raise
+        _unlink_quietly(self._tmp)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def open_atomic_text(path: str | os.PathLike[str]) -> Any:
+    """Open a UTF-8 text file for streaming writes that appear atomically on success.
+
+    ``with open_atomic_text(p) as fh: ...`` writes to a temp file next to ``p`` and renames
+    it over ``p`` only when the block ends without an exception (a killed process leaves
+    the old file, never a torn one). Memory stays flat however much is written.
+    """
+    return _AtomicTextFile(Path(path))
+
+
+def write_csv(
+    path: str | os.PathLike[str], header: list[str] | tuple[str, ...], rows: Any
+) -> int:
+    """Write a CSV (header + rows, ``\\n`` line ends, UTF-8) atomically; returns the row count.
+
+    ``rows`` is any iterable of sequences; ``None`` is written as an empty cell; rows are streamed, not held in memory.
+    """
+    import csv
+
+    n = 0
+    with open_atomic_text(path) as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(list(header))
+        for row in rows:
+            w.writerow(["" if v is None else v for v in row])
+            n += 1
+    return n
+
+
+def read_csv_rows(path: str | os.PathLike[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Read a CSV with a header row: ``(columns, [(line_number, {column: text}), ...])``.
+
+    Cells are stripped of surrounding spaces; blank lines are skipped. Raises
+    :class:`MorphError` naming the file (``bad_config`` for a malformed CSV).
+    """
+    import csv
+
+    name = str(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            try:
+                header = [h.strip() for h in next(reader)]
+            except StopIteration:
+                raise MorphError("bad_config", "the CSV file is empty (no header row)", path=name) from None
+            if len(set(header)) != len(header) or any(not h for h in header):
+                raise MorphError("bad_config", f"the header has blank or repeated columns: {header}", path=name)
+            rows: list[tuple[int, dict[str, str]]] = []
+            for values in reader:
+                if not any(v.strip() for v in values):
+                    continue
+                if len(values) > len(header):
+                    raise MorphError(
+                        "bad_config",
+                        f"line {reader.line_num} has {len(values)} cells but the header has {len(header)}",
+                        path=name,
+                    )
+                values = values + [""] * (len(header) - len(values))
+                rows.append((reader.line_num, {h: v.strip() for h, v in zip(header, values, strict=True)}))
+    except MorphError:
+        raise
+    except FileNotFoundError as exc:
+        raise MorphError("file_not_found", "no such file", path=name) from exc
+    except csv.Error as exc:
+        raise MorphError("bad_config", f"not a valid CSV file ({exc})", path=name) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MorphError("unreadable_file", f"cannot read the file ({exc})", path=name) from exc
+    return header, rows
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete temp files left under ``folder`` by an atomic write that was killed midway.
+
+    Only names made by :func:`write_bytes_atomic` / :func:`open_atomic_text`
+    (``.<name>.<random>.tmp``) are touched. Returns the removed paths.
+    """
+    import re
+
+    pattern = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+    removed: list[Path] = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            if pattern.match(f):
+                p = Path(dirpath) / f
+                try:
+                    p.unlink()
+                    removed.append(p)
+                except OSError:
+                    pass
+    return removed
