@@ -310,7 +310,7 @@ def _evaluate(diff: Differential, variables: Mapping[str, Any]) -> dict[str, Any
             raw = variables.get(var)
             if raw in _UNKNOWN:
                 why = "indeterminate: count more cells" if raw == "indeterminate" else (
-                    "not assessed" if raw == "not_assessed" else "not given")
+                    "not given" if var.startswith("context.") else "not assessed")
                 missing.append(f"{crit.says} ({var}: {why})")
                 continue
             w = _score_value(crit, raw)
@@ -383,8 +383,8 @@ def diagnose(
         um_per_px: the scale the cell sizes were measured at.
         context: raw clinical context (validated here; ``MorphError("bad_context")``).
         cells: ``[{"label", "kind", "diameter_um", "eccentricity"}]`` for size findings.
-        stain: ``"nmb"``, ``"wright"`` or ``None`` (unknown); decides whether the smear can
-            say anything about reticulocytes.
+        stain: ``"nmb"`` (supravital) lets the smear say whether reticulocytes are absent;
+            ``"wright"`` or ``None`` (unknown) leave them ``not_assessed``.
 
     Returns:
         ``(findings, differentials)``; each differential is ``{id, name, score, log_odds,

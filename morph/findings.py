@@ -235,8 +235,9 @@ def compute_findings(
         um_per_px: the scale the sizes were measured at (reported; sizes come in ``cells``).
         cells: ``[{"label", "kind", "diameter_um", "eccentricity"}]`` for size findings
             (macro-ovalocytes, anisocytosis); ``None`` leaves those ``not_assessed``.
-        stain: ``"nmb"`` (supravital: reticulocytes assessed), ``"wright"`` (not assessed) or
-            ``None`` (unknown: assessed only if reticulocytes were seen at all).
+        stain: ``"nmb"`` (supravital: reticulocytes assessed); ``"wright"`` or ``None``
+            (unknown) leave reticulocytes ``not_assessed`` - zero reticulocytes on a Wright
+            smear says nothing about the reticulocyte count.
         rules: thresholds (default: ``morph/rules/findings.yaml``).
     """
     r = rules if rules is not None else load_findings_rules()
@@ -371,9 +372,9 @@ def _macro_ovalocytes(cells: list[dict[str, Any]] | None, spec: Mapping[str, Any
 def _reticulocytes(k: int, n: int, stain: str | None, spec: Mapping[str, Any]) -> dict[str, Any]:
     thr = float(spec["threshold_percent"])
     out: dict[str, Any] = {**_fraction(k, n), "threshold_percent": thr, "source": spec.get("source")}
-    if stain == "wright" or (stain is None and k == 0):
+    if stain != "nmb":
         why = ("a Wright stain does not show the reticulum" if stain == "wright"
-               else "the stain is unknown and no reticulocyte was seen")
+               else "the stain is not known to be supravital (pass stain='nmb')")
         out.update(status="not_assessed",
                    message=f"reticulocytes not assessed: {why}; use a new methylene blue smear "
                            "or the laboratory reticulocyte count")

@@ -1,0 +1,463 @@
+"""Differential ranking: one clinical vignette per differential, the engine's rules, and
+monotonicity properties (hypothesis) where the medicine is monotone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from morph.differentials import (
+    DIFFERENTIAL_IDS,
+    _parse_kb,
+    diagnose,
+    list_differentials,
+    load_knowledge_base,
+)
+from morph.errors import MorphError
+from morph.labels import RBC_LABELS
+
+KEYS = {"id", "name", "score", "evidence_for", "evidence_against", "missing", "next_tests",
+        "references"}
+
+
+def cells_from(counts: dict[str, int], sizes: dict[str, tuple[float, float]] | None = None
+               ) -> list[dict[str, Any]]:
+    """Per-cell dicts as the pipeline passes them; (diameter_um, eccentricity) by label."""
+    sizes = sizes or {}
+    out = []
+    for lab, n in counts.items():
+        d, e = sizes.get(lab, (7.5, 0.2))
+        kind = "rbc" if lab in RBC_LABELS else "nucleated"
+        out += [{"label": lab, "kind": kind, "diameter_um": d, "eccentricity": e}] * n
+    return out
+
+
+def ranked(counts: dict[str, int], context: dict[str, Any] | None = None, **kw: Any) -> list[str]:
+    _, diffs = diagnose(counts, context=context, **kw)
+    return [d["id"] for d in diffs]
+
+
+def by_id(diffs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["id"]: d for d in diffs}
+
+
+# -- vignettes ------------------------------------------------------------------------------
+def test_b12_deficiency_vignette_ranks_b12_first_and_mds_next() -> None:
+    # anaemia, high LDH, no schistocytes, gastric surgery, macro-ovalocytes, hypersegmented neutrophils
+    counts = {"normal": 300, "ovalocyte": 40, "macrocyte": 30, "neutrophil": 37,
+              "hypersegmented_neutrophil": 3, "lymphocyte": 10}
+    cells = cells_from(counts, {"ovalocyte": (10.0, 0.7), "macrocyte": (9.8, 0.6)})
+    context = {"hb_g_dl": 7.9, "ldh_u_l": 1450, "mcv_fl": 114, "gastric_surgery": True}
+    findings, diffs = diagnose(counts, um_per_px=0.1, context=context, cells=cells)
+    ids = [d["id"] for d in diffs]
+    assert ids[0] == "b12_folate_deficiency"
+    assert "myelodysplastic_syndrome" in ids[1:3]
+    assert findings["macro_ovalocytes"]["grade"] == "1+"  # 70 of 370 = 18.9%
+    assert findings["hypersegmented_neutrophils"]["status"] == "present"
+    b12 = diffs[0]
+    assert any("gastric surgery" in e for e in b12["evidence_for"])
+    assert any("schistocytes and spherocytes" in e for e in b12["evidence_for"])
+    # what would settle it: the vitamin levels are listed as missing, tests are suggested
+    assert any("b12_pg_ml" in m for m in b12["missing"])
+    assert any("B12" in t for t in b12["next_tests"])
+
+
+def test_schistocytes_turn_the_same_picture_against_b12() -> None:
+    base = {"normal": 300, "ovalocyte": 40, "neutrophil": 37, "hypersegmented_neutrophil": 3}
+    ctx = {"hb_g_dl": 8, "ldh_u_l": 1200}
+    clean = by_id(diagnose(base, context=ctx)[1])["b12_folate_deficiency"]
+    frag = by_id(diagnose({**base, "schistocyte": 30}, context=ctx)[1])["b12_folate_deficiency"]
+    assert frag["score"] < clean["score"]
+    assert any("schistocytes" in e for e in frag["evidence_against"])
+
+
+def test_mds_vignette_normal_vitamins_megaloblastoid_marrow() -> None:
+    counts = {"normal": 280, "macrocyte": 20, "neutrophil": 80, "normoblast": 120, "megaloblast": 30}
+    context = {"age_years": 74, "hb_g_dl": 9.1, "mcv_fl": 104, "wbc_10e9_l": 2.8,
+               "platelets_10e9_l": 90, "b12_pg_ml": 450, "folate_ng_ml": 12}
+    findings, diffs = diagnose(counts, context=context)
+    assert findings["megaloblasts"]["status"] == "present"
+    assert findings["hypersegmented_neutrophils"]["status"] == "absent"
+    ids = [d["id"] for d in diffs]
+    assert ids[0] == "myelodysplastic_syndrome"
+    assert ids.index("myelodysplastic_syndrome") < ids.index("b12_folate_deficiency")
+
+
+def test_parvovirus_vignette_sickle_cell_no_reticulocytes() -> None:
+    counts = {"normal": 950, "sickle_cell": 30, "target_cell": 20, "neutrophil": 6, "lymphocyte": 4}
+    context = {"sickle_cell_disease": True, "hb_g_dl": 4.6, "wbc_10e9_l": 7.2,
+               "platelets_10e9_l": 260}
+    findings, diffs = diagnose(counts, context=context, stain="nmb")
+    assert findings["reticulocytes"]["status"] == "absent"
+    assert diffs[0]["id"] == "parvovirus_b19_aplastic_crisis"
+    assert any("reticulocytes" in e for e in diffs[0]["evidence_for"])
+
+
+def test_parvovirus_from_laboratory_reticulocytes_supersedes_smear() -> None:
+    context = {"chronic_hemolysis": True, "hb_g_dl": 5.5, "reticulocyte_percent": 0.1,
+               "wbc_10e9_l": 6.0, "platelets_10e9_l": 300}
+    # a Wright smear cannot see reticulocytes; the laboratory count decides
+    findings, diffs = diagnose({"normal": 400}, context=context, stain="wright")
+    assert findings["reticulocytes"]["status"] == "not_assessed"
+    parvo = diffs[0]
+    assert parvo["id"] == "parvovirus_b19_aplastic_crisis"
+    assert not any("supravital" in m for m in parvo["missing"])  # superseded, not missing
+
+
+def test_graft_failure_vignette_full_chimerism_negative_mrd_empty_marrow() -> None:
+    context = {"post_hsct": True, "donor_chimerism_percent": 100, "mrd": "negative",
+               "marrow_cellularity": "hypo", "hb_g_dl": 7.5, "wbc_10e9_l": 0.8,
+               "platelets_10e9_l": 15}
+    ids = ranked({"normal": 250, "neutrophil": 2}, context)
+    assert ids[0] == "post_transplant_graft_failure"
+    assert ids.index("post_transplant_graft_failure") < ids.index("post_transplant_relapse")
+
+
+def test_relapse_vignette_recipient_chimerism_positive_mrd() -> None:
+    context = {"post_car_t": True, "donor_chimerism_percent": 62, "mrd": "positive",
+               "marrow_cellularity": "hyper", "hb_g_dl": 8.8, "platelets_10e9_l": 70}
+    ids = ranked({"normal": 250}, context)
+    assert ids[0] == "post_transplant_relapse"
+    assert ids.index("post_transplant_relapse") < ids.index("post_transplant_graft_failure")
+    # MRD positive alone is enough to put relapse above graft failure
+    ids = ranked({"normal": 250}, {"post_hsct": True, "mrd": "positive"})
+    assert ids.index("post_transplant_relapse") < ids.index("post_transplant_graft_failure")
+
+
+def test_drug_induced_vignette_after_transplant_on_immunosuppressants() -> None:
+    # full donor chimerism and negative MRD (no relapse), but a normocellular marrow (graft works)
+    # in a patient on myelotoxic drugs (valganciclovir, mycophenolate)
+    context = {"post_hsct": True, "myelotoxic_drugs": True, "donor_chimerism_percent": 100,
+               "mrd": "negative", "marrow_cellularity": "normo", "wbc_10e9_l": 1.8,
+               "platelets_10e9_l": 60}
+    ids = ranked({"normal": 300, "neutrophil": 3}, context)
+    assert ids[0] == "drug_induced_marrow_suppression"
+    assert ids.index("post_transplant_graft_failure") < ids.index("post_transplant_relapse")
+
+
+def test_drug_induced_vignette_without_transplant() -> None:
+    context = {"myelotoxic_drugs": True, "wbc_10e9_l": 1.1, "platelets_10e9_l": 40, "hb_g_dl": 10.5,
+               "b12_pg_ml": 520, "folate_ng_ml": 9}
+    ids = ranked({"normal": 300, "neutrophil": 2, "lymphocyte": 4}, context)
+    assert ids[0] == "drug_induced_marrow_suppression"
+
+
+def test_thalassemia_major_vignette() -> None:
+    counts = {"normal": 120, "target_cell": 40, "microcyte": 80, "hypochromic": 90, "teardrop": 10,
+              "nucleated_rbc": 20, "neutrophil": 30, "lymphocyte": 20}
+    context = {"age_years": 6, "hb_g_dl": 6.8, "mcv_fl": 64, "rbc_10e12_l": 3.6, "hbf_percent": 65,
+               "ferritin_ng_ml": 1800, "transfusion_dependent": True, "splenomegaly": True}
+    findings, diffs = diagnose(counts, context=context)
+    assert findings["derived"]["mentzer_index"] == pytest.approx(17.78, abs=0.01)
+    ids = [d["id"] for d in diffs]
+    assert ids[0] == "beta_thalassemia_major"
+    assert ids.index("beta_thalassemia_major") < ids.index("iron_deficiency_anemia")
+
+
+def test_iron_deficiency_vignette_mentzer_over_13_low_ferritin() -> None:
+    counts = {"normal": 220, "microcyte": 60, "hypochromic": 70, "target_cell": 8, "neutrophil": 5}
+    context = {"age_years": 34, "hb_g_dl": 9.4, "mcv_fl": 70, "rbc_10e12_l": 4.0, "rdw_percent": 18.5,
+               "ferritin_ng_ml": 6, "hbf_percent": 0.8}
+    findings, diffs = diagnose(counts, context=context)
+    assert findings["derived"]["mentzer_index"] == pytest.approx(17.5)
+    ids = [d["id"] for d in diffs]
+    assert ids[0] == "iron_deficiency_anemia"
+    assert ids.index("iron_deficiency_anemia") < ids.index("beta_thalassemia_major")
+    ida = diffs[0]
+    assert any("Mentzer" in e for e in ida["evidence_for"])
+    assert any("ferritin" in e for e in ida["evidence_for"])
+
+
+def test_mentzer_under_13_moves_microcytosis_towards_thalassemia() -> None:
+    counts = {"normal": 200, "microcyte": 80, "hypochromic": 40, "target_cell": 30}
+    hi = by_id(diagnose(counts, context={"mcv_fl": 66, "rbc_10e12_l": 4.0})[1])
+    lo = by_id(diagnose(counts, context={"mcv_fl": 66, "rbc_10e12_l": 6.0})[1])
+    assert lo["beta_thalassemia_major"]["score"] > hi["beta_thalassemia_major"]["score"]
+    assert lo["iron_deficiency_anemia"]["score"] < hi["iron_deficiency_anemia"]["score"]
+
+
+def test_myelofibrosis_vignette() -> None:
+    counts = {"normal": 300, "teardrop": 45, "ovalocyte": 10, "nucleated_rbc": 6, "neutrophil": 20,
+              "other_wbc": 5}
+    context = {"splenomegaly": True, "early_satiety": True, "marrow_fibrosis": True, "hb_g_dl": 9.0,
+               "age_years": 66, "ldh_u_l": 620}
+    findings, diffs = diagnose(counts, context=context)
+    assert findings["rbc_morphology"]["teardrop"]["grade"] == "1+"
+    assert findings["nucleated_rbc"]["status"] == "present"
+    assert diffs[0]["id"] == "primary_myelofibrosis"
+    assert any("teardrop" in e for e in diffs[0]["evidence_for"])
+
+
+def test_normal_smear_with_enough_cells() -> None:
+    counts = {"normal": 380, "target_cell": 4, "ovalocyte": 3, "neutrophil": 5, "lymphocyte": 3,
+              "platelet": 30}
+    findings, diffs = diagnose(counts, context={"hb_g_dl": 14.1, "wbc_10e9_l": 6.5,
+                                                "platelets_10e9_l": 250, "mcv_fl": 90})
+    assert findings["evidence"]["enough"]
+    assert diffs[0]["id"] == "no_significant_abnormality"
+    assert diffs[0]["score"] > 0.9
+    assert diffs[-1]["score"] < 0.05
+
+
+def test_too_few_cells_gives_insufficient_evidence_and_indeterminate_reticulocytes() -> None:
+    counts = {"normal": 40, "teardrop": 1, "neutrophil": 1}
+    findings, diffs = diagnose(counts, stain="nmb")
+    assert diffs[0]["id"] == "insufficient_evidence"
+    assert findings["evidence"]["enough"] is False
+    assert "analyse more fields" in findings["evidence"]["message"]
+    assert findings["reticulocytes"]["status"] == "indeterminate"
+    assert findings["reticulocytes"]["message"] == "indeterminate: count more cells"
+    # the undecided reticulocytes are missing for parvovirus, not evidence against it
+    parvo = by_id(diffs)["parvovirus_b19_aplastic_crisis"]
+    assert any("indeterminate: count more cells" in m for m in parvo["missing"])
+    assert not parvo["evidence_against"]
+
+
+def test_localization_only_counts_are_insufficient() -> None:
+    findings, diffs = diagnose({"unclassified": 500, "platelet": 20})
+    assert diffs[0]["id"] == "insufficient_evidence"
+    assert findings["assessed_rbc"] == 0
+    assert "no cell was classified" in findings["evidence"]["message"]
+
+
+def test_strong_context_outranks_insufficient_evidence() -> None:
+    ids = ranked({"normal": 20}, {"post_hsct": True, "mrd": "positive",
+                                  "donor_chimerism_percent": 40, "marrow_cellularity": "hyper"})
+    assert ids[0] == "post_transplant_relapse"
+
+
+# -- output shape ---------------------------------------------------------------------------
+def test_every_differential_is_returned_sorted_with_the_contract_keys() -> None:
+    findings, diffs = diagnose({"normal": 250})
+    assert sorted(d["id"] for d in diffs) == sorted(DIFFERENTIAL_IDS)
+    scores = [d["score"] for d in diffs]
+    assert scores == sorted(scores, reverse=True)
+    for d in diffs:
+        assert KEYS <= set(d)
+        assert 0.0 < d["score"] < 1.0
+        assert d["next_tests"] and d["references"]
+        assert all(isinstance(x, str) for k in ("evidence_for", "evidence_against", "missing")
+                   for x in d[k])
+    assert "not a calibrated probability" in findings["score_note"]
+
+
+def test_contributions_add_up_to_the_log_odds() -> None:
+    _, diffs = diagnose({"normal": 300, "teardrop": 30}, context={"splenomegaly": False, "hb_g_dl": 9})
+    for d in diffs:
+        total = d["prior_log_odds"] + sum(c["log_odds"] for c in d["contributions"])
+        assert total == pytest.approx(d["log_odds"], abs=1e-6)
+
+
+def test_list_differentials_has_the_stable_ids() -> None:
+    items = list_differentials()
+    assert [i["id"] for i in items] == list(DIFFERENTIAL_IDS)
+    assert all(i["name"] and i["summary"] for i in items)
+    ins = next(i for i in items if i["id"] == "insufficient_evidence")
+    assert "analyse more fields" in ins["name"]
+
+
+def test_bad_counts_and_scale_are_rejected() -> None:
+    with pytest.raises(MorphError) as e:
+        diagnose({"blast": 3})
+    assert e.value.code == "bad_request" and "blast" in e.value.message
+    with pytest.raises(MorphError):
+        diagnose({"normal": -1})
+    with pytest.raises(MorphError):
+        diagnose({"normal": 2.5})  # type: ignore[dict-item]
+    with pytest.raises(MorphError) as e:
+        diagnose({"normal": 3}, um_per_px=0)
+    assert e.value.path == "um_per_px"
+    with pytest.raises(MorphError) as e:
+        diagnose({"normal": 3}, context={"hb": 9})
+    assert e.value.code == "bad_context" and e.value.path == "hb"
+
+
+# -- the knowledge base is checked when loaded ---------------------------------------------
+def _kb(criterion: dict[str, Any]) -> dict[str, Any]:
+    return {"references": {"r": "ref"}, "differentials": [
+        {"id": "x", "name": "X", "prior_log_odds": -1, "references": ["r"], "criteria": [criterion]}]}
+
+
+@pytest.mark.parametrize("criterion, msg", [
+    ({"id": "a", "var": "rbc.teardrop.percent", "steps": [[1, 1.0], [5, 0.5], [10, 2.0]]}, "monotone"),
+    ({"id": "a", "var": "rbc.teardrop.percent", "steps": [[5, 1.0], [1, 2.0]]}, "increase"),
+    ({"id": "a", "var": "no.such.input", "op": "present", "weight": 1}, "unknown input"),
+    ({"id": "a", "var": "context.mrd", "op": "sometimes", "weight": 1}, "op must be"),
+    ({"id": "a", "var": "context.mrd", "op": "present"}, "weight"),
+    ({"id": "a", "var": "context.mrd", "op": "present", "weight": 1, "map": {}}, "exactly one"),
+])
+def test_bad_knowledge_base_entries_are_refused(criterion: dict[str, Any], msg: str) -> None:
+    with pytest.raises(MorphError) as e:
+        _parse_kb(_kb(criterion), "kb.yaml")
+    assert e.value.code == "bad_config" and msg in e.value.message
+
+
+def test_shipped_knowledge_base_loads_and_names_its_sources() -> None:
+    kb = load_knowledge_base()
+    for d in kb.differentials:
+        assert d.references, d.id
+        assert all(len(r) > 20 for r in d.references)
+
+
+# -- monotonicity (property-based) ----------------------------------------------------------
+_counts = st.fixed_dictionaries({
+    lab: st.integers(0, 400) for lab in ("normal", "macrocyte", "ovalocyte", "spherocyte",
+                                         "schistocyte", "target_cell", "microcyte", "hypochromic")
+}, optional={
+    "teardrop": st.integers(0, 200), "reticulocyte": st.integers(0, 50),
+    "neutrophil": st.integers(0, 100), "hypersegmented_neutrophil": st.integers(0, 20),
+    "nucleated_rbc": st.integers(0, 50), "lymphocyte": st.integers(0, 50),
+    "normoblast": st.integers(0, 200), "megaloblast": st.integers(0, 100),
+    "unidentified": st.integers(0, 100),
+})
+_bools = st.one_of(st.none(), st.booleans())
+_context = st.fixed_dictionaries({}, optional={
+    "hb_g_dl": st.floats(3, 18), "mcv_fl": st.floats(55, 125), "rbc_10e12_l": st.floats(1.5, 7),
+    "ldh_u_l": st.floats(100, 3000), "wbc_10e9_l": st.floats(0.2, 30),
+    "platelets_10e9_l": st.floats(5, 900), "b12_pg_ml": st.floats(50, 1500),
+    "folate_ng_ml": st.floats(1, 25), "ferritin_ng_ml": st.floats(2, 5000),
+    "hbf_percent": st.floats(0, 95), "age_years": st.floats(0, 95), "splenomegaly": _bools,
+    "marrow_fibrosis": _bools, "post_hsct": _bools, "mrd": st.sampled_from(["positive", "negative"]),
+    "donor_chimerism_percent": st.floats(0, 100), "myelotoxic_drugs": _bools,
+    "marrow_cellularity": st.sampled_from(["hypo", "normo", "hyper"]),
+    "sickle_cell_disease": _bools, "reticulocyte_percent": st.floats(0, 20),
+})
+_stain = st.sampled_from([None, "nmb", "wright"])
+
+
+def _log_odds(counts: dict[str, int], context: dict[str, Any], did: str, stain: str | None = None
+              ) -> float:
+    _, diffs = diagnose(counts, context=context, stain=stain)
+    return next(d["log_odds"] for d in diffs if d["id"] == did)
+
+
+def _add(counts: dict[str, int], label: str, k: int) -> dict[str, int]:
+    return {**counts, label: counts.get(label, 0) + k}
+
+
+@settings(max_examples=60, deadline=None)
+@given(_counts, _context, st.integers(1, 300))
+def test_more_teardrops_never_lower_myelofibrosis(counts, context, k) -> None:
+    assert _log_odds(_add(counts, "teardrop", k), context, "primary_myelofibrosis") >= \
+        _log_odds(counts, context, "primary_myelofibrosis") - 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(_counts, _context, _stain, st.integers(1, 100))
+def test_more_reticulocytes_never_raise_parvovirus(counts, context, stain, k) -> None:
+    did = "parvovirus_b19_aplastic_crisis"
+    assert _log_odds(_add(counts, "reticulocyte", k), context, did, stain) <= \
+        _log_odds(counts, context, did, stain) + 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(_counts, _context, st.floats(0, 20), st.floats(0, 20))
+def test_higher_laboratory_reticulocytes_never_raise_parvovirus(counts, context, a, b) -> None:
+    did = "parvovirus_b19_aplastic_crisis"
+    lo, hi = sorted((a, b))
+    assert _log_odds(counts, {**context, "reticulocyte_percent": hi}, did) <= \
+        _log_odds(counts, {**context, "reticulocyte_percent": lo}, did) + 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(_counts, _context, st.integers(1, 30))
+def test_more_hypersegmented_neutrophils_never_lower_b12(counts, context, k) -> None:
+    did = "b12_folate_deficiency"
+    assert _log_odds(_add(counts, "hypersegmented_neutrophil", k), context, did) >= \
+        _log_odds(counts, context, did) - 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(_counts, _context, st.integers(1, 100))
+def test_more_schistocytes_never_raise_b12(counts, context, k) -> None:
+    did = "b12_folate_deficiency"
+    assert _log_odds(_add(counts, "schistocyte", k), context, did) <= \
+        _log_odds(counts, context, did) + 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(_counts, _context, st.integers(1, 100))
+def test_more_megaloblasts_never_lower_b12_or_mds(counts, context, k) -> None:
+    more = _add(counts, "megaloblast", k)
+    for did in ("b12_folate_deficiency", "myelodysplastic_syndrome"):
+        assert _log_odds(more, context, did) >= _log_odds(counts, context, did) - 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(_counts, _context, st.floats(0.5, 5000), st.floats(0.5, 5000))
+def test_higher_ferritin_never_raises_iron_deficiency_nor_lowers_thalassemia(counts, context, a, b
+                                                                             ) -> None:
+    lo, hi = sorted((a, b))
+    c_lo, c_hi = {**context, "ferritin_ng_ml": lo}, {**context, "ferritin_ng_ml": hi}
+    assert _log_odds(counts, c_hi, "iron_deficiency_anemia") <= \
+        _log_odds(counts, c_lo, "iron_deficiency_anemia") + 1e-9
+    assert _log_odds(counts, c_hi, "beta_thalassemia_major") >= \
+        _log_odds(counts, c_lo, "beta_thalassemia_major") - 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(_counts, _context, st.floats(0, 100), st.floats(0, 100))
+def test_more_donor_chimerism_never_raises_relapse_nor_lowers_graft_failure(counts, context, a, b
+                                                                            ) -> None:
+    lo, hi = sorted((a, b))
+    c_lo = {**context, "donor_chimerism_percent": lo}
+    c_hi = {**context, "donor_chimerism_percent": hi}
+    assert _log_odds(counts, c_hi, "post_transplant_relapse") <= \
+        _log_odds(counts, c_lo, "post_transplant_relapse") + 1e-9
+    assert _log_odds(counts, c_hi, "post_transplant_graft_failure") >= \
+        _log_odds(counts, c_lo, "post_transplant_graft_failure") - 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(_counts, _context, st.floats(40, 150), st.floats(40, 150))
+def test_higher_mcv_never_lowers_b12_nor_raises_microcytic_anaemias(counts, context, a, b) -> None:
+    lo, hi = sorted((a, b))
+    c_lo, c_hi = {**context, "mcv_fl": lo}, {**context, "mcv_fl": hi}
+    assert _log_odds(counts, c_hi, "b12_folate_deficiency") >= \
+        _log_odds(counts, c_lo, "b12_folate_deficiency") - 1e-9
+    for did in ("iron_deficiency_anemia", "beta_thalassemia_major"):
+        assert _log_odds(counts, c_hi, did) <= _log_odds(counts, c_lo, did) + 1e-9
+
+
+@settings(max_examples=40, deadline=None)
+@given(_counts, _context, st.floats(1.5, 8), st.floats(1.5, 8))
+def test_lower_mentzer_index_never_raises_iron_deficiency(counts, context, r1, r2) -> None:
+    # same MCV, higher red-cell count -> lower Mentzer index -> favours thalassaemia
+    context = {**context, "mcv_fl": context.get("mcv_fl", 70.0)}
+    lo_rbc, hi_rbc = sorted((r1, r2))
+    c_hi_mentzer = {**context, "rbc_10e12_l": lo_rbc}
+    c_lo_mentzer = {**context, "rbc_10e12_l": hi_rbc}
+    assert _log_odds(counts, c_lo_mentzer, "iron_deficiency_anemia") <= \
+        _log_odds(counts, c_hi_mentzer, "iron_deficiency_anemia") + 1e-9
+    assert _log_odds(counts, c_lo_mentzer, "beta_thalassemia_major") >= \
+        _log_odds(counts, c_hi_mentzer, "beta_thalassemia_major") - 1e-9
+
+
+@settings(max_examples=40, deadline=None)
+@given(_counts, _context, st.data())
+def test_missing_inputs_are_never_evidence(counts, context, data) -> None:
+    """Dropping a context field removes exactly its criteria's contributions and lists them as
+    missing: an unknown value never counts against (or for) a differential."""
+    simple = [k for k, v in context.items() if v is not None and k not in ("reticulocyte_percent", "mcv_fl", "rbc_10e12_l",
+                                              "post_hsct")]
+    if not simple:
+        return
+    field = data.draw(st.sampled_from(simple))
+    var = f"context.{field}"
+    kb = {d.id: d for d in load_knowledge_base().differentials}
+    before = by_id(diagnose(counts, context=context)[1])
+    after = by_id(diagnose(counts, context={k: v for k, v in context.items() if k != field})[1])
+    for did, d in before.items():
+        uses = {c.id for c in kb[did].criteria if c.variables == [var]}
+        lost = sum(c["log_odds"] for c in d["contributions"] if c["criterion"] in uses)
+        assert after[did]["log_odds"] == pytest.approx(d["log_odds"] - lost, abs=1e-6)
+        assert len(after[did]["missing"]) == len(d["missing"]) + len(uses)
+
+
+def test_scores_ignore_context_fields_that_are_none() -> None:
+    a = diagnose({"normal": 300}, context={"hb_g_dl": None, "mrd": None})[1]
+    b = diagnose({"normal": 300})[1]
+    assert [d["log_odds"] for d in a] == [d["log_odds"] for d in b]
