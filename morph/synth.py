@@ -235,10 +235,10 @@ _OD: dict[str, dict[str, tuple[float, float, float]]] = {
     "wright": {
         "hb": (0.19, 0.52, 0.34),         # haemoglobin + eosin: pink-salmon
         "poly": (0.30, 0.18, 0.06),       # polychromasia (RNA): blue-grey
-        "nucleus": (0.95, 1.35, 0.42),    # azure chromatin: dark violet
+        "nucleus": (0.72, 1.25, 0.30),    # azure chromatin: dark purple
         "cyto_neut": (0.07, 0.15, 0.07),  # neutrophil cytoplasm: pale lilac
         "granule": (0.16, 0.32, 0.10),    # fine lilac granules
-        "cyto_lymph": (0.32, 0.16, 0.02), # lymphocyte cytoplasm: sky blue
+        "cyto_lymph": (0.22, 0.12, 0.03), # lymphocyte cytoplasm: pale sky blue
         "cyto_mono": (0.22, 0.18, 0.08),  # monocyte cytoplasm: grey-blue
         "platelet": (0.45, 0.80, 0.25),   # purple granules
         "reticulum": (0.9, 0.8, 0.3),     # (not visible on Wright; unused)
@@ -337,6 +337,8 @@ def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_
         "slit": (1.0, 1.0), "rim": float(rng.uniform(0.05, 0.15)), "spot": 0.0,
         "poly": 0.0, "cren": 0.0, "tail": 0.0, "cuts": [], "dome": False, "sickle": False,
         "retic": 0.0, "tex_amp": float(rng.uniform(0.02, 0.06)),
+        # refractile boundary: a thin dark line just inside the edge, a faint bright halo outside
+        "edge": float(rng.uniform(0.0, 0.35)), "halo": float(rng.uniform(0.0, 0.06)),
     }
     ext = r * 1.25
     if stain == "nmb" and kind == "rbc":
@@ -367,8 +369,8 @@ def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_
         ext = r * math.sqrt(p["aspect"]) * 1.1
     elif label == "teardrop":
         p["aspect"] = float(rng.uniform(1.05, 1.3))
-        p["tail"] = float(rng.uniform(0.55, 1.1))
-        p["tail_w"] = float(rng.uniform(0.14, 0.24))
+        p["tail"] = float(rng.uniform(0.5, 1.0))
+        p["tail_w"] = float(rng.uniform(0.22, 0.38))
         p["tail_bend"] = float(rng.normal(0, 0.12))
         ext = r * (math.sqrt(p["aspect"]) * (1 + p["tail"]) + 0.1)
     elif label == "burr_cell":
@@ -394,23 +396,26 @@ def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_
         p["dens"] *= 0.85
     elif label == "reticulocyte":
         if stain == "wright":
-            p["poly"] = float(rng.uniform(0.5, 0.9))
+            p["poly"] = float(rng.uniform(0.35, 0.7))
             p["pallor_d"] = float(rng.uniform(0.0, 0.12))
-            p["dens"] *= float(rng.uniform(0.8, 0.95))
+            p["dens"] *= float(rng.uniform(0.75, 0.9))
         else:
             p["retic"] = float(rng.uniform(0.45, 1.0))
-        p["four"] = [(k, float(rng.normal(0, 0.025)), float(rng.uniform(0, 6.3))) for k in (2, 3, 4)]
+        p["four"] = [(k, float(rng.normal(0, 0.025)), float(rng.uniform(0, 6.3))) for k in (2, 3)]
     elif label == "sickle_cell":
-        p["sickle"] = True
-        length = d_um * float(rng.uniform(1.6, 2.0)) / um_per_px
-        width = float(rng.uniform(2.2, 3.2)) / um_per_px
-        r1 = 0.5 * length / math.sin(float(rng.uniform(1.1, 1.35)))  # circle through the tips
-        p["sickle_r1"] = r1
-        p["sickle_r2"] = r1 * float(rng.uniform(0.95, 1.1))
-        p["sickle_off"] = width + p["sickle_r2"] - r1
+        # crescent: inside circle C1, outside circle C2 through both tips and the inner
+        # edge of the middle (thickness `width`)
+        length = d_um * float(rng.uniform(1.3, 1.7)) / um_per_px
+        half_arc = float(rng.uniform(0.8, 1.2))
+        r1 = 0.5 * length / math.sin(half_arc)
+        a_ = r1 * math.cos(half_arc)
+        width = min(float(rng.uniform(2.0, 3.0)) / um_per_px, 0.8 * (r1 - a_))
+        b_ = r1 - width
+        k = ((0.5 * length) ** 2 + a_ * a_ - b_ * b_) / (2.0 * (b_ - a_))
+        p["sickle"] = (r1, k + b_, k, r1 - 0.5 * width)  # r1, r2, C2 offset, C1 centre
         p["dens"] *= 1.2
-        r = 0.5 * length * 0.6
-        ext = r1 + 2
+        r = 0.3 * length
+        ext = math.hypot(0.5 * length, 0.5 * width + a_) + width + 2
     elif kind == "nucleated":
         ext = r * 1.12
         _nucleated_params(label, p, rng, r, um_per_px)
@@ -439,9 +444,12 @@ def _nucleated_params(label: str, p: dict[str, Any], rng: np.random.Generator, r
     p["bite"] = None
     if label in ("neutrophil", "hypersegmented_neutrophil"):
         n = int(rng.integers(2, 5)) if label == "neutrophil" else int(rng.integers(6, 9))
-        lobe_um = rng.uniform(1.25, 1.6) if n <= 4 else rng.uniform(1.05, 1.3)
+        hyper = n > 4
+        lobe_um = rng.uniform(1.0, 1.2) if hyper else rng.uniform(1.25, 1.6)
         lr = float(lobe_um) / um_per_px
-        lobes, links = _lobe_chain(n, lr, r * 0.62, rng)
+        lobes, links = _lobe_chain(n, lr, r * (0.72 if hyper else 0.62), rng,
+                                   step=(2.2, 2.7) if hyper else (1.8, 2.4))
+        p["lobe_half"] = (0.05, 0.3) if hyper else (0.2, 0.6)
         p["chrom"] = "clumped"
         p["gran"] = float(rng.uniform(0.5, 1.0))
         p["cyto_d"] = float(rng.uniform(0.7, 1.1))
@@ -451,10 +459,10 @@ def _nucleated_params(label: str, p: dict[str, Any], rng: np.random.Generator, r
         off = (r - rn) * float(rng.uniform(0.0, 0.8))
         a = float(rng.uniform(0, 6.3))
         lobes = [(off * math.cos(a), off * math.sin(a), rn)]
-        p["chrom"] = "dense"
+        p["chrom"] = "clumped"
         p["cyto"] = "cyto_lymph"
         p["cyto_d"] = float(rng.uniform(0.6, 1.1))
-        p["nuc_d"] = float(rng.uniform(1.0, 1.2))
+        p["nuc_d"] = float(rng.uniform(0.8, 1.0))
     elif label == "monocyte":
         rn = r * float(rng.uniform(0.5, 0.6))
         a = float(rng.uniform(0, 6.3))
@@ -499,20 +507,28 @@ def _nucleated_params(label: str, p: dict[str, Any], rng: np.random.Generator, r
         p["chrom"] = "sieve"
         p["cyto"] = "cyto_neut"
         p["cyto_d"] = 0.0
-        mat = float(rng.uniform(0.35, 1.0))  # haemoglobinised cytoplasm ahead of the nucleus
-        p["hb_cyto"] = 0.4 + 0.45 * mat
-        p["poly_cyto"] = 0.9 - 0.5 * mat
-        p["nuc_d"] = float(rng.uniform(0.6, 0.8))
+        mat = float(rng.uniform(0.3, 1.0))  # haemoglobinised cytoplasm ahead of the nucleus
+        p["hb_cyto"] = 0.35 + 0.5 * mat
+        p["poly_cyto"] = 0.7 - 0.45 * mat
+        p["nuc_d"] = float(rng.uniform(0.45, 0.6))
         if rng.random() < 0.5:
             p["nucleoli"] = [(lobes[0][0] + float(rng.uniform(-0.4, 0.4)) * rn,
                               lobes[0][1] + float(rng.uniform(-0.4, 0.4)) * rn,
                               float(rng.uniform(0.5, 0.9)) / um_per_px)]
     p["lobes"] = lobes
     p["links"] = links
+    # segmented nuclei: each lobe a short sausage (capsule) at a random angle, not a ball
+    p["lobe_axes"] = []
+    if len(lobes) > 1:
+        for _ in lobes:
+            a = float(rng.uniform(0, math.pi))
+            half = float(rng.uniform(*p["lobe_half"]))
+            p["lobe_axes"].append((half * math.cos(a), half * math.sin(a)))
     p["link_r"] = 0.22 / um_per_px
 
 
-def _lobe_chain(n: int, lr: float, max_r: float, rng: np.random.Generator
+def _lobe_chain(n: int, lr: float, max_r: float, rng: np.random.Generator,
+                step: tuple[float, float] = (1.8, 2.4),
                 ) -> tuple[list[tuple[float, float, float]], list[tuple[float, float, float, float]]]:
     """Lobes of a segmented nucleus as a curled chain, centred, kept within max_r."""
     pts = [(0.0, 0.0)]
@@ -520,15 +536,15 @@ def _lobe_chain(n: int, lr: float, max_r: float, rng: np.random.Generator
     turn = float(rng.choice([-1.0, 1.0])) * float(rng.uniform(0.5, 1.0))
     for _ in range(n - 1):
         for _try in range(12):
-            step = lr * float(rng.uniform(1.7, 2.4))
+            dist = lr * float(rng.uniform(*step))
             h = head + turn + float(rng.normal(0, 0.35))
-            x = pts[-1][0] + step * math.cos(h)
-            y = pts[-1][1] + step * math.sin(h)
+            x = pts[-1][0] + dist * math.cos(h)
+            y = pts[-1][1] + dist * math.sin(h)
             mx = (sum(q[0] for q in pts) + x) / (len(pts) + 1)
             my = (sum(q[1] for q in pts) + y) / (len(pts) + 1)
             ok_r = all(math.hypot(x - mx, y - my) <= max_r and math.hypot(q[0] - mx, q[1] - my) <= max_r
                        for q in pts)
-            ok_sep = all(math.hypot(x - q[0], y - q[1]) >= 1.6 * lr for q in pts[:-1])
+            ok_sep = all(math.hypot(x - q[0], y - q[1]) >= step[0] * lr for q in pts[:-1])
             if ok_r and ok_sep:
                 break
             head += 0.6
@@ -536,7 +552,9 @@ def _lobe_chain(n: int, lr: float, max_r: float, rng: np.random.Generator
         head = h
     mx = sum(q[0] for q in pts) / len(pts)
     my = sum(q[1] for q in pts) / len(pts)
-    lobes = [(x - mx, y - my, lr * float(rng.uniform(0.85, 1.15))) for x, y in pts]
+    far = max(math.hypot(x - mx, y - my) for x, y in pts)
+    k = min(1.0, max_r / far) if far > 0 else 1.0  # a chain that strayed is pulled back in
+    lobes = [((x - mx) * k, (y - my) * k, lr * float(rng.uniform(0.85, 1.15))) for x, y in pts]
     links = [(lobes[i][0], lobes[i][1], lobes[i + 1][0], lobes[i + 1][1]) for i in range(n - 1)]
     return lobes, links
 
@@ -605,14 +623,13 @@ def _draw_rbc(spec: _Spec, U: np.ndarray, V: np.ndarray, st: _Stain, rng: np.ran
               um_per_px: float) -> tuple[np.ndarray, np.ndarray]:
     p = spec.p
     if p["sickle"]:
-        r1, r2, off = p["sickle_r1"], p["sickle_r2"], p["sickle_off"]
-        Vs = V + (off * 0.5)  # centre the crescent's bulk near the spec centre
+        r1, r2, off, c1 = p["sickle"]
+        Vs = V - c1
         d1 = np.sqrt(U * U + Vs * Vs) - r1
         d2 = r2 - np.sqrt(U * U + (Vs - off) ** 2)
         sd = np.maximum(d1, d2)
         alpha = _edge_alpha(sd)
-        h = np.full_like(sd, 1.0)
-        h = h - 0.25 * np.clip(-sd / (0.6 / um_per_px), 0, 1) * 0.0  # flat, dense
+        h = np.ones_like(sd)  # flat and dense, no pallor
         rr = np.clip(1.0 + sd / max(r1 * 0.2, 1.0), 0, 1)
     else:
         pu, pv, q, th, a, b = _ellipse_coords(spec, U, V)
@@ -641,11 +658,17 @@ def _draw_rbc(spec: _Spec, U: np.ndarray, V: np.ndarray, st: _Stain, rng: np.ran
                 h = h + p["spot"] * np.exp(-((q / p["spot_r"]) ** 2))
         h = h + p["rim"] * np.exp(-(((rr - 0.82) / 0.15) ** 2))
     tex = _tex(rng, 2.0 / max(um_per_px / 0.1, 0.3), *U.shape)
+    ew = max(0.8, 0.15 / um_per_px)
+    if p["edge"] > 0:
+        h = h + p["edge"] * np.exp(-(((sd + ew) / ew) ** 2))
     amount = (alpha * h * (1.0 + p["tex_amp"] * tex)).astype(np.float32)
     vec = st.vec["hb"] * np.float32(p["dens"])
     if p["poly"] > 0:
         vec = vec * np.float32(1.0 - 0.25 * p["poly"]) + st.vec["poly"] * np.float32(p["poly"])
     add = amount[..., None] * vec
+    if p["halo"] > 0:
+        halo = p["halo"] * np.exp(-(((sd - 1.5 * ew) / (1.5 * ew)) ** 2)) * (sd > 0)
+        add -= halo[..., None].astype(np.float32)
     if p["retic"] > 0:
         add += _reticulum(spec, U, V, alpha, st, rng, um_per_px)[..., None] * st.vec["reticulum"]
     return add, sd < 0
@@ -692,7 +715,7 @@ def _chromatin(kind: str, rng: np.random.Generator, h: int, w: int, um_per_px: f
         return 0.95 + 0.35 * np.tanh(2.0 * t)
     if kind == "sieve":  # fine open chromatin: many small light holes in a fine mesh
         t = _tex(rng, 0.13 / um_per_px, h, w)
-        return 0.8 + 0.45 * np.tanh(1.3 * t)
+        return 0.75 + 0.5 * np.tanh(1.5 * t)
     # lacy (monocyte, myelocyte)
     t = _tex(rng, 0.25 / um_per_px, h, w)
     return 0.8 + 0.25 * np.tanh(t)
@@ -708,16 +731,19 @@ def _draw_nucleated(spec: _Spec, U: np.ndarray, V: np.ndarray, st: _Stain,
     alpha_c = _edge_alpha(sd_c)
     h, w = U.shape
     # nucleus
-    sd_n = None
-    for x, y, r in p["lobes"]:
-        d = _circle_sd(U, V, x, y, r)
-        sd_n = d if sd_n is None else np.minimum(sd_n, d)
+    sd_n = np.full(U.shape, np.inf, np.float32)
+    for i, (x, y, r) in enumerate(p["lobes"]):
+        if p["lobe_axes"]:
+            dx, dy = p["lobe_axes"][i]
+            d = _segment_sd(U, V, x - dx * r, y - dy * r, x + dx * r, y + dy * r, r * 0.85)
+        else:
+            d = _circle_sd(U, V, x, y, r)
+        sd_n = np.minimum(sd_n, d)
     for ax, ay, bx, by in p["links"]:
         sd_n = np.minimum(sd_n, _segment_sd(U, V, ax, ay, bx, by, p["link_r"]))
     if p["bite"] is not None:
         bx, by, br = p["bite"]
         sd_n = np.maximum(sd_n, -_circle_sd(U, V, bx, by, br))
-    assert sd_n is not None
     if len(p["lobes"]) == 1:  # a little irregularity on round nuclei
         lx, ly, _ = p["lobes"][0]
         sd_n = sd_n + p["lobes"][0][2] * 0.04 * _fourier(np.arctan2(V - ly, U - lx), p["four"]) / 0.02
@@ -735,8 +761,8 @@ def _draw_nucleated(spec: _Spec, U: np.ndarray, V: np.ndarray, st: _Stain,
     if p["hb_cyto"] > 0 or p["poly_cyto"] > 0:
         add += cyto[..., None] * (st.vec["hb"] * np.float32(p["hb_cyto"]) + st.vec["poly"] * np.float32(p["poly_cyto"]))
     if p["gran"] > 0:
-        g = np.clip(_tex(rng, 0.1 / um_per_px, h, w) - 0.8, 0, None)
-        add += (alpha_c * (1 - alpha_n) * g * p["gran"])[..., None] * st.vec["granule"]
+        g = np.clip(_tex(rng, 0.1 / um_per_px, h, w) + 0.3, 0, None)
+        add += (alpha_c * (1 - alpha_n) * g * (0.45 * p["gran"]))[..., None] * st.vec["granule"]
     add += amount_n[..., None].astype(np.float32) * st.vec["nucleus"]
     return add.astype(np.float32), (sd_c < 0) | (sd_n < 0)
 
@@ -866,10 +892,10 @@ def render_field(
         scale = style.rbc_diameter_um / 7.5
         mean_area = float(sum(
             pr * math.pi * (0.5 * _DIAM_UM[k] * scale * style.size_scale.get(k, 1.0) / um_per_px) ** 2
-            for k, pr in zip(labels, probs)))
+            for k, pr in zip(labels, probs, strict=True)))
         n_cells = int(round(style.density * height * width / max(mean_area, 1.0)))
     counts = rng.multinomial(n_cells, probs)
-    chosen = [k for k, c in zip(labels, counts) for _ in range(int(c))]
+    chosen = [k for k, c in zip(labels, counts, strict=True) for _ in range(int(c))]
     specs = [_make_spec(k, rng, style, um_per_px, stain) for k in chosen]
     # nucleated (big, rare) cells first, red cells in random order (so crowding drops no
     # label preferentially), platelets last in the gaps
@@ -930,7 +956,7 @@ def _place(specs: list[_Spec], rng: np.random.Generator, h: int, w: int, overlap
             f = max(f, 0.95)
         cand_x = rng.uniform(0, w, tries)
         cand_y = rng.uniform(0, h, tries)
-        for cx, cy in zip(cand_x, cand_y):
+        for cx, cy in zip(cand_x, cand_y, strict=True):
             if n:
                 d = np.hypot(xs[:n] - cx, ys[:n] - cy)
                 if np.any(d < (rs[:n] + sp.r) * f):
