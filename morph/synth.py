@@ -26,7 +26,7 @@ import functools
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -177,7 +177,8 @@ class RenderStyle:
             stain_tint=tuple(float(v) for v in rng.normal(1.0, 0.08, 3).clip(0.8, 1.2)),  # type: ignore[arg-type]
             vignetting=float(rng.uniform(0.0, 0.25)),
             gradient=(float(rng.normal(0, 0.05)), float(rng.normal(0, 0.05))),
-            blur_um=float(rng.uniform(0.02, 0.18)),
+            # mostly sharp; one field in six noticeably soft (slightly out of focus)
+            blur_um=float(rng.uniform(0.02, 0.18) if rng.random() > 1 / 6 else rng.uniform(0.18, 0.4)),
             noise=float(rng.uniform(0.8, 4.0)),
             density=float(rng.uniform(0.2, 0.5)),
             rbc_diameter_um=float(rng.normal(7.5, 0.15)),
@@ -997,12 +998,14 @@ def render_cell_crop(
     um_per_px: float = DEFAULT_UM_PER_PX,
     context_cells: bool = True,
     style: RenderStyle | None = None,
+    size_scale: float = 1.0,
 ) -> np.ndarray:
     """One cell of ``label``, centred (jitter under 2 px), in a (size, size, 3) uint8 RGB crop.
 
     With ``context_cells`` a few red cells are drawn cut by the crop edges, as in crops
     taken from a real field. Deterministic for a seed; stain/optics vary with the seed
-    unless ``style`` is given.
+    unless ``style`` is given. ``size_scale`` multiplies the centred cell's diameter
+    (e.g. 1.3 with ``"ovalocyte"`` for a macro-ovalocyte); neighbours keep their size.
     """
     _check_stain(stain)
     allowed = crop_labels(stain)
@@ -1013,13 +1016,20 @@ def render_cell_crop(
         raise MorphError("bad_request", f"size must be an integer in 8..1024, got {size!r}")
     if not (isinstance(um_per_px, (int, float)) and 0.01 <= um_per_px <= 2.0):
         raise MorphError("bad_request", f"um_per_px must be in 0.01..2.0, got {um_per_px!r}")
+    if not (isinstance(size_scale, (int, float)) and 0.3 <= size_scale <= 3.0):
+        raise MorphError("bad_request", f"size_scale must be in 0.3..3.0, got {size_scale!r}")
     rng = np.random.default_rng(seed)
     if style is None:
         style = RenderStyle.random(rng, stain)
     st = _Stain(stain, style)
     od = np.zeros((size, size, 3), np.float32)
     c = 0.5 * size
-    main = _make_spec(label, rng, style, um_per_px, stain)
+    main_style = style
+    if size_scale != 1.0:
+        sizes = dict(style.size_scale)
+        sizes[label] = float(sizes.get(label, 1.0)) * float(size_scale)
+        main_style = replace(style, size_scale=sizes)
+    main = _make_spec(label, rng, main_style, um_per_px, stain)
     main.cx = c + float(rng.uniform(-1.5, 1.5))
     main.cy = c + float(rng.uniform(-1.5, 1.5))
     specs = []

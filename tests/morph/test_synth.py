@@ -146,6 +146,18 @@ def test_crop_is_deterministic_and_varies_with_seed() -> None:
     assert a.shape == (64, 64, 3)
 
 
+def test_crop_size_scale_grows_the_centred_cell() -> None:
+    st = dataclasses.replace(RenderStyle.random(3), noise=0.0, vignetting=0.0)
+
+    def area(scale: float) -> int:
+        crop = render_cell_crop(5, "ovalocyte", um_per_px=0.25, size=64, context_cells=False,
+                                style=st, size_scale=scale)
+        bg = np.asarray(st.background)
+        return int((np.abs(crop.astype(float) - bg).sum(axis=2) > 25).sum())
+
+    assert 1.5 < area(1.3) / area(1.0) < 1.9  # area grows with the square of the diameter
+
+
 def test_nmb_reticulocyte_has_dark_blue_reticulum() -> None:
     st = dataclasses.replace(RenderStyle.random(0, "nmb"), noise=0.0)
     ret = [render_cell_crop(s, "reticulocyte", stain="nmb", um_per_px=0.2, context_cells=False, style=st)
@@ -171,6 +183,7 @@ def test_nmb_reticulocyte_has_dark_blue_reticulum() -> None:
         lambda: render_cell_crop(0, "teardrop", stain="nmb"),
         lambda: render_cell_crop(0, "normal", stain="giemsa"),
         lambda: render_cell_crop(0, "normal", size=0),
+        lambda: render_cell_crop(0, "ovalocyte", size_scale=0.0),
     ],
 )
 def test_bad_requests_raise_morph_error(call) -> None:  # type: ignore[no-untyped-def]
