@@ -150,6 +150,9 @@ class RenderStyle:
         rbc_diameter_um: diameter of a normal red cell; all sizes scale with it.
         size_scale: per-label diameter multiplier, e.g. ``{"ovalocyte": 1.3}`` renders
             macro-ovalocytes (still labelled ``ovalocyte``).
+        mottle: amplitude of slow, blotchy background unevenness (fields only).
+        debris: small dark specks (dust, stain precipitate) per 10,000 um^2 of field;
+            they carry no ground truth (a localizer should ignore them).
     """
 
     background: tuple[float, float, float] = (170.0, 180.0, 174.0)
@@ -162,6 +165,8 @@ class RenderStyle:
     density: float = 0.35
     rbc_diameter_um: float = 7.5
     size_scale: Mapping[str, float] = field(default_factory=dict)
+    mottle: float = 0.0
+    debris: float = 0.0
 
     @classmethod
     def random(cls, seed: int | np.random.Generator = 0, stain: str = "wright") -> RenderStyle:
@@ -182,6 +187,8 @@ class RenderStyle:
             noise=float(rng.uniform(0.8, 4.0)),
             density=float(rng.uniform(0.2, 0.5)),
             rbc_diameter_um=float(rng.normal(7.5, 0.15)),
+            mottle=float(rng.uniform(0.0, 0.04)),
+            debris=float(rng.uniform(0.0, 3.0)),
         )
 
 
@@ -796,6 +803,36 @@ def _illumination(style: RenderStyle, h: int, w: int) -> np.ndarray:
     return gain[..., None] * np.asarray(style.background, np.float32)
 
 
+def _mottle(rng: np.random.Generator, h: int, w: int, amp: float) -> np.ndarray:
+    """Slow multiplicative unevenness of the glass (~20-40 um blotches)."""
+    cell = 48
+    small = rng.standard_normal((h // cell + 3, w // cell + 3)).astype(np.float32)
+    big = ndimage.zoom(small, cell, order=3, prefilter=False)[:h, :w]
+    return 1.0 + np.float32(amp) * big / (float(big.std()) + 1e-6)
+
+
+def _add_debris(od: np.ndarray, style: RenderStyle, rng: np.random.Generator, um_per_px: float,
+                st: _Stain) -> None:
+    """Tiny dark specks without ground truth: dust and stain precipitate."""
+    h, w = od.shape[:2]
+    area_um2 = h * w * um_per_px * um_per_px
+    n = int(rng.poisson(style.debris * area_um2 / 1e4))
+    for _ in range(n):
+        r = float(rng.uniform(0.2, 0.6)) / um_per_px
+        cx, cy = float(rng.uniform(0, w)), float(rng.uniform(0, h))
+        e = int(math.ceil(3 * r)) + 1
+        x0, x1 = max(int(cx) - e, 0), min(int(cx) + e + 1, w)
+        y0, y1 = max(int(cy) - e, 0), min(int(cy) + e + 1, h)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        X = np.arange(x0, x1, dtype=np.float32)[None, :] - cx
+        Y = np.arange(y0, y1, dtype=np.float32)[:, None] - cy
+        blob = np.exp(-(X * X + Y * Y) / (r * r)).astype(np.float32)
+        grey = np.float32(rng.uniform(0.2, 0.8))
+        tone = st.vec["nucleus"] * np.float32(0.5) if rng.random() < 0.5 else np.full(3, 0.6, np.float32)
+        od[y0:y1, x0:x1] += blob[..., None] * tone * grey
+
+
 def _finish(od: np.ndarray, style: RenderStyle, rng: np.random.Generator, um_per_px: float,
             light: np.ndarray | None = None) -> np.ndarray:
     h, w = od.shape[:2]
@@ -919,7 +956,12 @@ def render_field(
             continue
         mask, bbox = res
         cells.append(_truth(sp, mask, bbox, height, width))
-    image = _finish(od, style, rng, um_per_px)
+    if style.debris > 0:
+        _add_debris(od, style, rng, um_per_px, st)
+    light = _illumination(style, height, width)
+    if style.mottle > 0:
+        light = light * _mottle(rng, height, width, style.mottle)[..., None]
+    image = _finish(od, style, rng, um_per_px, light=light)
     return SynthField(image=image, cells=cells, stain=stain, field_type=field_type,
                       um_per_px=float(um_per_px), seed=int(seed), style=style)
 
