@@ -59,7 +59,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
                                        "plain red cells"),
     "marrow_megaloblastic_01": dict(seed=107, field_type="marrow", overlap=0.1,
                                     style={"density": 0.42, "size_scale": {"ovalocyte": 1.3}},
-                                    label_weights={"megaloblast": 0.2, "normoblast": 0.08, "normal": 0.3,
+                                    label_weights={"megaloblast": 0.18, "normoblast": 0.14, "normal": 0.28,
                                                    "macrocyte": 0.12, "ovalocyte": 0.1,
                                                    "hypersegmented_neutrophil": 0.03, "other_wbc": 0.08,
                                                    "lymphocyte": 0.03, "platelet": 0.04},
