@@ -145,7 +145,7 @@ def _check(name: str, value: Any) -> Any:
     return v
 
 
-def validate_context(raw: Mapping[str, Any] | None) -> ClinicalContext:
+def validate_context(raw: Mapping[str, Any] | ClinicalContext | None) -> ClinicalContext:
     """Check a raw mapping (parsed JSON) and return a :class:`ClinicalContext`.
 
     ``None`` and ``{}`` give an empty context. A JSON ``null`` value means "not given".

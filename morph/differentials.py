@@ -227,7 +227,8 @@ def _check_weights(raw: Mapping[str, Any], where: str, bad: Any) -> None:
 
 # -- evaluation ------------------------------------------------------------------------------
 def _condition(c: Mapping[str, Any], value: Any) -> bool:
-    op, ref = c["op"], c.get("value")
+    op: str = c["op"]
+    ref: Any = c.get("value")
     if op == "present":
         return value is True or value == "present"
     if op == "absent":

@@ -374,7 +374,7 @@ def _reticulocytes(k: int, n: int, stain: str | None, spec: Mapping[str, Any]) -
     out: dict[str, Any] = {**_fraction(k, n), "threshold_percent": thr, "source": spec.get("source")}
     if stain != "nmb":
         why = ("a Wright stain does not show the reticulum" if stain == "wright"
-               else "the stain is not known to be supravital (pass stain='nmb')")
+               else "the stain was not given as nmb (new methylene blue)")
         out.update(status="not_assessed",
                    message=f"reticulocytes not assessed: {why}; use a new methylene blue smear "
                            "or the laboratory reticulocyte count")
