@@ -92,6 +92,11 @@ _DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     },
 }
 
+#: Lobe counts drawn (inclusive): ``neutrophil`` 2-4, ``hypersegmented_neutrophil`` 6-8 (the
+#: label means >= 6 lobes, as in morph/rules/findings.yaml); 5-lobed cells are not drawn.
+NEUTROPHIL_LOBES: tuple[int, int] = (2, 4)
+HYPERSEG_LOBES: tuple[int, int] = (6, 8)
+
 #: Mean diameter (um) of each label, relative scale (normal red cell = 7.5 um).
 _DIAM_UM: dict[str, float] = {
     "normal": 7.5, "macrocyte": 9.4, "microcyte": 5.8, "spherocyte": 6.2, "target_cell": 7.7,
@@ -451,7 +456,8 @@ def _nucleated_params(label: str, p: dict[str, Any], rng: np.random.Generator, r
     p["nucleoli"] = []
     p["bite"] = None
     if label in ("neutrophil", "hypersegmented_neutrophil"):
-        n = int(rng.integers(2, 5)) if label == "neutrophil" else int(rng.integers(6, 9))
+        lo, hi = NEUTROPHIL_LOBES if label == "neutrophil" else HYPERSEG_LOBES
+        n = int(rng.integers(lo, hi + 1))
         hyper = n > 4
         lobe_um = rng.uniform(1.0, 1.2) if hyper else rng.uniform(1.25, 1.6)
         lr = float(lobe_um) / um_per_px

@@ -190,3 +190,14 @@ def test_bad_requests_raise_morph_error(call) -> None:  # type: ignore[no-untype
     with pytest.raises(MorphError) as e:
         call()
     assert e.value.code == "bad_request"
+
+
+def test_neutrophil_lobe_counts_match_the_label_definition() -> None:
+    from morph.synth import HYPERSEG_LOBES, NEUTROPHIL_LOBES, _make_spec
+
+    rng = np.random.default_rng(0)
+    st = RenderStyle()
+    for label, (lo, hi) in (("neutrophil", NEUTROPHIL_LOBES), ("hypersegmented_neutrophil", HYPERSEG_LOBES)):
+        counts = {len(_make_spec(label, rng, st, UM, "wright").p["lobes"]) for _ in range(60)}
+        assert counts == set(range(lo, hi + 1))
+    assert HYPERSEG_LOBES[0] >= 6  # the label means six or more lobes
