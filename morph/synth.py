@@ -183,8 +183,9 @@ class RenderStyle:
         bg = np.clip(base * rng.uniform(0.92, 1.06) + rng.normal(0, 4, 3), 60, 252)
         return cls(
             background=(float(bg[0]), float(bg[1]), float(bg[2])),
-            stain_strength=float(rng.uniform(0.75, 1.3)),
-            stain_tint=tuple(float(v) for v in rng.normal(1.0, 0.08, 3).clip(0.8, 1.2)),  # type: ignore[arg-type]
+            # ranges cover the Chula fields' measured cell optical densities (pale to dark)
+            stain_strength=float(rng.uniform(0.5, 1.2)),
+            stain_tint=tuple(float(v) for v in rng.normal(1.0, 0.1, 3).clip(0.75, 1.25)),  # type: ignore[arg-type]
             vignetting=float(rng.uniform(0.0, 0.25)),
             gradient=(float(rng.normal(0, 0.05)), float(rng.normal(0, 0.05))),
             # mostly sharp; one field in six noticeably soft (slightly out of focus)
