@@ -174,7 +174,8 @@ def _check_grades(grades: Any, where: str, bad: Any) -> None:
 
 # -- input checks ----------------------------------------------------------------------------
 def validate_counts(counts: Mapping[str, Any]) -> dict[str, int]:
-    """Check per-label counts: known labels, non-negative integers."""
+    """Check per-label counts: known labels (else ``bad_label``), whole numbers >= 0
+    (else ``bad_request``); ``path`` is ``counts.<label>``."""
     if not isinstance(counts, Mapping):
         raise MorphError("bad_request", "counts must be an object of label -> number of cells",
                          path="counts")
@@ -184,7 +185,7 @@ def validate_counts(counts: Mapping[str, Any]) -> dict[str, int]:
     for lab, n in counts.items():
         if lab not in known:
             raise MorphError(
-                "bad_request", f"unknown label {lab!r} in counts; see morph.labels for the vocabulary",
+                "bad_label", f"unknown label {lab!r} in counts; see morph.labels for the vocabulary",
                 path=f"counts.{lab}",
             )
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:

@@ -52,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
             stain=stain,
         )
     except MorphError as exc:
+        # the case file is bad input as a whole (exit 2): an unknown label is a bad request here
         where = ctx_source if exc.code == "bad_context" else args.case
-        raise MorphError(exc.code, exc.message, path=where, detail={"field": exc.path}) from exc
+        code = "bad_request" if exc.code == "bad_label" else exc.code
+        raise MorphError(code, exc.message, path=where, detail={"field": exc.path}) from exc
     out = {
         "case": str(args.case),
         "source": case["source"],
@@ -137,9 +139,12 @@ def _from_report(data: Mapping[str, Any], name: str) -> dict[str, Any]:
                           "diameter_um": c.get("diameter_um"), "eccentricity": c.get("eccentricity")})
     raw_findings = data.get("findings")
     findings: Mapping[str, Any] = raw_findings if isinstance(raw_findings, dict) else {}
+    # `morph analyze --context` keeps the validated context in the report's findings
+    context = _context_of(data, name)
+    if context is None and isinstance(findings.get("context"), dict) and findings["context"]:
+        context = dict(findings["context"])
     return {"source": "report", "counts": dict(sorted(counts.items())), "um_per_px": um,
-            "context": _context_of(data, name), "cells": cells,
-            "stain": data.get("stain") or findings.get("stain")}
+            "context": context, "cells": cells, "stain": data.get("stain") or findings.get("stain")}
 
 
 # -- terminal output -----------------------------------------------------------------------------

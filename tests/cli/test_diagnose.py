@@ -161,10 +161,16 @@ def test_analyze_report_round_trips_through_diagnose(tmp_path: Path, disc_field,
     """The real `morph analyze --json` output is accepted as it is."""
     img, _ = disc_field(n=10, seed=3)
     Image.fromarray(img).save(tmp_path / "f.png")
+    ctx = _write(tmp_path / "ctx.json", {"hb_g_dl": 6.1, "sickle_cell_disease": True})
     rep = tmp_path / "r.json"
-    assert main(["analyze", str(tmp_path / "f.png"), "--json", str(rep)]) in (0, 1)
+    assert main(["analyze", str(tmp_path / "f.png"), "--stain", "nmb", "--context", str(ctx),
+                 "--json", str(rep)]) in (0, 1)
+    report = json.loads(rep.read_text())
+    assert report["differentials"] and report["findings"]["context"]["hb_g_dl"] == 6.1
     out = tmp_path / "dx.json"
     assert main(["diagnose", str(rep), "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["source"] == "report"
-    assert len(data["differentials"]) == 11
+    # stain and context travel inside the report's findings
+    assert data["stain"] == "nmb" and data["context"]["sickle_cell_disease"] is True
+    assert [d["id"] for d in data["differentials"]] == [d["id"] for d in report["differentials"]]

@@ -262,7 +262,7 @@ def test_list_differentials_has_the_stable_ids() -> None:
 def test_bad_counts_and_scale_are_rejected() -> None:
     with pytest.raises(MorphError) as e:
         diagnose({"blast": 3})
-    assert e.value.code == "bad_request" and "blast" in e.value.message
+    assert e.value.code == "bad_label" and "blast" in e.value.message and e.value.path == "counts.blast"
     with pytest.raises(MorphError):
         diagnose({"normal": -1})
     with pytest.raises(MorphError):

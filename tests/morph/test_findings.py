@@ -163,13 +163,14 @@ def test_anisocytosis_cv_of_diameters() -> None:
     assert few["grade"] == "not_assessed"
 
 
-@pytest.mark.parametrize("counts", [
-    {"blast": 1}, {"normal": -1}, {"normal": 1.5}, {"normal": True}, {"normal": "3"}, ["normal"],
+@pytest.mark.parametrize("counts, code", [
+    ({"blast": 1}, "bad_label"), ({"normal": -1}, "bad_request"), ({"normal": 1.5}, "bad_request"),
+    ({"normal": True}, "bad_request"), ({"normal": "3"}, "bad_request"), (["normal"], "bad_request"),
 ])
-def test_bad_counts(counts) -> None:
+def test_bad_counts(counts, code) -> None:
     with pytest.raises(MorphError) as e:
         compute_findings(counts)
-    assert e.value.code == "bad_request"
+    assert e.value.code == code
 
 
 def test_bad_cells() -> None:
