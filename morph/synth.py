@@ -352,7 +352,7 @@ def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_
         "poly": 0.0, "cren": 0.0, "tail": 0.0, "cuts": [], "dome": False, "sickle": False,
         "retic": 0.0, "tex_amp": float(rng.uniform(0.02, 0.06)),
         # refractile boundary: a thin dark line just inside the edge, a faint bright halo outside
-        "edge": float(rng.uniform(0.0, 0.35)), "halo": float(rng.uniform(0.0, 0.06)),
+        "edge": float(rng.uniform(0.05, 0.5)), "halo": float(rng.uniform(0.0, 0.06)),
     }
     ext = r * 1.25
     if stain == "nmb" and kind == "rbc":
@@ -373,8 +373,11 @@ def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_
         p["spot"] = float(rng.uniform(0.55, 0.8))
         p["spot_r"] = float(rng.uniform(0.18, 0.26))
     elif label == "stomatocyte":
-        p["slit"] = (float(rng.uniform(1.1, 1.5)), float(rng.uniform(0.18, 0.3)))
-        p["pallor_d"] = float(rng.uniform(0.55, 0.75))
+        # a mouth-like pallor: an elongated, often slightly curved slit
+        p["slit"] = (float(rng.uniform(1.0, 1.4)), float(rng.uniform(0.22, 0.45)))
+        p["pallor_r"] = float(rng.uniform(0.45, 0.6))
+        p["slit_bend"] = float(rng.normal(0, 0.5))
+        p["pallor_d"] = float(rng.uniform(0.55, 0.8))
     elif label == "ovalocyte":
         p["aspect"] = float(rng.uniform(1.3, 1.7))
     elif label == "elliptocyte":
@@ -394,12 +397,17 @@ def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_
         p["pallor_d"] *= 0.6
         ext = r * 1.4
     elif label == "schistocyte":
+        # fragments: straight cuts (triangles, helmets) or concave bites (horned helmets)
         n_cuts = int(rng.integers(1, 3))
         base = float(rng.uniform(0, 2 * math.pi))
-        cuts = [(base, float(rng.uniform(0.0, 0.35)))]
+
+        def bite() -> float:
+            return float(rng.uniform(0.5, 1.2)) if rng.random() < 0.45 else 0.0
+
+        cuts = [(base, float(rng.uniform(0.0, 0.35)), bite())]
         if n_cuts == 2:
             cuts.append((base + float(rng.uniform(1.4, 2.4)) * float(rng.choice([-1, 1])),
-                         float(rng.uniform(0.15, 0.5))))
+                         float(rng.uniform(0.15, 0.5)), bite()))
         p["cuts"] = cuts
         p["pallor_d"] = float(rng.uniform(0.0, 0.25))
         p["dens"] *= 1.1
@@ -658,16 +666,22 @@ def _draw_rbc(spec: _Spec, U: np.ndarray, V: np.ndarray, st: _Stain, rng: np.ran
         rho = q / qb
         r_loc = np.sqrt((a * np.cos(th)) ** 2 + (b * np.sin(th)) ** 2) * qb
         sd = (rho - 1.0) * r_loc
-        for ang, dcut in p["cuts"]:
+        for ang, dcut, bite_r in p["cuts"]:
             nx, ny = math.cos(ang), math.sin(ang)
-            sd = np.maximum(sd, U * nx + V * ny - dcut * spec.r)
+            if bite_r > 0:  # remove a disc: a concave edge with horns at its ends
+                br = bite_r * spec.r
+                bx, by = nx * (dcut * spec.r + br), ny * (dcut * spec.r + br)
+                sd = np.maximum(sd, br - np.sqrt((U - bx) ** 2 + (V - by) ** 2))
+            else:
+                sd = np.maximum(sd, U * nx + V * ny - dcut * spec.r)
         alpha = _edge_alpha(sd)
         rr = np.clip(q / qb_body, 0.0, 1.0)
         if p["dome"]:
             h = 1.15 - 0.3 * rr * rr
         else:
             sx, sy = p["slit"]
-            pr = np.sqrt((pu / sx) ** 2 + (pv / sy) ** 2) / p["pallor_r"]
+            pv_ = pv - p["slit_bend"] * pu * pu if "slit_bend" in p else pv
+            pr = np.sqrt((pu / sx) ** 2 + (pv_ / sy) ** 2) / p["pallor_r"]
             h = 1.0 - p["pallor_d"] * np.exp(-(pr ** 4))
             if p["spot"] > 0:
                 h = h + p["spot"] * np.exp(-((q / p["spot_r"]) ** 2))
@@ -1028,6 +1042,10 @@ _CONTEXT_LABELS = {"wright": ("normal", "normal", "normal", "macrocyte", "microc
                    "nmb": ("normal", "normal", "normal", "reticulocyte")}
 
 
+#: shapes whose mask centroid is far from the drawing centre
+_OFF_CENTRE = frozenset({"schistocyte", "teardrop", "sickle_cell"})
+
+
 def crop_labels(stain: str = "wright") -> tuple[str, ...]:
     """Labels :func:`render_cell_crop` accepts for ``stain``."""
     _check_stain(stain)
@@ -1081,6 +1099,13 @@ def render_cell_crop(
     main = _make_spec(label, rng, main_style, um_per_px, stain)
     main.cx = c + float(rng.uniform(-1.5, 1.5))
     main.cy = c + float(rng.uniform(-1.5, 1.5))
+    if label in _OFF_CENTRE:  # centre the mask's centroid, as a localizer's crop would be
+        probe = _draw(main, np.zeros((size, size, 3), np.float32), st, np.random.default_rng(0), um_per_px)
+        if probe is not None:
+            m, (bx0, by0, _, _) = probe
+            ys, xs = np.nonzero(m)
+            main.cx += main.cx - (bx0 + float(xs.mean()) + 0.5)
+            main.cy += main.cy - (by0 + float(ys.mean()) + 0.5)
     specs = []
     if context_cells:
         for _ in range(int(rng.integers(0, 5))):
