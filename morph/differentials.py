@@ -170,7 +170,7 @@ def _parse_criterion(raw: Any, where: str, variables: set[str], bad: Any) -> Cri
     form = forms[0]
     vars_used = [c.get("var") for c in raw["any_of"]] if form == "any_of" and isinstance(
         raw["any_of"], list) else [raw.get("var")]
-    for v in vars_used + ([raw["superseded_by"]] if "superseded_by" in raw else []):
+    for v in vars_used + [raw[k] for k in ("superseded_by", "alternative") if k in raw]:
         if v not in variables:
             raise bad(f"{where}: unknown input {v!r}")
     if form == "steps":
@@ -310,6 +310,9 @@ def _evaluate(diff: Differential, variables: Mapping[str, Any]) -> dict[str, Any
             var = crit.spec["var"]
             raw = variables.get(var)
             if raw in _UNKNOWN:
+                alt = crit.spec.get("alternative")
+                if alt is not None and variables.get(alt) not in _UNKNOWN:
+                    continue  # another criterion answers the same question
                 why = "indeterminate: count more cells" if raw == "indeterminate" else (
                     "not given" if var.startswith("context.") else "not assessed")
                 missing.append(f"{crit.says} ({var}: {why})")
