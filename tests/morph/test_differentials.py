@@ -9,14 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from morph.context import validate_context
 from morph.differentials import (
     DIFFERENTIAL_IDS,
     _parse_kb,
     diagnose,
     list_differentials,
     load_knowledge_base,
+    rank,
 )
 from morph.errors import MorphError
+from morph.findings import compute_findings
 from morph.labels import RBC_LABELS
 
 KEYS = {"id", "name", "score", "evidence_for", "evidence_against", "missing", "next_tests",
@@ -94,6 +97,8 @@ def test_parvovirus_vignette_sickle_cell_no_reticulocytes() -> None:
     assert findings["reticulocytes"]["status"] == "absent"
     assert diffs[0]["id"] == "parvovirus_b19_aplastic_crisis"
     assert any("reticulocytes" in e for e in diffs[0]["evidence_for"])
+    # the smear answered the reticulocyte question: the lab count is not listed as missing
+    assert not any("reticulocyte_percent" in m for m in diffs[0]["missing"])
 
 
 def test_parvovirus_from_laboratory_reticulocytes_supersedes_smear() -> None:
@@ -293,6 +298,34 @@ def test_bad_knowledge_base_entries_are_refused(criterion: dict[str, Any], msg: 
     with pytest.raises(MorphError) as e:
         _parse_kb(_kb(criterion), "kb.yaml")
     assert e.value.code == "bad_config" and msg in e.value.message
+
+
+def test_rules_are_data_a_custom_file_drives_the_engine(tmp_path) -> None:
+    path = tmp_path / "kb.yaml"
+    path.write_text("""
+references: {r: "A reference long enough to be a citation."}
+differentials:
+  - id: toy
+    name: Toy
+    summary: a toy entry
+    prior_log_odds: -2
+    references: [r]
+    next_tests: ["look again"]
+    criteria:
+      - {id: tear, says: teardrops, var: rbc.teardrop.percent, linear: {from: 0, to: 20, weight: 4}}
+      - {id: tx, says: transplant, any_of: [{var: context.post_hsct, op: present},
+                                          {var: context.post_car_t, op: present}],
+         weight: 1.0, otherwise: -1.0}
+""")
+    kb = load_knowledge_base(path)
+    findings = compute_findings({"normal": 90, "teardrop": 10})  # 10% -> half of the linear weight
+    (toy,) = rank(findings, validate_context({"post_car_t": True}), kb)
+    assert toy["log_odds"] == pytest.approx(-2 + 2.0 + 1.0)
+    (toy,) = rank(findings, validate_context({"post_hsct": False}), kb)  # car_t unknown -> missing
+    assert toy["log_odds"] == pytest.approx(0.0) and any("post_car_t" in m for m in toy["missing"])
+    (toy,) = rank(findings, validate_context({"post_hsct": False, "post_car_t": False}), kb)
+    assert toy["log_odds"] == pytest.approx(-1.0)
+    assert "transplant" in toy["evidence_against"][0]
 
 
 def test_shipped_knowledge_base_loads_and_names_its_sources() -> None:
