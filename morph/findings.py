@@ -357,8 +357,9 @@ def _macro_ovalocytes(cells: list[dict[str, Any]] | None, spec: Mapping[str, Any
     rbc = [c for c in cells if c["label"] in RBC_LABELS]
     sized = [c for c in rbc if c["diameter_um"] is not None]
     if not sized:
+        why = "no classified red cells" if not rbc else "no red cell has a measured diameter"
         return {**base, "count": None, "of": len(rbc), "percent": None, "ci95_percent": None,
-                "grade": "not_assessed", "reason": "no red cell has a measured diameter"}
+                "grade": "not_assessed", "reason": why}
     k = sum(
         1 for c in sized
         if c["label"] in spec["labels"]

@@ -169,8 +169,11 @@ def print_diagnosis(result: Mapping[str, Any], out: TextIO | None = None, detail
         w(f"nucleated red cells: {per}\n")
     for key, label in (("hypersegmented_neutrophils", "hypersegmented neutrophils"),
                        ("megaloblasts", "megaloblasts")):
-        if f[key]["status"] != "not_assessed":
-            w(f"{label}: {f[key]['status']}\n")
+        status = f[key]["status"]
+        if status != "not_assessed":
+            pct = f" ({f[key]['percent']:.1f}% of {f[key]['of']})" if f[key]["percent"] is not None else ""
+            hint = ": count more cells" if status == "indeterminate" else ""
+            w(f"{label}: {status}{hint}{pct}\n")
     an = f["anisocytosis"]
     if an["grade"] != "not_assessed":
         w(f"anisocytosis: diameter CV {an['cv_percent']:.1f}% ({an['grade']})\n")
