@@ -921,8 +921,9 @@ def render_field(
             Cells that find no room are dropped (logged).
         label_weights: relative frequency per label (labels from ``SYNTH_LABELS[field_type]``);
             None uses :func:`default_label_weights`.
-        overlap: fraction (0-1) of cells allowed to overlap a neighbour (by 10-45% of the
-            summed radii); the rest may touch but not overlap.
+        overlap: fraction (0-1) of cells placed overlapping a neighbour (centres at 60-90%
+            of the summed radii); the rest may touch but not overlap. Elongated shapes
+            (elliptocytes, sickle cells, teardrop tails) can still overlap a little at 0.
         style: stain/optics/density; None draws a random one from ``seed``.
 
     Returns:
@@ -1008,22 +1009,35 @@ def _truth(sp: _Spec, mask: np.ndarray, bbox: tuple[int, int, int, int], h: int,
 
 def _place(specs: list[_Spec], rng: np.random.Generator, h: int, w: int, overlap: float,
            tries: int = 40) -> list[_Spec]:
-    """Rejection-sample centres inside the image; a cell may overlap with prob ``overlap``."""
+    """Rejection-sample centres inside the image.
+
+    With probability ``overlap`` a cell is placed overlapping an already placed one (its
+    centre at 60-90% of the summed radii from that partner's centre, half the tries);
+    otherwise cells may touch but not overlap (by their nominal radii).
+    """
     xs = np.empty(len(specs))
     ys = np.empty(len(specs))
     rs = np.empty(len(specs))
     n = 0
     out: list[_Spec] = []
     for sp in specs:
-        f = float(rng.uniform(0.55, 0.9)) if rng.random() < overlap else 1.0
-        if sp.kind == "platelet":
-            f = max(f, 0.95)
+        seek = sp.kind != "platelet" and rng.random() < overlap
+        f = float(rng.uniform(0.6, 0.9)) if seek else 1.0
         cand_x = rng.uniform(0, w, tries)
         cand_y = rng.uniform(0, h, tries)
+        if seek and n:
+            k = tries // 2
+            partner = rng.integers(0, n, k)
+            ang = rng.uniform(0, 2 * math.pi, k)
+            dist = (rs[partner] + sp.r) * f
+            cand_x[:k] = xs[partner] + dist * np.cos(ang)
+            cand_y[:k] = ys[partner] + dist * np.sin(ang)
         for cx, cy in zip(cand_x, cand_y, strict=True):
+            if not (0 <= cx < w and 0 <= cy < h):
+                continue
             if n:
                 d = np.hypot(xs[:n] - cx, ys[:n] - cy)
-                if np.any(d < (rs[:n] + sp.r) * f):
+                if np.any(d < (rs[:n] + sp.r) * f - 1e-6):
                     continue
             sp.cx, sp.cy = float(cx), float(cy)
             xs[n], ys[n], rs[n] = cx, cy, sp.r

@@ -32,13 +32,13 @@ _NORMALISH = {"normal": 0.85, "microcyte": 0.02, "macrocyte": 0.02, "target_cell
 
 #: name -> (seed, field_type, label_weights or None for the default mix, overlap, style overrides, what it shows)
 SAMPLES: dict[str, dict[str, Any]] = {
-    "blood_normal_01": dict(seed=101, field_type="blood", label_weights=_NORMALISH, overlap=0.1,
+    "blood_normal_01": dict(seed=101, field_type="blood", label_weights=_NORMALISH, overlap=0.05,
                             style={"density": 0.38},
                             about="Wright-stained blood, mostly normal discocytes, a few platelets"),
-    "blood_normal_02": dict(seed=102, field_type="blood", label_weights=_NORMALISH, overlap=0.2,
+    "blood_normal_02": dict(seed=102, field_type="blood", label_weights=_NORMALISH, overlap=0.12,
                             style={"density": 0.45},
                             about="Wright-stained blood, mostly normal, denser with some overlap"),
-    "blood_mixed_01": dict(seed=103, field_type="blood", label_weights=None, overlap=0.15,
+    "blood_mixed_01": dict(seed=103, field_type="blood", label_weights=None, overlap=0.08,
                            style={"density": 0.4},
                            about="Wright-stained blood, the renderer's default mix of red-cell shapes"),
     "blood_teardrops_01": dict(seed=104, field_type="blood", overlap=0.1, style={"density": 0.38},

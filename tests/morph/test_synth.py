@@ -201,3 +201,33 @@ def test_neutrophil_lobe_counts_match_the_label_definition() -> None:
         counts = {len(_make_spec(label, rng, st, UM, "wright").p["lobes"]) for _ in range(60)}
         assert counts == set(range(lo, hi + 1))
     assert HYPERSEG_LOBES[0] >= 6  # the label means six or more lobes
+
+
+def _overlapping_fraction(f: SynthField) -> float:
+    cnt = np.zeros(f.image.shape[:2], np.int32)
+    for c in f.cells:
+        x0, y0, x1, y1 = c.bbox
+        cnt[y0:y1, x0:x1] += c.mask  # type: ignore[operator]
+    hit = 0
+    for c in f.cells:
+        x0, y0, x1, y1 = c.bbox
+        hit += bool((cnt[y0:y1, x0:x1][c.mask] > 1).mean() > 0.03)
+    return hit / max(len(f.cells), 1)
+
+
+def test_overlap_parameter_controls_overlap() -> None:
+    kw = dict(label_weights={"normal": 1.0}, n_cells=50)
+    none = np.mean([_overlapping_fraction(_field(s, overlap=0.0, **kw)) for s in range(3)])
+    many = np.mean([_overlapping_fraction(_field(s, overlap=0.5, **kw)) for s in range(3)])
+    assert none < 0.05
+    assert many > 0.3
+
+
+@pytest.mark.parametrize("label", ["teardrop", "schistocyte", "sickle_cell", "normal"])
+def test_crop_cell_is_centred_on_its_mass(label: str) -> None:
+    st = dataclasses.replace(RenderStyle.random(4), noise=0.0, vignetting=0.0, blur_um=0.0)
+    for seed in range(4):
+        crop = render_cell_crop(seed, label, size=96, um_per_px=0.16, context_cells=False, style=st)
+        cell = (np.asarray(st.background) - crop.astype(float)).sum(axis=2) > 20  # darker than glass
+        ys, xs = np.nonzero(cell)
+        assert abs(xs.mean() + 0.5 - 48) < 3 and abs(ys.mean() + 0.5 - 48) < 3
