@@ -165,7 +165,10 @@ class Analyzer:
             for c in f.cells
             if not c.touches_border
         ]
-        return diagnose(counts, um_per_px=options.resolved_um_per_px(), context=options.context, cells=cells)
+        return diagnose(
+            counts, um_per_px=options.resolved_um_per_px(), context=options.context, cells=cells,
+            stain=options.stain,
+        )
 
 
 def _failed_field(name: str, um: float, exc: MorphError) -> FieldResult:

@@ -51,8 +51,11 @@ def test_stated_scale_is_used_for_sizes(disc_field) -> None:
 def test_count_cells_excludes_border_cells(disc_field) -> None:
     img, _ = disc_field(n=6)
     f = Analyzer().analyze_field(img, "a", AnalysisOptions())
-    f.cells[0].touches_border = True
-    assert sum(count_cells([f]).values()) == len(f.cells) - 1
+    before = sum(count_cells([f]).values())
+    assert before == sum(1 for c in f.cells if not c.touches_border)
+    inner = next(c for c in f.cells if not c.touches_border)
+    inner.touches_border = True
+    assert sum(count_cells([f]).values()) == before - 1
 
 
 def test_overlay_draws_outlines_and_legend(disc_field) -> None:
