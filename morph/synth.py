@@ -23,6 +23,7 @@ Everything is seeded: the same seed and arguments give the same image, bit for b
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import math
 from collections.abc import Mapping
@@ -158,6 +159,8 @@ class RenderStyle:
         mottle: amplitude of slow, blotchy background unevenness (fields only).
         debris: small dark specks (dust, stain precipitate) per 10,000 um^2 of field;
             they carry no ground truth (a localizer should ignore them).
+        jpeg_quality: 0 = off; else the image goes through an in-memory JPEG round trip at
+            this quality, as camera and archive images do (Chula fields are JPEG).
     """
 
     background: tuple[float, float, float] = (170.0, 180.0, 174.0)
@@ -172,6 +175,7 @@ class RenderStyle:
     size_scale: Mapping[str, float] = field(default_factory=dict)
     mottle: float = 0.0
     debris: float = 0.0
+    jpeg_quality: int = 0
 
     @classmethod
     def random(cls, seed: int | np.random.Generator = 0, stain: str = "wright") -> RenderStyle:
@@ -195,6 +199,7 @@ class RenderStyle:
             rbc_diameter_um=float(rng.normal(7.5, 0.15)),
             mottle=float(rng.uniform(0.0, 0.04)),
             debris=float(rng.uniform(0.0, 3.0)),
+            jpeg_quality=int(rng.integers(70, 96)) if rng.random() < 0.6 else 0,
         )
 
 
@@ -865,7 +870,21 @@ def _finish(od: np.ndarray, style: RenderStyle, rng: np.random.Generator, um_per
         img = ndimage.gaussian_filter(img, (sigma, sigma, 0), mode="nearest")
     if style.noise > 0:
         img = img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(style.noise)
-    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    if style.jpeg_quality > 0:
+        out = _jpeg_round_trip(out, style.jpeg_quality)
+    return out
+
+
+def _jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """Compression artefacts as in camera/archive JPEGs (in memory, no file)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=int(min(max(quality, 10), 100)))
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
 def _check_field_type(field_type: str) -> None:
