@@ -93,6 +93,11 @@ _DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     },
 }
 
+#: Maturity range drawn for erythroid precursors (0 basophilic .. 1 orthochromatic).
+_ERYTHROID: dict[str, tuple[float, float]] = {
+    "nucleated_rbc": (0.5, 1.0), "normoblast": (0.0, 1.0), "megaloblast": (0.3, 1.0),
+}
+
 #: Lobe counts drawn (inclusive): ``neutrophil`` 2-4, ``hypersegmented_neutrophil`` 6-8 (the
 #: label means >= 6 lobes, as in morph/rules/findings.yaml); 5-lobed cells are not drawn.
 NEUTROPHIL_LOBES: tuple[int, int] = (2, 4)
@@ -345,6 +350,12 @@ def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_
     kind = kind_of(label)
     scale = style.rbc_diameter_um / 7.5 * float(style.size_scale.get(label, 1.0))
     d_um = _DIAM_UM[label] * scale * float(rng.normal(1.0, 0.045))
+    mat = 1.0
+    if label in _ERYTHROID:
+        # maturity 0 (basophilic, large) .. 1 (orthochromatic, small): sizes of normoblasts
+        # and megaloblasts overlap, so chromatin, not size alone, tells them apart
+        mat = float(rng.uniform(*_ERYTHROID[label]))
+        d_um *= 1.0 + 0.3 * (0.5 - mat)
     r = 0.5 * d_um / um_per_px
     ang = float(rng.uniform(0, 2 * math.pi))
     p: dict[str, Any] = {
@@ -445,6 +456,7 @@ def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_
         ext = math.hypot(0.5 * length, 0.5 * width + a_) + width + 2
     elif kind == "nucleated":
         ext = r * 1.12
+        p["mat"] = mat
         _nucleated_params(label, p, rng, r, um_per_px)
     elif kind == "platelet":
         p["four"] = [(k, float(rng.normal(0, 0.09)), float(rng.uniform(0, 6.3))) for k in (2, 3, 4, 5)]
@@ -516,17 +528,21 @@ def _nucleated_params(label: str, p: dict[str, Any], rng: np.random.Generator, r
         p["nuc_d"] = float(rng.uniform(0.85, 1.0))
         p["hb_cyto"] = float(rng.uniform(0.05, 0.15))
     elif label in ("nucleated_rbc", "normoblast"):
-        rn = r * float(rng.uniform(0.38, 0.5) if label == "nucleated_rbc" else rng.uniform(0.42, 0.58))
+        mat = p["mat"]  # 0 basophilic .. 1 orthochromatic
+        rn = r * (float(rng.uniform(0.5, 0.6)) - 0.15 * mat)
         off = (r - rn) * float(rng.uniform(0.0, 0.7))
         a = float(rng.uniform(0, 6.3))
         lobes = [(off * math.cos(a), off * math.sin(a), rn)]
-        p["chrom"] = "dense" if label == "nucleated_rbc" or rng.random() < 0.3 else "clumped_coarse"
+        if mat > 0.6 or label == "nucleated_rbc":
+            p["chrom"] = "dense" if rng.random() < 0.4 else "clumped_coarse"
+            p["nuc_d"] = float(rng.uniform(1.15, 1.4))
+        else:  # earlier: coarse "cartwheel" clumps, not yet pyknotic
+            p["chrom"] = "clumped_coarse"
+            p["nuc_d"] = float(rng.uniform(0.95, 1.2))
         p["cyto"] = "cyto_neut"
         p["cyto_d"] = 0.0
-        mat = float(rng.uniform(0.0, 1.0))  # 0 polychromatic .. 1 orthochromatic
-        p["hb_cyto"] = 0.45 + 0.5 * mat
-        p["poly_cyto"] = 0.85 - 0.6 * mat
-        p["nuc_d"] = float(rng.uniform(1.15, 1.4))
+        p["hb_cyto"] = 0.3 + 0.65 * mat
+        p["poly_cyto"] = 1.0 - 0.75 * mat
     elif label == "megaloblast":
         rn = r * float(rng.uniform(0.55, 0.68))
         off = (r - rn) * float(rng.uniform(0.0, 0.6))
@@ -535,7 +551,7 @@ def _nucleated_params(label: str, p: dict[str, Any], rng: np.random.Generator, r
         p["chrom"] = "sieve"
         p["cyto"] = "cyto_neut"
         p["cyto_d"] = 0.0
-        mat = float(rng.uniform(0.3, 1.0))  # haemoglobinised cytoplasm ahead of the nucleus
+        mat = p["mat"]  # haemoglobinised cytoplasm ahead of the still open nucleus
         p["hb_cyto"] = 0.35 + 0.5 * mat
         p["poly_cyto"] = 0.7 - 0.45 * mat
         p["nuc_d"] = float(rng.uniform(0.45, 0.6))
