@@ -26,6 +26,7 @@ import functools
 import io
 import logging
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -903,6 +904,19 @@ def _jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _check_seed(seed: object) -> None:
+    if not (_is_int(seed) and int(seed) >= 0):  # type: ignore[call-overload]
+        raise MorphError("bad_request", f"seed must be an integer >= 0, got {seed!r}")
+
+
 def _check_field_type(field_type: str) -> None:
     if field_type not in FIELD_TYPES:
         raise MorphError("bad_request",
@@ -925,7 +939,7 @@ def _check_weights(field_type: str, label_weights: Mapping[str, float] | None) -
             raise MorphError("bad_request",
                              f"label {k!r} cannot be rendered in a {field_type!r} field; "
                              f"renderable: {', '.join(allowed)}", detail={"label": k})
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+        if not (_is_real(v) and math.isfinite(v) and v >= 0):
             raise MorphError("bad_request", f"weight of {k!r} must be a finite number >= 0, got {v!r}")
         out[k] = float(v)
     if sum(out.values()) <= 0:
@@ -966,14 +980,17 @@ def render_field(
     """
     _check_field_type(field_type)
     weights = _check_weights(field_type, label_weights)
-    if not (isinstance(height, int) and isinstance(width, int) and 16 <= height <= 8192 and 16 <= width <= 8192):
+    _check_seed(seed)
+    if not (_is_int(height) and _is_int(width) and 16 <= height <= 8192 and 16 <= width <= 8192):
         raise MorphError("bad_request", f"height and width must be integers in 16..8192, got {height}x{width}")
-    if not (isinstance(um_per_px, (int, float)) and 0.01 <= um_per_px <= 2.0):
+    if not (_is_real(um_per_px) and 0.01 <= um_per_px <= 2.0):
         raise MorphError("bad_request", f"um_per_px must be in 0.01..2.0, got {um_per_px!r}")
-    if not (0.0 <= overlap <= 1.0):
+    if not (_is_real(overlap) and 0.0 <= overlap <= 1.0):
         raise MorphError("bad_request", f"overlap must be in 0..1, got {overlap!r}")
-    if n_cells is not None and not (isinstance(n_cells, int) and 0 <= n_cells <= 20000):
+    if n_cells is not None and not (_is_int(n_cells) and 0 <= n_cells <= 20000):
         raise MorphError("bad_request", f"n_cells must be an integer in 0..20000, got {n_cells!r}")
+    if style is not None and not isinstance(style, RenderStyle):
+        raise MorphError("bad_request", f"style must be a RenderStyle, got {type(style).__name__}")
     stain = FIELD_STAIN[field_type]
     rng = np.random.default_rng(seed)
     style_rng = np.random.default_rng([seed, 1])
@@ -1128,11 +1145,12 @@ def render_cell_crop(
     if label not in allowed:
         raise MorphError("bad_request", f"label {label!r} cannot be rendered with stain {stain!r}; "
                          f"renderable: {', '.join(allowed)}", detail={"label": label})
-    if not (isinstance(size, int) and 8 <= size <= 1024):
+    _check_seed(seed)
+    if not (_is_int(size) and 8 <= size <= 1024):
         raise MorphError("bad_request", f"size must be an integer in 8..1024, got {size!r}")
-    if not (isinstance(um_per_px, (int, float)) and 0.01 <= um_per_px <= 2.0):
+    if not (_is_real(um_per_px) and 0.01 <= um_per_px <= 2.0):
         raise MorphError("bad_request", f"um_per_px must be in 0.01..2.0, got {um_per_px!r}")
-    if not (isinstance(size_scale, (int, float)) and 0.3 <= size_scale <= 3.0):
+    if not (_is_real(size_scale) and 0.3 <= size_scale <= 3.0):
         raise MorphError("bad_request", f"size_scale must be in 0.3..3.0, got {size_scale!r}")
     rng = np.random.default_rng(seed)
     if style is None:

@@ -97,6 +97,12 @@ def test_label_weights_are_respected_roughly() -> None:
     assert 0.13 < counts.get("teardrop", 0) / n < 0.37
 
 
+def test_numpy_integers_are_accepted() -> None:
+    f = render_field(np.int64(3), height=np.int64(64), width=np.int32(80), n_cells=np.int64(4), um_per_px=UM)
+    assert f.image.shape == (64, 80, 3)
+    assert render_cell_crop(np.int64(1), "normal", size=np.int64(32)).shape == (32, 32, 3)
+
+
 def test_n_cells_zero_gives_blank_field() -> None:
     f = _field(0, n_cells=0)
     assert f.cells == []
@@ -179,6 +185,10 @@ def test_nmb_reticulocyte_has_dark_blue_reticulum() -> None:
         lambda: render_field(0, overlap=1.5),
         lambda: render_field(0, um_per_px=0.0),
         lambda: render_field(0, height=4),
+        lambda: render_field(-1),
+        lambda: render_field(0, n_cells=-3),
+        lambda: render_field(0, style={"noise": 1}),  # type: ignore[arg-type]
+        lambda: render_cell_crop(-2, "normal"),
         lambda: render_cell_crop(0, "banana"),
         lambda: render_cell_crop(0, "teardrop", stain="nmb"),
         lambda: render_cell_crop(0, "normal", stain="giemsa"),
