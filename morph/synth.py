@@ -6,9 +6,17 @@ pixel), for classes that no public data set here covers and for tests.
 
 How it renders (Beer-Lambert): every cell adds optical density (OD, per RGB channel)
 to an OD canvas; the picture is ``illumination * exp(-OD)``, then optical blur and
-sensor noise. Each stain component (haemoglobin, polychromasia, nuclear chromatin,
-cytoplasm, granules, reticulum, platelet) has an OD colour vector per stain, so
-overlapping cells darken where they overlap, as on a real slide.
+sensor noise (optionally a JPEG round trip). Each stain component (haemoglobin,
+polychromasia, nuclear chromatin, cytoplasm, granules, reticulum, platelet) has an OD
+colour vector per stain, so overlapping cells darken where they overlap, as on a real
+slide. Colours and optical densities were matched to the Chula RBC-12 fields (blue-grey
+to green-grey glass, mauve-pink cells) and TXL-PBC (cream glass); a :class:`RenderStyle`
+drawn from the seed varies stain strength and hue, illumination (vignetting, gradient,
+mottle), focus, noise, density and debris, so a model does not learn one look.
+
+Sizes are physical: a normal red cell is ``RenderStyle.rbc_diameter_um`` (7.5 um) across at
+the given ``um_per_px`` (default: the Chula scale, ``morph.segment.DEFAULT_UM_PER_PX``).
+Debris specks are drawn without ground truth (a localizer should ignore them).
 
 Ground truth: each :class:`SynthCell` keeps its **full (amodal) mask**, even where
 another cell lies on top of it; masks of overlapping cells therefore overlap. The
