@@ -247,7 +247,8 @@ def discover_cases(
     """Walk ``input_dir`` and group its images into cases (sorted, deterministic).
 
     Symbolic links are followed, but never into a folder already walked (a loop or an
-    alias): those are reported as ``symlink_loop``. Hidden entries (names starting with
+    alias of a real folder, which is walked under its own name): those are reported as
+    ``symlink_loop``. Hidden entries (names starting with
     ``.``) and the paths in ``exclude`` (the output folder, the context file) are ignored.
     Every other file that is not an image, and every folder that cannot be listed, is
     reported as an :class:`InputError`. Empty folders are not cases and not errors,
@@ -263,6 +264,7 @@ def discover_cases(
         raise MorphError("bad_request", "the input must be a folder of cases", path=root_s)
     excluded = {os.path.realpath(e) for e in exclude}
     visited: dict[str, str] = {}
+    links: list[tuple[str, str]] = []  # folder symlinks, followed after every real folder
     out = Discovery()
 
     def walk(dir_path: str, rel: str) -> bool:
@@ -297,16 +299,7 @@ def discover_cases(
             if os.path.realpath(e.path) in excluded:
                 continue
             if stat.S_ISDIR(st.st_mode):
-                real = os.path.realpath(e.path)
-                if real in visited:
-                    seen = visited[real]
-                    out.errors.append(InputError(
-                        shown, "symlink_loop",
-                        f"links to a folder already walked ({_join(root_s, seen)}); not followed, "
-                        "to avoid a loop or scoring the same images twice",
-                    ))
-                    continue
-                subdirs.append((e.path, child_rel))
+                (links if e.is_symlink() else subdirs).append((e.path, child_rel))
             elif stat.S_ISREG(st.st_mode):
                 suffix = os.path.splitext(e.name)[1].lower()
                 if suffix in IMAGE_SUFFIXES:
@@ -335,6 +328,18 @@ def discover_cases(
         return found
 
     walk(str(root), "")
+    while links:  # a linked folder is walked only when no real folder (or earlier link) was
+        links.sort(key=lambda t: t[1])
+        path, rel = links.pop(0)
+        real = os.path.realpath(path)
+        if real in visited:
+            out.errors.append(InputError(
+                _join(root_s, rel), "symlink_loop",
+                f"links to a folder already walked ({_join(root_s, visited[real]) if visited[real] else root_s}); "
+                "not followed, to avoid a loop or scoring the same images twice",
+            ))
+            continue
+        walk(path, rel)
     out.cases.sort(key=lambda c: c.case_id)
     return out
 
@@ -513,23 +518,64 @@ def single_thread_torch() -> None:
 _WORKER: CaseScorer | None = None
 
 
-def _watch_parent(parent_pid: int) -> None:
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed driver not yet reaped by its parent is a zombie: dead all the same
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def _watch_driver(driver_pid: int) -> None:
+    # A worker blocks on the task queue, whose other end it also holds, so it would never
+    # see the driver die (SIGKILL leaves no time to stop the pool): poll instead.
     while True:
-        time.sleep(1.0)
-        if os.getppid() != parent_pid:  # the driver was killed: do not linger as an orphan
+        time.sleep(0.5)
+        if not _pid_alive(driver_pid):
             os._exit(1)
 
 
-def _init_worker(model_loader: ModelLoader | None, parent_pid: int) -> None:
+def _init_worker(model_loader: ModelLoader | None, driver_pid: int) -> None:
     global _WORKER
     single_thread_torch()
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    threading.Thread(target=_watch_driver, args=(driver_pid,), daemon=True).start()
     _WORKER = CaseScorer(model_loader)
+
+
+def _mp_context() -> Any:
+    """forkserver where the platform has it (the server imports torch and morph once; each
+    worker is forked from it, clean and fast), else spawn. Never plain fork: forking a
+    process that already runs torch threads can deadlock."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["morph.batch", "morph.classify", "morph.overlay"])
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 def _score_chunk(tasks: list[CaseTask]) -> list[CaseOutcome]:
     assert _WORKER is not None, "worker not initialised"
     return [_WORKER(t) for t in tasks]
+
+
+def warm_up(options: BatchOptions) -> None:
+    """Start the worker-process server now (optional), so that its imports of torch and
+    morph run while the caller loads the model and hashes the inputs."""
+    if options.engine != "local" or options.resolved_workers() == 0:
+        return
+    ctx = _mp_context()
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def _chunks(tasks: Sequence[CaseTask], size: int) -> list[list[CaseTask]]:
@@ -543,11 +589,13 @@ def run_local(
     batch_size: int = 1,
     classifier: Any | None = None,
 ) -> Iterator[CaseOutcome]:
-    """Score tasks in ``workers`` processes (spawn start method; ``0`` = this process).
+    """Score tasks in ``workers`` processes (forkserver or spawn; ``0`` = this process).
 
     Outcomes arrive in completion order. At most ``2 * workers`` chunks are in flight,
     so memory does not grow with the number of cases. A worker that dies (killed, out of
-    memory) fails only the cases it held; they are scored again on the next run.
+    memory) fails only the cases it held (they are scored again on the next run) and the
+    pool is restarted, unless a fresh pool breaks before scoring anything (a model that
+    cannot load in a worker): then every remaining case fails the same way.
     """
     if not tasks:
         return
@@ -563,16 +611,17 @@ def run_local(
         finally:
             torch.set_num_threads(n)
         return
-    import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _mp_context()
     pending_chunks = _chunks(tasks, batch_size)
     pending_chunks.reverse()
     n_workers = max(1, min(workers, len(pending_chunks)))
+    give_up = False
     while pending_chunks:
         broken = False
+        n_done = 0
         with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(model_loader, os.getpid())) as ex:
             in_flight: dict[Future[list[CaseOutcome]], list[CaseTask]] = {}
@@ -586,17 +635,32 @@ def run_local(
                 for fut in done:
                     chunk = in_flight.pop(fut)
                     try:
-                        yield from fut.result()
+                        results = fut.result()
                     except BrokenProcessPool:
                         broken = True
-                        for t in chunk:
-                            yield CaseOutcome(t.case_id, None, error=InputError(
-                                t.case_id, "analysis_failed",
-                                "the worker process scoring this case died (killed or out of memory); "
-                                "run again to retry it"))
+                        yield from _died(chunk)
+                        continue
+                    n_done += 1
+                    yield from results
         if broken:
+            if n_done == 0 and give_up is False and pending_chunks:
+                give_up = True  # one more try: a worker may have been killed from outside
+            elif n_done == 0:
+                for chunk in pending_chunks:
+                    yield from _died(chunk)
+                return
+            else:
+                give_up = False
             log.warning("a worker process died; restarting the pool for the %d remaining batch(es)",
                         len(pending_chunks))
+
+
+def _died(chunk: list[CaseTask]) -> Iterator[CaseOutcome]:
+    for t in chunk:
+        yield CaseOutcome(t.case_id, None, error=InputError(
+            t.case_id, "analysis_failed",
+            "the worker process scoring this case died (killed, out of memory, or the model could "
+            "not be loaded); run again to retry it"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -746,6 +810,7 @@ def run_batch(
     for cid in unused:
         log.warning("the context file has a row for %r, which is not a case of this run", cid)
 
+    warm_up(options)
     if classifier is None and model_loader is not None:
         classifier = model_loader()
     model_fp = model_fingerprint(classifier)

@@ -96,7 +96,7 @@ def run_ray(
             fn_constructor_kwargs={"model_loader": model_loader},
             batch_size=batch_size,
             batch_format="numpy",
-            concurrency=n_actors,
+            compute=ray.data.ActorPoolStrategy(size=n_actors),
             num_cpus=1,
         )
         for row in ds.iter_rows():

@@ -137,7 +137,7 @@ def _summary_table(s: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     import functools
 
-    from morph.batch import BatchOptions, run_batch
+    from morph.batch import BatchOptions, run_batch, warm_up
 
     from .common import load_classifier
 
@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         from morph.batch_ray import _import_ray
 
         _import_ray()  # a missing optional dependency is a usage error, before any work
+    warm_up(options)  # worker processes import torch while this one loads the model
     classifier = load_classifier(args.model)
     loader = None
     if classifier is not None:
