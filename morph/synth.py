@@ -202,12 +202,13 @@ class RenderStyle:
         return cls(
             background=(float(bg[0]), float(bg[1]), float(bg[2])),
             # ranges cover the Chula fields' measured cell optical densities (pale to dark)
-            stain_strength=float(rng.uniform(0.5, 1.2)),
+            # (supravital NMB preparations are never very pale: the reticulum must show)
+            stain_strength=float(rng.uniform(0.5, 1.2) if stain == "wright" else rng.uniform(0.75, 1.2)),
             stain_tint=tuple(float(v) for v in rng.normal(1.0, 0.1, 3).clip(0.75, 1.25)),  # type: ignore[arg-type]
             vignetting=float(rng.uniform(0.0, 0.25)),
             gradient=(float(rng.normal(0, 0.05)), float(rng.normal(0, 0.05))),
             # mostly sharp; one field in six noticeably soft (slightly out of focus)
-            blur_um=float(rng.uniform(0.02, 0.18) if rng.random() > 1 / 6 else rng.uniform(0.18, 0.4)),
+            blur_um=float(rng.uniform(0.02, 0.18) if rng.random() > 1 / 6 else rng.uniform(0.18, 0.3)),
             noise=float(rng.uniform(0.8, 4.0)),
             density=float(rng.uniform(0.2, 0.5)),
             rbc_diameter_um=float(rng.normal(7.5, 0.15)),
@@ -447,7 +448,7 @@ def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_
             p["pallor_d"] = float(rng.uniform(0.0, 0.12))
             p["dens"] *= float(rng.uniform(0.75, 0.9))
         else:
-            p["retic"] = float(rng.uniform(0.45, 1.0))
+            p["retic"] = float(rng.uniform(0.55, 1.0))
         p["four"] = [(k, float(rng.normal(0, 0.025)), float(rng.uniform(0, 6.3))) for k in (2, 3)]
     elif label == "sickle_cell":
         # crescent: inside circle C1, outside circle C2 through both tips and the inner
@@ -748,7 +749,7 @@ def _reticulum(spec: _Spec, U: np.ndarray, V: np.ndarray, alpha: np.ndarray, st:
     region = np.exp(-(((U - cx) ** 2 + (V - cy) ** 2) / (rad * rad)) ** 2)
     region = region * (0.6 + 0.4 * np.clip(_tex(rng, 1.0 / um_per_px, h, w) + 0.5, 0, 1))
     inside = np.clip((alpha - 0.5) * 2, 0, 1)
-    return (inside * region * (fil * (0.35 + 0.5 * amt) + dots * 0.6)).astype(np.float32)
+    return (inside * region * (fil * (0.4 + 0.5 * amt) + dots * 0.8)).astype(np.float32)
 
 
 def _circle_sd(U: np.ndarray, V: np.ndarray, x: float, y: float, r: float) -> np.ndarray:
