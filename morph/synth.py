@@ -205,14 +205,14 @@ class RenderStyle:
             # (supravital NMB preparations are never very pale: the reticulum must show)
             stain_strength=float(rng.uniform(0.5, 1.2) if stain == "wright" else rng.uniform(0.75, 1.2)),
             stain_tint=tuple(float(v) for v in rng.normal(1.0, 0.1, 3).clip(0.75, 1.25)),  # type: ignore[arg-type]
-            vignetting=float(rng.uniform(0.0, 0.25)),
+            vignetting=float(rng.uniform(0.0, 0.18)),
             gradient=(float(rng.normal(0, 0.05)), float(rng.normal(0, 0.05))),
             # mostly sharp; one field in six noticeably soft (slightly out of focus)
             blur_um=float(rng.uniform(0.02, 0.18) if rng.random() > 1 / 6 else rng.uniform(0.18, 0.3)),
             noise=float(rng.uniform(0.8, 4.0)),
             density=float(rng.uniform(0.2, 0.5)),
             rbc_diameter_um=float(rng.normal(7.5, 0.15)),
-            mottle=float(rng.uniform(0.0, 0.04)),
+            mottle=float(rng.uniform(0.0, 0.015)),
             debris=float(rng.uniform(0.0, 3.0)),
             jpeg_quality=int(rng.integers(70, 96)) if rng.random() < 0.6 else 0,
         )
