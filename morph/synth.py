@@ -116,7 +116,7 @@ HYPERSEG_LOBES: tuple[int, int] = (6, 8)
 _DIAM_UM: dict[str, float] = {
     "normal": 7.5, "macrocyte": 9.4, "microcyte": 5.8, "spherocyte": 6.2, "target_cell": 7.7,
     "stomatocyte": 7.4, "ovalocyte": 7.6, "teardrop": 7.1, "burr_cell": 7.3,
-    "schistocyte": 7.0, "hypochromic": 7.1, "elliptocyte": 7.3, "reticulocyte": 8.4,
+    "schistocyte": 6.2, "hypochromic": 7.1, "elliptocyte": 7.3, "reticulocyte": 8.4,
     "sickle_cell": 7.5, "uncategorised": 7.5,
     "nucleated_rbc": 8.5, "neutrophil": 12.0, "hypersegmented_neutrophil": 13.0,
     "lymphocyte": 8.5, "monocyte": 15.0, "other_wbc": 14.0,
@@ -407,7 +407,7 @@ def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_
     elif label == "ovalocyte":
         p["aspect"] = float(rng.uniform(1.3, 1.7))
     elif label == "elliptocyte":
-        p["aspect"] = float(rng.uniform(1.9, 2.7))
+        p["aspect"] = float(rng.uniform(1.8, 2.5))
         p["pallor_d"] = float(rng.uniform(0.15, 0.4))
         ext = r * math.sqrt(p["aspect"]) * 1.1
     elif label == "teardrop":
@@ -437,7 +437,7 @@ def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_
         p["cuts"] = cuts
         p["pallor_d"] = float(rng.uniform(0.0, 0.25))
         p["dens"] *= 1.1
-        p["four"] = [(k, float(rng.normal(0, 0.04)), float(rng.uniform(0, 6.3))) for k in (2, 3)]
+        p["four"] = [(k, float(rng.normal(0, 0.05)), float(rng.uniform(0, 6.3))) for k in (2, 3, 5)]
     elif label == "hypochromic":
         p["pallor_d"] = float(rng.uniform(0.7, 0.9))
         p["pallor_r"] = float(rng.uniform(0.64, 0.75))
