@@ -194,21 +194,58 @@ function renderCounts(counts) {
 
 function fmt(v) {
   if (v === null || v === undefined) return "–";
-  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(3);
-  if (typeof v === "object") {
-    if ("value" in v) return fmt(v.value) + (v.unit ? " " + v.unit : "") + (v.flag ? ` (${v.flag})` : "");
-    return JSON.stringify(v);
-  }
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : String(Math.round(v * 1000) / 1000);
+  if (Array.isArray(v)) return v.map(fmt).join(", ");
+  if (typeof v === "object") return summarise(v) || JSON.stringify(v);
   return String(v);
 }
 
+// One line for a finding object such as {count, of, percent, grade, status, reason}.
+function summarise(o) {
+  const parts = [];
+  if (typeof o.count === "number" && typeof o.of === "number") parts.push(`${o.count}/${o.of}`);
+  if (typeof o.percent === "number") parts.push(`${fmt(o.percent)}%`);
+  if (typeof o.per_100_wbc === "number") parts.push(`${fmt(o.per_100_wbc)} per 100 WBC`);
+  if (typeof o.cv_percent === "number") parts.push(`CV ${fmt(o.cv_percent)}%`);
+  if (o.grade && o.grade !== "none") parts.push(`grade ${o.grade}`);
+  if (o.status) parts.push(String(o.status).replace(/_/g, " "));
+  if (o.reason) parts.push(`(${o.reason})`);
+  else if (o.message && !parts.length) parts.push(o.message);
+  if ("value" in o) parts.push(fmt(o.value) + (o.unit ? " " + o.unit : ""));
+  return parts.join(" · ");
+}
+
+// Bookkeeping keys of the findings that a reviewer does not need in the table.
+const FINDINGS_SKIP = new Set(["unidentified_policy", "rules_file", "counted", "scale", "stain",
+  "context", "score_note", "warnings", "assessed_rbc"]);
+
 function renderFindings(findings) {
-  const rows = Object.entries(findings).map(([k, v]) => {
-    const tr = el("tr");
-    tr.append(el("td", k.replace(/_/g, " ")), el("td", fmt(v)));
-    return tr;
-  });
+  const rows = [];
+  const add = (name, value, cls) => {
+    const tr = el("tr", null, cls);
+    tr.append(el("td", name.replace(/_/g, " ")), el("td", value));
+    rows.push(tr);
+  };
+  if (findings.evidence && findings.evidence.message) {
+    add("cells assessed", findings.evidence.message, findings.evidence.enough === false ? "flag" : "");
+  }
+  for (const [lab, v] of Object.entries(findings.rbc_morphology || {})) {
+    if (v && v.count > 0) add(lab, summarise(v));
+  }
+  for (const [k, v] of Object.entries(findings)) {
+    if (FINDINGS_SKIP.has(k) || k === "evidence" || k === "rbc_morphology") continue;
+    if (k === "derived") {
+      for (const [dk, dv] of Object.entries(v || {})) if (dv !== null) add(dk, fmt(dv));
+      continue;
+    }
+    if (k === "rbc_max_grade" && v && typeof v === "object") {
+      add("highest grade", v.morphology ? `${v.grade} (${v.morphology})` : fmt(v.grade));
+      continue;
+    }
+    add(k, fmt(v));
+  }
   $("#findings tbody").replaceChildren(...rows);
+  $("#score-note").textContent = findings.score_note || "";
 }
 
 function itemText(x) {
@@ -226,12 +263,13 @@ function renderDifferentials(diffs) {
     const head = el("div", null, "diff-head");
     head.append(el("strong", d.name || d.id), el("span", `score ${fmt(d.score)}`, "score"));
     li.append(head);
-    const parts = [["Evidence for", d.evidence_for], ["Evidence against", d.evidence_against],
-      ["Missing", d.missing], ["Next tests", d.next_tests]];
-    for (const [title, items] of parts) {
+    const parts = [["Evidence for", d.evidence_for, true], ["Evidence against", d.evidence_against, true],
+      ["Missing", d.missing, false], ["Next tests", d.next_tests, false], ["References", d.references, false]];
+    for (const [title, items, open] of parts) {
       if (!items || !items.length) continue;
-      const sec = el("div", null, "evidence");
-      sec.append(el("em", title));
+      const sec = el("details", null, "evidence " + title.toLowerCase().replace(/ /g, "-"));
+      sec.open = open;
+      sec.append(el("summary", `${title} (${items.length})`));
       const ul = el("ul");
       items.forEach((x) => ul.append(el("li", itemText(x))));
       sec.append(ul);
