@@ -102,7 +102,7 @@ class BatchOptions:
     ray_address: str | None = None
 
     def resolved_workers(self) -> int:
-        return max(os.cpu_count() or 1, 1) if self.workers is None else int(self.workers)
+        return _usable_cores() if self.workers is None else int(self.workers)
 
     def validate(self) -> BatchOptions:
         if self.case_mode not in CASE_MODES:
@@ -235,6 +235,14 @@ class BatchSummary:
 # ------------------------------------------------------------------------------------------
 # discovery
 # ------------------------------------------------------------------------------------------
+def _usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _join(root: str, rel: str) -> str:
     return os.path.join(root, *rel.split("/")) if rel else root
 
@@ -543,6 +551,9 @@ def _watch_driver(driver_pid: int) -> None:
 
 def _init_worker(model_loader: ModelLoader | None, driver_pid: int) -> None:
     global _WORKER
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     single_thread_torch()
     threading.Thread(target=_watch_driver, args=(driver_pid,), daemon=True).start()
     _WORKER = CaseScorer(model_loader)

@@ -27,7 +27,7 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "score", help="score a folder of cases offline (resumable, parallel, Ray optional)",
         description="Score every case under INPUT_DIR into OUT_DIR: cases/<case>.json (full reports), "

@@ -105,6 +105,13 @@ def test_subfolder_mode_groups_folders_and_loose_images(tree: Path) -> None:
     assert d.errors == []  # the hidden file is ignored
 
 
+def test_output_folder_inside_the_input_is_not_walked(tree: Path, loader: Any) -> None:
+    out = tree / "results"
+    run(tree, out, loader)
+    s = run(tree, out, loader)  # now out/ holds cases/*.json, CSVs: none is an input
+    assert (s.cases, s.skipped, s.errors) == (4, 4, 0)
+
+
 def test_image_mode_makes_every_image_a_case(tree: Path) -> None:
     d = discover_cases(tree, "image")
     assert [c.case_id for c in d.cases] == ["P1/a.png", "P1/b.png", "P2/a.png", "P2/nested/c.png", "loose.png"]
