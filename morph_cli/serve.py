@@ -26,7 +26,7 @@ def _workers(text: str) -> int:
     return v
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve", help="run the HTTP API and review page",
         description="Run the morph web service: the /v1 API, the review page at /, health and "
