@@ -74,7 +74,8 @@ def run_ray(
     ray = _import_ray()
     started_here = False
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "logging_level": logging.WARNING}
         if address:
             kwargs["address"] = address
         else:
