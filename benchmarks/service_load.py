@@ -3,7 +3,8 @@
 1. **in-process**: the same :class:`morph.pipeline.Analyzer` the server loads
    (``service.deps.load_analyzer``), decoding the same uploaded bytes and analysing one
    field per case, with as many threads as the server runs analyses at once
-   (``--max-concurrency``), for ``--inproc-seconds``;
+   (``--max-concurrency``), for ``--inproc-seconds`` split before and after the load run
+   (background load on a shared machine drifts); the better of the two is the bar;
 2. **service**: ``uvicorn service.app:app`` started by this script on 127.0.0.1 (a free
    port) and stopped at the end; ``--clients`` threads (default 16) each post 640x480
    fields to ``POST /v1/analyze`` in a loop for ``--seconds`` (default 60). Reports
@@ -228,6 +229,7 @@ def run_load(server: Server, uploads: list[tuple[str, bytes]], clients: int, sec
             _post(c, i)
     rss_start = server.rss_mb()
     peak = [rss_start]
+    timeline: list[tuple[float, float]] = []
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[list[str]] = [[] for _ in range(clients)]
     stop = threading.Event()
@@ -249,7 +251,9 @@ def run_load(server: Server, uploads: list[tuple[str, bytes]], clients: int, sec
 
     def _sampler() -> None:
         while not stop.wait(0.5):
-            peak[0] = max(peak[0], server.rss_mb())
+            rss = server.rss_mb()
+            peak[0] = max(peak[0], rss)
+            timeline.append((time.perf_counter() - t0, rss))
 
     sampler = threading.Thread(target=_sampler, daemon=True)
     sampler.start()
@@ -263,6 +267,11 @@ def run_load(server: Server, uploads: list[tuple[str, bytes]], clients: int, sec
     stop.set()
     sampler.join()
     lat = [x for xs in latencies for x in xs]
+
+    def _rss_at(frac: float) -> float:
+        pts = [r for t, r in timeline if t <= frac * seconds]
+        return round(pts[-1] if pts else rss_start, 1)
+
     errs = [e for es in errors for e in es]
     ok = len(lat) - len(errs)
     return {
@@ -272,6 +281,7 @@ def run_load(server: Server, uploads: list[tuple[str, bytes]], clients: int, sec
         "p50_s": _pct(lat, 50), "p95_s": _pct(lat, 95), "p99_s": _pct(lat, 99),
         "mean_s": statistics.fmean(lat) if lat else float("nan"),
         "rss_start_mb": round(rss_start, 1), "rss_peak_mb": round(peak[0], 1),
+        "rss_25_mb": _rss_at(0.25), "rss_50_mb": _rss_at(0.5), "rss_75_mb": _rss_at(0.75),
         "rss_end_mb": round(server.rss_mb(), 1),
     }
 
@@ -345,18 +355,25 @@ def main(args: argparse.Namespace) -> int:
           f"analyses at once: {conc}; CPUs: {os.cpu_count()}", flush=True)
 
     inproc_s = args.inproc_seconds if args.inproc_seconds is not None else min(args.seconds, 30.0)
-    inproc = run_inprocess(model, uploads, inproc_s, conc)
-    print(f"in-process: {inproc['images']} images in {inproc['seconds']} s = "
-          f"{inproc['images_per_s']:.2f} images/s ({conc} threads)", flush=True)
+    # in-process before AND after the load run: on a shared machine, background load drifts
+    before = run_inprocess(model, uploads, inproc_s / 2, conc)
+    print(f"in-process (before): {before['images']} images in {before['seconds']} s = "
+          f"{before['images_per_s']:.2f} images/s ({conc} threads), load avg {os.getloadavg()[0]:.1f}", flush=True)
 
     server = Server(model, args.workers, conc)
     try:
         load = run_load(server, uploads, args.clients, args.seconds)
+        load_avg = os.getloadavg()[0]
         big = [] if args.skip_413 else [oversized(server, chunked=False), oversized(server, chunked=True)]
         with urllib.request.urlopen(server.url + "/healthz", timeout=5) as r:
             alive_after = r.status == 200
     finally:
         server.stop()
+    after = run_inprocess(model, uploads, inproc_s / 2, conc)
+    print(f"in-process (after): {after['images']} images in {after['seconds']} s = "
+          f"{after['images_per_s']:.2f} images/s, load avg {os.getloadavg()[0]:.1f}", flush=True)
+    # compare with the better of the two in-process runs (the stricter bar)
+    inproc = max(before, after, key=lambda r: r["images_per_s"])
 
     ratio = load["images_per_s"] / inproc["images_per_s"] if inproc["images_per_s"] else float("nan")
     print()
@@ -367,12 +384,14 @@ def main(args: argparse.Namespace) -> int:
         ("requests", f"{load['requests']}"),
         ("errors", f"{load['errors']}" + (f" {load['error_kinds']}" if load["errors"] else "")),
         ("throughput (images/s)", f"{load['images_per_s']:.2f}"),
-        ("in-process (images/s)", f"{inproc['images_per_s']:.2f}"),
-        ("service / in-process", f"{100 * ratio:.0f} %"),
+        ("in-process before/after (images/s)", f"{before['images_per_s']:.2f}/{after['images_per_s']:.2f}"),
+        ("service / best in-process", f"{100 * ratio:.0f} %"),
+        ("load average (1 min) at the end", f"{load_avg:.1f}"),
         ("latency p50 (s)", f"{load['p50_s']:.3f}"),
         ("latency p95 (s)", f"{load['p95_s']:.3f}"),
         ("latency p99 (s)", f"{load['p99_s']:.3f}"),
         ("server RSS start (MB)", f"{load['rss_start_mb']:.0f}"),
+        ("server RSS at 25/50/75 % (MB)", f"{load['rss_25_mb']:.0f}/{load['rss_50_mb']:.0f}/{load['rss_75_mb']:.0f}"),
         ("server RSS peak (MB)", f"{load['rss_peak_mb']:.0f}"),
         ("server RSS end (MB)", f"{load['rss_end_mb']:.0f}"),
     ]
@@ -386,7 +405,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"targets (0 errors, >= 80 % of in-process, 413s): {'met' if verdict else 'NOT met'}")
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"inprocess": inproc, "load": load, "oversized": big, "ratio": ratio}, indent=2) + "\n")
+            {"inprocess_before": before, "inprocess_after": after, "load": load, "oversized": big,
+             "ratio": ratio}, indent=2) + "\n")
     return 0
 
 
