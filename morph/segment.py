@@ -1,55 +1,683 @@
-"""Cell localization (placeholder: Otsu + connected components).
+"""Cell localization: stain-aware foreground, size-adaptive distance-transform watershed.
 
-Being replaced by the real stain-aware watershed localizer; the public contract
-is :class:`SegmentConfig`, :class:`Segmentation` and :func:`segment_field`.
+(Module docstring with the DEFAULT_UM_PER_PX derivation is filled in below.)
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
-from skimage import filters, measure, morphology
+from scipy import ndimage as ndi
+from skimage import filters, morphology, segmentation
 
+from .errors import MorphError
+from .labels import PLATELET, UNCLASSIFIED
 from .types import Cell
 
-#: Micrometres per pixel of the Chula RBC-12 fields (placeholder value).
-DEFAULT_UM_PER_PX = 0.1
+log = logging.getLogger(__name__)
+
+#: Micrometres per pixel of the Chula RBC-12 fields (see module docstring).
+DEFAULT_UM_PER_PX = 0.16
 
 
 @dataclass(frozen=True)
 class SegmentConfig:
-    min_rbc_diameter_um: float = 2.5
+    """Localization settings. Sizes are relative to the typical red-cell radius ``r``
+    estimated per image, so one config serves every magnification.
+
+    Attributes:
+        work_radius_px: red-cell radius (px) the field is resampled to before the watershed.
+        min_contrast_od: summed optical density under which a field holds no stained cells.
+        noise_k: the low (hysteresis) foreground threshold sits this many glass-noise standard
+            deviations above the glass level.
+        seed_noise_k: the high threshold never drops below this many noise deviations.
+        min_cell_fraction: while the pixels above the high threshold cover less than this
+            fraction of the field, it is re-estimated below itself (see ``_thresholds``).
+        low_high_ratio: the low threshold is at least this fraction of the high (Otsu) one.
+        max_hole_area: holes up to this area (units of cell area) are filled (central pallor).
+        ring_close: gaps in pale rims up to this size (units of ``r``) are closed.
+        dt_smooth: Gaussian smoothing of the distance transform, in units of ``r``.
+        platelet_rel_viol: small regions whose mean violet density exceeds this fraction of
+            the nucleus threshold are platelets (else debris).
+        marker_min_distance: minimum distance between watershed seeds, in units of ``r``.
+        split_area: red-cell regions larger than this multiple of the typical region...
+        split_max_solidity: ...and less convex than this are split into overlapping cells.
+        vote_min: circle centres need at least this fraction of a full circle's outline votes.
+        vote_min_distance: minimum distance between circle centres (units of ``r``).
+        vote_fill: a disc of this radius (units of ``r``) around each circle centre is added to
+            the foreground (pale interiors, broken rims).
+        vote_exclusive: distance-transform seeds closer than this (units of ``r``) to a circle
+            centre are dropped.
+        marker_min_height: minimum distance-transform height of a seed, in units of ``r``.
+        debris_area: regions under this area (units of the typical cell area) are debris.
+        border_min_area: border-cut regions under this area (units of cell area) are dropped.
+        platelet_max_area: violet regions under this area (units of cell area) are platelets.
+        nucleus_rel_od: nuclei are pixels whose violet density exceeds this multiple of
+            the typical red-cell value.
+        nucleus_min_od: absolute floor (optical density) for the nucleus threshold.
+        nucleus_min_area: nuclear groups under this area (units of cell area) are not nuclei.
+        plausible_rbc_um: median red-cell diameter range (um) considered plausible.
+        min_focus: focus measure under which the field is reported out of focus.
+        dense_fraction: foreground fraction above which the field is reported too dense.
+    """
+
+    work_radius_px: float = 11.0
+    min_contrast_od: float = 0.08
+    noise_k: float = 4.0
+    seed_noise_k: float = 8.0
+    min_cell_fraction: float = 0.2
+    low_high_ratio: float = 0.5
+    max_hole_area: float = 0.5
+    ring_close: float = 0.12
+    dt_smooth: float = 0.12
+    platelet_rel_viol: float = 0.6
+    marker_min_distance: float = 0.55
+    vote_min: float = 0.3
+    split_area: float = 1.6
+    split_max_solidity: float = 0.93
+    vote_min_distance: float = 0.6
+    vote_fill: float = 0.7
+    vote_exclusive: float = 0.8
+    marker_min_height: float = 0.35
+    debris_area: float = 0.12
+    border_min_area: float = 0.06
+    platelet_max_area: float = 0.25
+    nucleus_rel_od: float = 3.0
+    nucleus_min_od: float = 0.35
+    nucleus_min_area: float = 0.12
+    plausible_rbc_um: tuple[float, float] = (5.0, 10.0)
+    min_focus: float = 0.02
+    dense_fraction: float = 0.75
 
 
 @dataclass
 class Segmentation:
+    """What :func:`segment_field` found in one field."""
+
     cells: list[Cell] = field(default_factory=list)
     median_rbc_diameter_px: float | None = None
     warnings: list[str] = field(default_factory=list)
+    #: typical red-cell radius (px) the localizer adapted to (diagnostic).
+    typical_radius_px: float | None = None
+    #: focus measure (normalised Laplacian energy at the working scale; diagnostic).
+    focus: float | None = None
 
 
+# ----------------------------------------------------------------------------- helpers
+def _as_rgb_float(image: np.ndarray) -> np.ndarray | None:
+    """Any reasonable image array -> (H, W, 3) float32 in 0..255, or None if unusable."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] == 0:
+        return None
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        return np.zeros(a.shape[:2] + (3,), dtype=np.float32)
+    if a.dtype == np.bool_:
+        a = a.astype(np.float32) * 255.0
+    elif a.dtype == np.uint16:
+        a = a.astype(np.float32) / 257.0
+    elif np.issubdtype(a.dtype, np.floating):
+        a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        if a.size and float(a.max()) <= 1.0:
+            a = a * 255.0
+    a = a.astype(np.float32, copy=False)
+    c = a.shape[2]
+    if c == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif c == 2:  # grey + alpha
+        a = np.repeat(a[:, :, :1], 3, axis=2)
+    elif c >= 4:
+        a = a[:, :, :3]
+    return np.clip(a, 0.0, 255.0)
+
+
+def _block_mean(a: np.ndarray, k: int) -> np.ndarray:
+    """Downsample by an integer factor with block averaging (edge-padded)."""
+    if k <= 1:
+        return a
+    h, w = a.shape[:2]
+    ph, pw = (-h) % k, (-w) % k
+    if ph or pw:
+        pad = [(0, ph), (0, pw)] + [(0, 0)] * (a.ndim - 2)
+        a = np.pad(a, pad, mode="edge")
+    acc = np.zeros((a.shape[0] // k, a.shape[1] // k) + a.shape[2:], dtype=np.float32)
+    for i in range(k):
+        for j in range(k):
+            acc += a[i::k, j::k]
+    acc *= 1.0 / (k * k)
+    return acc
+
+
+def _background(rgb: np.ndarray) -> np.ndarray:
+    """Background (glass) colour: the median colour of the brightest well-populated mode."""
+    grey = rgb.mean(axis=2).ravel()
+    hist, edges = np.histogram(grey, bins=64, range=(0.0, 256.0))
+    hist = ndi.uniform_filter1d(hist.astype(np.float64), 3)
+    ok = np.nonzero(hist >= 0.2 * hist.max())[0]
+    peak = int(ok[-1])
+    while peak < 63 and hist[peak + 1] > hist[peak]:
+        peak += 1
+    while peak > 0 and hist[peak - 1] > hist[peak]:
+        peak -= 1
+    lo, hi = edges[max(peak - 1, 0)], edges[min(peak + 2, 64)]
+    sel = (grey >= lo) & (grey < hi)
+    flat = rgb.reshape(-1, 3)
+    bg = np.median(flat[sel], axis=0) if sel.any() else np.percentile(flat, 90, axis=0)
+    return np.maximum(bg.astype(np.float32), 8.0)
+
+
+def _background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
+    """Per-pixel glass colour (H, W, 3): uneven illumination and stain tint normalised away.
+
+    The global glass colour gives a first foreground guess; the glass pixels are then
+    smoothed by normalised convolution so the background may vary slowly across the field.
+    """
+    bg0 = _background(rgb)
+    raw = np.log(bg0 / np.maximum(rgb, 1.0)).sum(axis=2)
+    level, noise = _glass_level(raw)
+    below = raw[raw < level] - level
+    spread = float(np.sqrt(np.mean(below * below))) if below.size > 16 else noise
+    glass = (np.abs(raw - level) < 3.0 * max(spread, noise)).astype(np.float32)
+    if glass.mean() < 0.05:
+        return np.broadcast_to(bg0, rgb.shape).astype(np.float32)
+    # normalised convolution on a ~40-px grid (the background varies slowly), then upsampled
+    g = max(1, max(rgb.shape[:2]) // 40)
+    gl = _block_mean(glass, g)
+    col = _block_mean(rgb * glass[:, :, None], g)
+    sigma = max(gl.shape) / 8.0
+    wsum = ndi.gaussian_filter(gl, sigma, mode="nearest")
+    num = ndi.gaussian_filter(col, (sigma, sigma, 0), mode="nearest")
+    coarse = np.where(wsum[:, :, None] > 0.02, num / np.maximum(wsum, 1e-6)[:, :, None], bg0)
+    out = _resize_to(coarse.astype(np.float32), rgb.shape[:2])
+    return np.maximum(out, 8.0)
+
+
+def _optical_density(rgb: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """Background-normalised optical density per channel (0 on the glass)."""
+    out = np.log(bg / np.maximum(rgb, 1.0))
+    return np.maximum(out, 0.0, out=out)
+
+
+def _otsu(values: np.ndarray) -> float:
+    try:
+        return float(filters.threshold_otsu(values))
+    except ValueError:
+        return float(values.max()) if values.size else 0.0
+
+
+def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) linear-interpolation weights, pixel centres aligned, edges clamped."""
+    pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1.0)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    f = (pos - i0).astype(np.float32)
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    m[np.arange(n_out), i0] += 1.0 - f
+    m[np.arange(n_out), i1] += f
+    return m
+
+
+def _resize_to(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a small, smooth (h, w, c) map to ``shape``."""
+    ry = _interp_matrix(shape[0], a.shape[0])
+    rx = _interp_matrix(shape[1], a.shape[1])
+    a = a.astype(np.float32)
+    return np.stack([ry @ a[:, :, ch] @ rx.T for ch in range(a.shape[2])], axis=2)
+
+
+def _glass_level(raw: np.ndarray) -> tuple[float, float]:
+    """(level, noise) of the glass in a summed-OD map: the histogram mode, and the pixel noise
+    (robust spread of neighbour differences, which slow illumination changes do not inflate)."""
+    lo_, hi_ = np.percentile(raw, [0.5, 60.0])
+    d = np.abs(raw[:, 1:] - raw[:, :-1])
+    noise = max(1.4826 * float(np.median(d)) / math.sqrt(2.0), 1e-3) if d.size else 0.02
+    if hi_ - lo_ < 1e-6:
+        return float(hi_), noise
+    hist, edges = np.histogram(raw, bins=100, range=(float(lo_), float(hi_)))
+    hist = ndi.uniform_filter1d(hist.astype(np.float64), 5)
+    i = int(np.argmax(hist))
+    return float(0.5 * (edges[i] + edges[i + 1])), noise
+
+
+def _thresholds(raw: np.ndarray, cfg: SegmentConfig) -> tuple[float, float, float]:
+    """(low, high, glass level) hysteresis thresholds of the summed optical density ``raw``.
+
+    High: Otsu, repeated below itself while the class above it is a small minority (dark
+    nuclei or a scratch would otherwise lift it above pale red cells), never into the glass
+    noise. Low: just above the glass noise, so pale rims join their cell.
+    """
+    level, noise = _glass_level(raw)
+    sig = np.maximum(raw - level, 0.0)
+    hi = _otsu(np.minimum(sig, np.percentile(sig, 99.5)))
+    for _ in range(3):
+        if float((sig > hi).mean()) >= cfg.min_cell_fraction:
+            break
+        below = sig[sig < hi]
+        if below.size < 16:
+            break
+        nxt = _otsu(below)
+        if nxt < cfg.seed_noise_k * noise:
+            break
+        hi = nxt
+    lo = max(cfg.noise_k * noise, cfg.low_high_ratio * hi)
+    lo = max(lo, 0.25 * cfg.min_contrast_od)
+    hi = max(hi, lo + 1e-3)
+    return level + lo, level + hi, level
+
+
+def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray) -> float | None:
+    """Typical red-cell radius (px): weighted median of per-object maximum distance to glass.
+
+    Objects holding nuclear material (white cells, often the largest objects) are left out;
+    each object is weighted by its radius so debris and platelets do not pull the estimate down.
+    """
+    lab, n = ndi.label(fg)
+    if n == 0:
+        return None
+    dt = ndi.distance_transform_edt(fg)
+    idx = np.arange(1, n + 1)
+    mx = np.asarray(ndi.maximum(dt, lab, index=idx), dtype=np.float64)
+    size = np.bincount(lab.ravel(), minlength=n + 1)[1:].astype(np.float64)
+    nuc = np.bincount(lab.ravel(), weights=nuclear.ravel(), minlength=n + 1)[1:]
+    ok = mx >= 2.0
+    rbc = ok & (nuc <= 0.05 * size)
+    big = mx[rbc] if rbc.sum() >= 3 else mx[ok]
+    if big.size == 0:
+        return None
+    big = np.sort(big)
+    cw = np.cumsum(big)
+    return float(big[np.searchsorted(cw, 0.5 * cw[-1])])
+
+
+def _nucleus_threshold(viol: np.ndarray, fg: np.ndarray, cfg: SegmentConfig) -> float:
+    """Violet-density threshold of nuclei: well above the typical red-cell value."""
+    level = float(np.median(viol[fg])) if fg.any() else 0.0
+    return max(cfg.nucleus_min_od, cfg.nucleus_rel_od * max(level, 0.0))
+
+
+def _focus_measure(grey: np.ndarray) -> float:
+    """Laplacian energy relative to the field's contrast (scale-free at the working scale)."""
+    if grey.size < 16:
+        return 0.0
+    lap = ndi.laplace(grey)
+    var = float(grey.var())
+    if var < 1e-6:
+        return 0.0
+    return float(lap.var() / var)
+
+
+def _fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
+    """Fill background holes of at most ``max_area`` pixels (pallor, hollow pale cells)."""
+    lab, n = ndi.label(~mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    small = sizes <= max_area
+    small[0] = False
+    # a hole touching the image border is background, not a hole
+    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    small[edge] = False
+    return mask | small[lab]
+
+
+def _no_cells(warnings: list[str], reason: str, **kw: float | None) -> Segmentation:
+    warnings.append(reason)
+    return Segmentation(cells=[], median_rbc_diameter_px=None, warnings=warnings, **kw)  # type: ignore[arg-type]
+
+
+def _foreground(
+    rgb: np.ndarray, bg: np.ndarray, r: float | None, cfg: SegmentConfig,
+    thresholds: tuple[float, float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Optical density (H, W, 3), summed density above glass, cell mask and the thresholds.
+
+    Hysteresis thresholds from :func:`_thresholds` (measured on the coarse pass and reused);
+    when the cell radius ``r`` is known, gaps in pale rims are closed and the pallor filled.
+    """
+    od_signed = np.log(bg / np.maximum(rgb, 1.0))
+    raw = ndi.gaussian_filter(od_signed.sum(axis=2), 1.0)
+    lo, hi, level = thresholds if thresholds is not None else _thresholds(raw, cfg)
+    sig = np.maximum(raw - level, 0.0)
+    fg = filters.apply_hysteresis_threshold(raw, lo, hi)
+    fg = ndi.binary_opening(fg)
+    if r is None:
+        fg = _fill_small_holes(fg, sig.size / 200.0)
+    else:
+        rad = max(1, int(round(cfg.ring_close * r)))
+        fg = fg | ndi.binary_closing(fg, morphology.disk(rad), border_value=0)
+        fg = _fill_small_holes(fg, cfg.max_hole_area * math.pi * r * r)
+    return np.maximum(od_signed, 0.0), sig, fg, (lo, hi, level)
+
+
+def _radius_of(fg: np.ndarray, od: np.ndarray, cfg: SegmentConfig) -> float | None:
+    viol = od[:, :, 1] - od[:, :, 2]
+    nuc = viol > _nucleus_threshold(viol, fg, cfg)
+    return _estimate_radius(ndi.binary_opening(fg), nuc)
+
+
+def _vote_map(fg: np.ndarray, r: float) -> np.ndarray:
+    """Radial-symmetry votes: every outline pixel of ``fg`` votes inward at distances ~r."""
+    h, w = fg.shape
+    g = ndi.gaussian_filter(fg.astype(np.float32), 1.0)
+    gy, gx = np.gradient(g)
+    edge = fg & ~ndi.binary_erosion(fg)
+    ys, xs = np.nonzero(edge)
+    votes = np.zeros(h * w, dtype=np.float64)
+    if ys.size:
+        ny, nx = gy[ys, xs], gx[ys, xs]
+        norm = np.hypot(ny, nx)
+        ok = norm > 1e-6
+        ys, xs, ny, nx = ys[ok], xs[ok], ny[ok] / norm[ok], nx[ok] / norm[ok]
+        for f in _VOTE_RADII:
+            ty = np.rint(ys + ny * f * r).astype(np.int64)
+            tx = np.rint(xs + nx * f * r).astype(np.int64)
+            inb = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
+            votes += np.bincount(ty[inb] * w + tx[inb], minlength=h * w)
+    return ndi.gaussian_filter(votes.reshape(h, w), max(0.7, 0.15 * r))
+
+
+_DEBUG: dict | None = None
+_VOTE_RADII = (0.7, 0.85, 1.0, 1.15)
+
+
+@lru_cache(maxsize=64)
+def _vote_reference(r10: int) -> float:
+    """Peak vote of an isolated disc of radius r (r10 = round(10 r)), for normalisation."""
+    r = r10 / 10.0
+    n = int(4 * r + 7)
+    yy, xx = np.mgrid[:n, :n]
+    disc = (yy - n // 2) ** 2 + (xx - n // 2) ** 2 <= r * r
+    return float(_vote_map(disc, r).max()) or 1.0
+
+
+def _circle_votes(fg: np.ndarray, r: float) -> np.ndarray:
+    """Vote map normalised so the centre of an isolated disc of radius r scores ~1."""
+    return _vote_map(fg, r) / _vote_reference(int(round(10 * r)))
+
+
+def _kmeans(pts: np.ndarray, n: int, iters: int = 12) -> np.ndarray:
+    """Tiny Lloyd k-means on (N, 2) points, seeded along the principal axis; returns labels."""
+    mu = pts.mean(axis=0)
+    cov = np.cov((pts - mu).T) if len(pts) > 2 else np.eye(2)
+    evals, evecs = np.linalg.eigh(cov)
+    axis = evecs[:, -1] * math.sqrt(max(evals[-1], 1e-6))
+    cent = mu + np.outer(np.linspace(-1.0, 1.0, n), axis)
+    lab = np.zeros(len(pts), dtype=np.int64)
+    for _ in range(iters):
+        d = ((pts[:, None, :] - cent[None, :, :]) ** 2).sum(axis=2)
+        lab = d.argmin(axis=1)
+        for j in range(n):
+            sel = lab == j
+            if sel.any():
+                cent[j] = pts[sel].mean(axis=0)
+    return lab
+
+
+def _split_large(
+    ws: np.ndarray, nm: int, n_nuc: int, cell_area: float, h: int, w: int, cfg: SegmentConfig
+) -> tuple[np.ndarray, int]:
+    """Split red-cell regions holding several overlapping cells (large and non-convex)."""
+    areas = np.bincount(ws.ravel(), minlength=nm + 1).astype(np.float64)
+    cand = areas[n_nuc + 1:]
+    cand = cand[cand > 0.4 * cell_area]
+    if cand.size < 3:
+        return ws, nm
+    typical = float(np.median(cand))
+    objs = ndi.find_objects(ws)
+    for lab_id in range(n_nuc + 1, nm + 1):
+        a = areas[lab_id]
+        sl = objs[lab_id - 1]
+        if sl is None or a < cfg.split_area * typical:
+            continue
+        m = ws[sl] == lab_id
+        hull = morphology.convex_hull_image(m)
+        if a / max(float(hull.sum()), 1.0) > cfg.split_max_solidity:
+            continue
+        n = int(min(max(round(a / typical), 2), 8))
+        ys, xs = np.nonzero(m)
+        parts = _kmeans(np.stack([ys, xs], axis=1).astype(np.float64), n)
+        sub = ws[sl]
+        for j in range(1, n):
+            nm += 1
+            sub[ys[parts == j], xs[parts == j]] = nm
+    return ws, nm
+
+
+# ----------------------------------------------------------------------------- main entry
 def segment_field(
     image: np.ndarray, um_per_px: float = DEFAULT_UM_PER_PX, config: SegmentConfig = SegmentConfig()
 ) -> Segmentation:
-    rgb = image.astype(np.float32) / 255.0
-    sat = rgb.max(axis=2) - rgb.min(axis=2)
-    fg = sat > filters.threshold_otsu(sat)
-    fg = morphology.remove_small_objects(fg, 50)
-    lab = measure.label(fg)
-    h, w = fg.shape
+    """Locate red cells, nucleated cells and platelets in one RGB field.
+
+    Args:
+        image: (H, W, 3) RGB array (uint8 preferred; grey, RGBA, 16-bit and float are accepted).
+        um_per_px: physical scale used for ``diameter_um`` and the size-plausibility warning;
+            localization itself adapts to the cell size it measures in the image.
+        config: thresholds (see :class:`SegmentConfig`).
+
+    Returns:
+        A :class:`Segmentation`: cells (ids in reading order), the median red-cell diameter
+        (px, cells cut by the border excluded) and warnings a person should read.
+
+    Raises:
+        MorphError: ``bad_request`` for a non-positive scale, ``unsupported_image`` for an
+            array that is not an image.
+    """
+    cfg = config
+    if not (isinstance(um_per_px, int | float) and math.isfinite(um_per_px) and um_per_px > 0):
+        raise MorphError("bad_request", f"um_per_px must be a positive number, got {um_per_px!r}")
+    warnings: list[str] = []
+    rgb = _as_rgb_float(image)
+    if rgb is None:
+        shape = getattr(image, "shape", None)
+        raise MorphError("unsupported_image", f"expected an (H, W, 3) image array, got shape {shape}")
+    H, W = rgb.shape[:2]
+    if min(H, W) < 8:
+        return _no_cells(warnings, f"no cells found: image too small to hold a cell ({W}x{H} px)")
+
+    # 1. coarse pass (~320 px): glass colour map, then the typical red-cell radius of this field
+    c = max(1, int(max(H, W) // 320))
+    small = _block_mean(rgb, c)
+    bg_s = _background_map(small, cfg)
+    od_s, raw_s, fg_s, thr = _foreground(small, bg_s, None, cfg)
+    if float(np.percentile(raw_s, 99.5)) < cfg.min_contrast_od:
+        return _no_cells(warnings, "no cells found: the field has no stained objects (blank slide?)")
+    r_s = _radius_of(fg_s, od_s, cfg)
+    if r_s is None:
+        return _no_cells(warnings, "no cells found: no object large enough to be a cell")
+    r_full = r_s * c
+
+    # 2. working scale: resample so the typical red cell has radius ~work_radius_px; re-measure
+    #    the radius there once (pale, ring-like cells are only filled at the right scale)
+    for attempt in range(2):
+        k = max(1, int(round(r_full / cfg.work_radius_px)))
+        if k == c:
+            work, bg = small, bg_s
+        else:
+            work = _block_mean(rgb, k)
+            bg = _resize_to(bg_s, work.shape[:2])
+        od, raw, fg, _ = _foreground(work, bg, r_full / k, cfg, thr)
+        r_new = _radius_of(fg, od, cfg)
+        if attempt or r_new is None:
+            break
+        r_new *= k
+        if max(1, int(round(r_new / cfg.work_radius_px))) == k:
+            r_full = r_new
+            break
+        r_full = r_new
+    h, w = work.shape[:2]
+    r = r_full / k
+    cell_area = math.pi * r * r
+    focus = _focus_measure(work.mean(axis=2))
+
+    # 3. nuclei: strongly violet (green absorbed, blue transmitted) well above the red-cell level
+    viol = od[:, :, 1] - od[:, :, 2]
+    tn = _nucleus_threshold(viol, fg, cfg)
+    nuc = ndi.binary_opening(viol > tn)
+    rad = max(1, int(round(0.35 * r)))
+    group = ndi.binary_closing(nuc, morphology.disk(rad), border_value=0) | nuc
+    glab, ng = ndi.label(group)
+    nuc_groups = np.zeros((h, w), dtype=np.int32)
+    n_nuc = 0
+    if ng:
+        nuc_area = np.bincount(glab.ravel(), weights=nuc.ravel(), minlength=ng + 1)
+        keep = nuc_area >= cfg.nucleus_min_area * cell_area
+        keep[0] = False
+        if keep.any():
+            ids = np.cumsum(keep) * keep
+            nuc_groups = ids[glab].astype(np.int32)
+            n_nuc = int(keep.sum())
+
+    # 4. seeds. Circle centres voted by the foreground outline (radial symmetry: each outline
+    #    pixel votes inward at distances around r) find overlapping and pale ring-like cells;
+    #    their discs fill pale interiors. Distance-transform maxima add the cells no circle
+    #    explains (elongated, irregular). Each nuclear group is one seed.
+    nuc_any = nuc_groups > 0
+    votes = _circle_votes(fg, r)
+    vmd = max(1, int(round(cfg.vote_min_distance * r)))
+    vpk = (votes >= ndi.maximum_filter(votes, size=2 * vmd + 1)) & (votes >= cfg.vote_min) & fg
+    if n_nuc:
+        near_nuc = ndi.binary_dilation(nuc_any, morphology.disk(max(1, int(round(0.5 * r)))))
+        vpk &= ~near_nuc
+    vy, vx = np.nonzero(vpk)
+    fg_all = fg | nuc_any
+    if vy.size:
+        spots = np.ones((h, w), dtype=bool)
+        spots[vy, vx] = False
+        fg_all |= ndi.distance_transform_edt(spots) <= cfg.vote_fill * r
+    dt = ndi.distance_transform_edt(fg_all)
+    dts = ndi.gaussian_filter(dt, sigma=max(0.5, cfg.dt_smooth * r))
+    md = max(1, int(round(cfg.marker_min_distance * r)))
+    peak = (dts >= ndi.maximum_filter(dts, size=2 * md + 1)) & (dts > cfg.marker_min_height * r)
+    if n_nuc:
+        peak &= ~near_nuc
+    if vy.size:
+        spots_far = ndi.distance_transform_edt(spots) > cfg.vote_exclusive * r
+        peak &= spots_far
+    peak |= vpk
+    plab, npk = ndi.label(peak, structure=np.ones((3, 3)))
+    markers = np.where(plab > 0, plab + n_nuc, nuc_groups).astype(np.int32)
+    nm = n_nuc + npk
+    # objects without a seed (small ones: platelets, fragments) get one at their deepest point
+    lab_fg, nfg = ndi.label(fg_all)
+    has = np.zeros(nfg + 1, dtype=bool)
+    has[lab_fg[markers > 0]] = True
+    missing = np.nonzero(~has[1:])[0] + 1
+    if missing.size:
+        for yx in ndi.maximum_position(dts, lab_fg, index=missing):
+            nm += 1
+            markers[int(yx[0]), int(yx[1])] = nm
+    ws = segmentation.watershed(-dts, markers, mask=fg_all)
+    if _DEBUG is not None:
+        _DEBUG.update(markers=markers, dts=dts, fg=fg_all, votes=votes, ws=ws, k=k)
+
+    # 5. overlapping cells the seeds missed: a red-cell region much larger than the typical
+    #    one and clearly non-convex is split into round(area / typical) parts (k-means)
+    ws, nm = _split_large(ws, nm, n_nuc, cell_area, h, w, cfg)
+
+    # 6. regions -> cells
+    stats = _region_stats(ws, nm)
+    mean_viol = np.bincount(ws.ravel(), weights=viol.ravel(), minlength=nm + 1) / np.maximum(stats["n"], 1)
     cells: list[Cell] = []
-    for r in measure.regionprops(lab):
-        y0, x0, y1, x1 = r.bbox
-        cy, cx = r.centroid
-        d = r.equivalent_diameter_area
-        cells.append(
-            Cell(
-                id=len(cells), x=cx, y=cy, bbox=(x0, y0, x1, y1), kind="rbc",
-                area_px=float(r.area), diameter_px=float(d), eccentricity=float(r.eccentricity),
-                touches_border=bool(x0 == 0 or y0 == 0 or x1 == w or y1 == h),
-                diameter_um=float(d * um_per_px), mask=r.image.copy(),
+    for lab_id, sl in enumerate(ndi.find_objects(ws), start=1):
+        if sl is None:
+            continue
+        area_w = float(stats["n"][lab_id])
+        y0, y1, x0, x1 = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop
+        border = y0 == 0 or x0 == 0 or y1 == h or x1 == w
+        rel = area_w / cell_area
+        if lab_id <= n_nuc:
+            kind = "nucleated"
+        elif rel < cfg.platelet_max_area and mean_viol[lab_id] > cfg.platelet_rel_viol * tn:
+            kind = "platelet"
+        elif rel < (cfg.border_min_area if border else cfg.debris_area):
+            continue
+        else:
+            kind = "rbc"
+        m = ws[sl] == lab_id
+        cells.append(_make_cell(m, y0, x0, k, H, W, border, kind, um_per_px,
+                                stats["cy"][lab_id], stats["cx"][lab_id], stats["ecc"][lab_id]))
+
+    cells.sort(key=lambda cl: (round(cl.y / max(r_full, 1.0)), cl.x))
+    for i, cl in enumerate(cells):
+        cl.id = i
+    diam = [cl.diameter_px for cl in cells if cl.kind == "rbc" and not cl.touches_border]
+    med = float(np.median(diam)) if diam else None
+
+    # 7. warnings a person should read
+    if not cells:
+        warnings.append("no cells found (blank slide or unstained field?)")
+    if med is not None:
+        lo, hi = cfg.plausible_rbc_um
+        med_um = med * um_per_px
+        if not lo <= med_um <= hi:
+            warnings.append(
+                f"median red-cell diameter {med_um:.1f} um is implausible for the stated scale "
+                f"({um_per_px:g} um/px; expected {lo:g}-{hi:g} um): check um_per_px; a global size "
+                "shift may itself be macro/microcytosis (sizes were not rescaled)"
             )
+    if cells and focus < cfg.min_focus:
+        warnings.append(f"field looks out of focus (focus measure {focus:.3f}); shapes and counts are less reliable")
+    fg_frac = float(fg_all.mean())
+    if fg_frac > cfg.dense_fraction:
+        warnings.append(
+            f"very dense field: cells cover {100 * fg_frac:.0f}% of it and overlap heavily; "
+            "splitting and counts are less reliable"
         )
-    diam = [c.diameter_px for c in cells if c.kind == "rbc" and not c.touches_border]
-    return Segmentation(cells=cells, median_rbc_diameter_px=float(np.median(diam)) if diam else None)
+    return Segmentation(
+        cells=cells, median_rbc_diameter_px=med, warnings=warnings,
+        typical_radius_px=float(r_full), focus=focus,
+    )
+
+
+def _make_cell(
+    m: np.ndarray, y0: int, x0: int, k: int, H: int, W: int, border: bool, kind: str,
+    um_per_px: float, cy: float, cx: float, ecc: float,
+) -> Cell:
+    """Build a full-resolution :class:`Cell` from a working-scale mask and its moments."""
+    full = m.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else m
+    fy0, fx0 = y0 * k, x0 * k
+    fy1, fx1 = min(fy0 + full.shape[0], H), min(fx0 + full.shape[1], W)
+    full = full[: fy1 - fy0, : fx1 - fx0]
+    area = float(full.sum())
+    d = math.sqrt(4.0 * area / math.pi)
+    return Cell(
+        id=0,
+        x=float((cx + 0.5) * k - 0.5),
+        y=float((cy + 0.5) * k - 0.5),
+        bbox=(int(fx0), int(fy0), int(fx1), int(fy1)),
+        kind=kind,
+        label=PLATELET if kind == "platelet" else UNCLASSIFIED,
+        area_px=area,
+        diameter_px=float(d),
+        diameter_um=float(d * um_per_px),
+        eccentricity=float(ecc) if math.isfinite(ecc) else 0.0,
+        touches_border=bool(border),
+        mask=np.ascontiguousarray(full),
+    )
+
+
+def _region_stats(lab: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """Area, centroid and eccentricity of every label at once (vectorised moments)."""
+    yy, xx = np.indices(lab.shape, dtype=np.float64)
+    flat = lab.ravel()
+    cnt = np.bincount(flat, minlength=n + 1).astype(np.float64)
+    safe = np.maximum(cnt, 1.0)
+    sx = np.bincount(flat, weights=xx.ravel(), minlength=n + 1)
+    sy = np.bincount(flat, weights=yy.ravel(), minlength=n + 1)
+    cx, cy = sx / safe, sy / safe
+    dx, dy = xx.ravel() - cx[flat], yy.ravel() - cy[flat]
+    mxx = np.bincount(flat, weights=dx * dx, minlength=n + 1) / safe
+    myy = np.bincount(flat, weights=dy * dy, minlength=n + 1) / safe
+    mxy = np.bincount(flat, weights=dx * dy, minlength=n + 1) / safe
+    # eigenvalues of the covariance matrix give the axes of the fitted ellipse
+    tr, det = mxx + myy, mxx * myy - mxy * mxy
+    disc = np.sqrt(np.maximum(tr * tr / 4.0 - det, 0.0))
+    l1, l2 = tr / 2.0 + disc, np.maximum(tr / 2.0 - disc, 0.0)
+    ecc = np.where(l1 > 0, np.sqrt(np.clip(1.0 - l2 / np.maximum(l1, 1e-12), 0.0, 1.0)), 0.0)
+    return {"n": cnt, "cx": cx, "cy": cy, "ecc": ecc}

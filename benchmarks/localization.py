@@ -1,0 +1,286 @@
+"""Localization benchmark: recall/merges on Chula RBC-12, precision/recall on TXL-PBC test,
+precision/recall on rendered synthetic fields, and mean time per field.
+
+Usage (single core, as the target is stated)::
+
+    taskset -c 0 .venv/bin/python benchmarks/localization.py [--data DIR] [--limit N]
+        [--sets chula,txl,synth] [--synth-n 40] [--overlays DIR]
+
+Definitions:
+    Chula: a labelled point (``x y class``) is *found* when it falls inside exactly one detected
+        red cell's mask; a detection holding two or more labelled points is a *merge* (each extra
+        point counts once). Chula labels only part of the cells, so this measures recall only.
+    TXL-PBC (``test`` split, class 1 = RBC boxes): one-to-one matching of red-cell detections to
+        boxes, a detection may match a box when its centre lies inside the box (Hungarian
+        assignment, cost = normalised centre distance). Cells cut by the image border count as
+        detections (TXL boxes the partial cells at the border too).
+    Synthetic: rendered fields (``morph.synth.render_field``) matched one-to-one to the ground
+        truth by centre-in-ground-truth-box, for every kind and for red cells alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from morph.io import read_image  # noqa: E402
+from morph.segment import DEFAULT_UM_PER_PX, Segmentation, segment_field  # noqa: E402
+from morph.types import Cell  # noqa: E402
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("MORPH_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def _read_rows(path: Path) -> list[list[float]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if parts:
+            rows.append([float(p) for p in parts])
+    return rows
+
+
+def _label_map(shape: tuple[int, int], cells: Iterable[Cell], kind: str = "rbc") -> np.ndarray:
+    """Full-resolution map of detection index + 1 (0 = none) for cells of one kind."""
+    out = np.zeros(shape, dtype=np.int32)
+    for i, c in enumerate(cells):
+        if c.kind != kind or c.mask is None:
+            continue
+        x0, y0, x1, y1 = c.bbox
+        out[y0:y1, x0:x1][c.mask] = i + 1
+    return out
+
+
+def _timed(image: np.ndarray, um: float = DEFAULT_UM_PER_PX) -> tuple[Segmentation, float]:
+    t0 = time.perf_counter()
+    seg = segment_field(image, um_per_px=um)
+    return seg, time.perf_counter() - t0
+
+
+def _match(dets: np.ndarray, boxes: np.ndarray) -> int:
+    """One-to-one matches: detection centre (x, y) inside box (x0, y0, x1, y1)."""
+    if len(dets) == 0 or len(boxes) == 0:
+        return 0
+    x, y = dets[:, 0:1], dets[:, 1:2]
+    inside = (x >= boxes[:, 0]) & (x < boxes[:, 2]) & (y >= boxes[:, 1]) & (y < boxes[:, 3])
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    sz = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    cost = np.hypot(x - cx, y - cy) / sz
+    cost = np.where(inside, cost, 1e6)
+    ri, ci = linear_sum_assignment(cost)
+    return int(inside[ri, ci].sum())
+
+
+# ----------------------------------------------------------------------------- data sets
+def bench_chula(root: Path, limit: int | None, overlays: Path | None) -> dict:
+    images = sorted((root / "images").glob("*.jpg"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+    if limit:
+        images = images[:limit]
+    n_pts = found = merged = in_other = 0
+    times: list[float] = []
+    normal_d: list[float] = []
+    misses: list[tuple[str, float, float, int]] = []
+    for p in images:
+        im = read_image(p)
+        seg, dt = _timed(im)
+        times.append(dt)
+        rows = _read_rows(root / "labels" / f"{p.stem}.txt")
+        lm = _label_map(im.shape[:2], seg.cells)
+        other = _label_map(im.shape[:2], seg.cells, "nucleated") + _label_map(im.shape[:2], seg.cells, "platelet")
+        hits: dict[int, int] = {}
+        for x, y, cls in rows:
+            xi = min(max(int(round(x)), 0), im.shape[1] - 1)
+            yi = min(max(int(round(y)), 0), im.shape[0] - 1)
+            n_pts += 1
+            d = int(lm[yi, xi])
+            if d:
+                hits[d] = hits.get(d, 0) + 1
+                if int(cls) == 0:
+                    normal_d.append(seg.cells[d - 1].diameter_px)
+            else:
+                in_other += int(other[yi, xi] > 0)
+                misses.append((p.stem, x, y, int(cls)))
+        found += sum(1 for v in hits.values() if v == 1)
+        merged += sum(v for v in hits.values() if v >= 2)
+        if overlays is not None:
+            _save_overlay(overlays / f"chula_{p.stem}.png", im, seg, points=[(r[0], r[1]) for r in rows])
+    return {
+        "set": "chula", "fields": len(images), "points": n_pts,
+        "recall": found / max(n_pts, 1), "recall_any": (found + merged) / max(n_pts, 1),
+        "merge_rate": merged / max(n_pts, 1), "miss_in_other_kind": in_other,
+        "normal_median_d_px": float(np.median(normal_d)) if normal_d else float("nan"),
+        "ms_per_field": 1000 * float(np.mean(times)) if times else float("nan"),
+        "misses": misses,
+    }
+
+
+def bench_txl(root: Path, limit: int | None, overlays: Path | None, split: str = "test") -> dict:
+    images = sorted((root / "images" / split).glob("*.jpg"))
+    if limit:
+        images = images[:limit]
+    tp = n_det = n_gt = 0
+    wtp = wdet = wgt = 0
+    times: list[float] = []
+    per_image: list[tuple[str, int, int, int]] = []
+    for p in images:
+        im = read_image(p)
+        H, W = im.shape[:2]
+        seg, dt = _timed(im)
+        times.append(dt)
+        rows = _read_rows(root / "labels" / split / f"{p.stem}.txt")
+        boxes = {c: [] for c in (0, 1, 2)}
+        for cls, cx, cy, bw, bh in rows:
+            boxes[int(cls)].append(((cx - bw / 2) * W, (cy - bh / 2) * H, (cx + bw / 2) * W, (cy + bh / 2) * H))
+        rb = np.array(boxes[1], dtype=float).reshape(-1, 4)
+        dets = np.array([(c.x, c.y) for c in seg.cells if c.kind == "rbc"], dtype=float).reshape(-1, 2)
+        m = _match(dets, rb)
+        tp += m
+        n_det += len(dets)
+        n_gt += len(rb)
+        per_image.append((p.stem, m, len(dets), len(rb)))
+        wb = np.array(boxes[0], dtype=float).reshape(-1, 4)
+        wd = np.array([(c.x, c.y) for c in seg.cells if c.kind == "nucleated"], dtype=float).reshape(-1, 2)
+        wtp += _match(wd, wb)
+        wdet += len(wd)
+        wgt += len(wb)
+        if overlays is not None:
+            _save_overlay(overlays / f"txl_{p.stem}.png", im, seg, boxes=boxes[1])
+    return {
+        "set": f"txl-{split}", "fields": len(images), "gt": n_gt, "dets": n_det,
+        "precision": tp / max(n_det, 1), "recall": tp / max(n_gt, 1),
+        "wbc_precision": wtp / max(wdet, 1), "wbc_recall": wtp / max(wgt, 1),
+        "ms_per_field": 1000 * float(np.mean(times)) if times else float("nan"),
+        "per_image": per_image,
+    }
+
+
+def bench_synth(n: int, overlays: Path | None) -> dict | None:
+    try:
+        from morph.synth import render_field
+    except ImportError:
+        return None
+    tp = n_det = n_gt = 0
+    rtp = rdet = rgt = 0
+    times: list[float] = []
+    field_types = ("blood", "nmb", "marrow")
+    for seed in range(n):
+        ft = field_types[seed % len(field_types)]
+        f = render_field(seed, field_type=ft)
+        seg, dt = _timed(f.image, f.um_per_px)
+        times.append(dt)
+        gt = np.array([c.bbox for c in f.cells], dtype=float).reshape(-1, 4)
+        dets = np.array([(c.x, c.y) for c in seg.cells], dtype=float).reshape(-1, 2)
+        tp += _match(dets, gt)
+        n_det += len(dets)
+        n_gt += len(gt)
+        rg = np.array([c.bbox for c in f.cells if c.kind == "rbc"], dtype=float).reshape(-1, 4)
+        rd = np.array([(c.x, c.y) for c in seg.cells if c.kind == "rbc"], dtype=float).reshape(-1, 2)
+        rtp += _match(rd, rg)
+        rdet += len(rd)
+        rgt += len(rg)
+        if overlays is not None:
+            _save_overlay(overlays / f"synth_{seed}.png", f.image, seg, boxes=[tuple(b) for b in gt])
+    return {
+        "set": "synthetic", "fields": n, "gt": n_gt, "dets": n_det,
+        "precision": tp / max(n_det, 1), "recall": tp / max(n_gt, 1),
+        "rbc_precision": rtp / max(rdet, 1), "rbc_recall": rtp / max(rgt, 1),
+        "ms_per_field": 1000 * float(np.mean(times)) if times else float("nan"),
+    }
+
+
+def _save_overlay(path: Path, image: np.ndarray, seg: Segmentation, points=None, boxes=None) -> None:
+    from PIL import Image, ImageDraw
+
+    from morph.io import write_image
+    from morph.overlay import render_overlay
+    from morph.types import FieldResult
+
+    fr = FieldResult(path=path.name, width=image.shape[1], height=image.shape[0], um_per_px=DEFAULT_UM_PER_PX,
+                     median_rbc_diameter_um=None, cells=seg.cells, warnings=seg.warnings)
+    pic = Image.fromarray(render_overlay(image, fr, legend=False))
+    d = ImageDraw.Draw(pic)
+    for c in seg.cells:
+        col = {"rbc": (255, 255, 0), "nucleated": (255, 0, 255), "platelet": (0, 255, 255)}[c.kind]
+        d.text((c.x - 3, c.y - 5), c.kind[0], fill=col)
+    for x, y in points or []:
+        d.ellipse((x - 3, y - 3, x + 3, y + 3), outline=(255, 0, 0), width=2)
+    for b in boxes or []:
+        d.rectangle(tuple(float(v) for v in b), outline=(0, 90, 255))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, np.asarray(pic))
+
+
+# ----------------------------------------------------------------------------- main
+def get_args_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=_default_data_dir(), help="shared data dir (default: $MORPH_DATA_DIR or ../shared/data)")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N fields of each set (quick runs)")
+    ap.add_argument("--sets", default="chula,txl,synth", help="comma list of: chula, txl, synth")
+    ap.add_argument("--synth-n", type=int, default=60, help="number of rendered synthetic fields")
+    ap.add_argument("--txl-split", default="test")
+    ap.add_argument("--overlays", type=Path, default=None, help="write overlay PNGs here")
+    ap.add_argument("--misses", action="store_true", help="list missed Chula points")
+    return ap
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    sets = {s.strip() for s in args.sets.split(",") if s.strip()}
+    results = []
+    if "chula" in sets:
+        root = args.data / "chula-rbc-12"
+        if (root / "images").is_dir():
+            results.append(bench_chula(root, args.limit, args.overlays))
+        else:
+            print(f"skip chula: {root} not found")
+    if "txl" in sets:
+        root = args.data / "txl-pbc"
+        if (root / "images").is_dir():
+            results.append(bench_txl(root, args.limit, args.overlays, args.txl_split))
+        else:
+            print(f"skip txl: {root} not found")
+    if "synth" in sets:
+        r = bench_synth(args.limit or args.synth_n, args.overlays)
+        if r is None:
+            print("skip synthetic: morph.synth not available")
+        else:
+            results.append(r)
+    print(f"{'set':<12} {'fields':>6} {'metric':<34} {'value':>9}   target")
+    targets = {
+        ("chula", "recall"): ">= 0.98", ("chula", "merge_rate"): "< 0.01",
+        ("txl-test", "precision"): ">= 0.90", ("txl-test", "recall"): ">= 0.90",
+        ("synthetic", "precision"): ">= 0.97", ("synthetic", "recall"): ">= 0.97",
+    }
+    for r in results:
+        for key, val in r.items():
+            if key in ("set", "fields", "misses", "per_image") or not isinstance(val, int | float):
+                continue
+            fmt = f"{val:9.4f}" if isinstance(val, float) else f"{val:9d}"
+            print(f"{r['set']:<12} {r['fields']:>6} {key:<34} {fmt}   {targets.get((r['set'], key), '')}")
+    if args.misses:
+        for r in results:
+            for m in r.get("misses", []):
+                print("miss", *m)
+            worst = sorted(r.get("per_image", []), key=lambda t: (t[1] - t[2]) + (t[1] - t[3]))[:15]
+            for m in worst:
+                print("txl worst", *m)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(get_args_parser().parse_args()))
