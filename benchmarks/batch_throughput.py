@@ -12,6 +12,7 @@ command line as a subprocess:
    the whole process tree's summed RSS, sampled every 50 ms from /proc.
 
     python benchmarks/batch_throughput.py                     # 200 fields, workers 1 vs 2, RSS 50 vs 500
+    python benchmarks/batch_throughput.py --repeat 3 --skip-rss   # best of 3, on a shared machine
     python benchmarks/batch_throughput.py --n 40 --rss 20,80  # a quick look
 
 ``--model`` defaults to the shipped default model when there is one, else an untrained
@@ -40,6 +41,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
     p.add_argument("--rss", default="50,500", help="comma-separated folder sizes for peak memory (default 50,500)")
     p.add_argument("--rss-workers", type=int, default=2, help="workers for the memory runs (default 2)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="throughput runs per workers value, interleaved; the best is reported (default 1)")
+    p.add_argument("--skip-rss", action="store_true", help="throughput only")
     p.add_argument("--model", default=None, help="model folder (default: shipped default, else untrained morphnet)")
     p.add_argument("--work", default="/tmp/morph-batch-bench", help="work folder (fields are cached there)")
     return p
@@ -169,20 +173,28 @@ def main(args: argparse.Namespace) -> None:
     model = resolve_model(args.model, work)
     print(f"model: {model or 'the shipped default'}; cores: {os.cpu_count()}", flush=True)
 
-    rows = []
+    load0 = os.getloadavg()[0]
+    best: dict[int, dict] = {}
     src = folder_of(work, fields, args.n)
-    for w in workers:
-        r = run_score(src, work / f"out_w{w}", w, model)
-        rows.append(r)
-        print(f"  workers {w}: {r['images_per_s']:.2f} images/s ({r['seconds']:.1f} s)", flush=True)
+    for rep in range(args.repeat):
+        for w in workers:  # interleaved, so a burst of background load hits every setting alike
+            r = run_score(src, work / f"out_w{w}", w, model)
+            print(f"  run {rep + 1}, workers {w}: {r['images_per_s']:.2f} images/s ({r['seconds']:.1f} s), "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+            if w not in best or r["images_per_s"] > best[w]["images_per_s"]:
+                best[w] = r
+    rows = [best[w] for w in workers]
     base = rows[0]["images_per_s"] or 1e-9
-    print(f"\nthroughput: {args.n} fields of 640x480 (one-image cases)")
+    print(f"\nthroughput: {args.n} fields of 640x480 (one-image cases), best of {args.repeat}; "
+          f"1-min load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"{'workers':>7} {'images':>7} {'cells':>7} {'score s':>8} {'wall s':>7} {'images/s':>9} "
           f"{'cells/s':>8} {'speed-up':>8}")
     for r in rows:
         print(f"{r['workers']:>7} {r['images']:>7} {r['cells']:>7} {r['seconds']:>8.1f} {r['wall']:>7.1f} "
               f"{r['images_per_s']:>9.2f} {r['cells_per_s']:>8.0f} {r['images_per_s'] / base:>7.2f}x")
 
+    if args.skip_rss:
+        return
     mem = []
     for n in sizes:
         r = run_score(folder_of(work, fields, n), work / f"out_rss{n}", args.rss_workers, model)
