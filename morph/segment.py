@@ -31,6 +31,9 @@ class SegmentConfig:
 
     Attributes:
         work_radius_px: red-cell radius (px) the field is resampled to before the watershed.
+        glass_tolerance: first-pass glass mask: not darker than the glass mode plus this many
+            spreads (then 3), so the background map follows vignetting and gradients.
+        glass_max_od: ...but never more than this summed optical density above the mode.
         min_contrast_od: summed optical density under which a field holds no stained cells.
         noise_k: the low (hysteresis) foreground threshold sits this many glass-noise standard
             deviations above the glass level.
@@ -42,7 +45,9 @@ class SegmentConfig:
         ring_close: gaps in pale rims up to this size (units of ``r``) are closed.
         dt_smooth: Gaussian smoothing of the distance transform, in units of ``r``.
         platelet_rel_viol: small regions whose mean violet density exceeds this fraction of
-            the nucleus threshold are platelets (else debris).
+            the nucleus threshold are platelets (else debris)...
+        platelet_share_margin: ...as are small regions whose violet share of the absorbance
+            exceeds the red cells' by this margin.
         marker_min_distance: minimum distance between watershed seeds, in units of ``r``.
         split_area: red-cell regions larger than this multiple of the typical region...
         split_max_solidity: ...and less convex than this are split into overlapping cells.
@@ -66,6 +71,8 @@ class SegmentConfig:
     """
 
     work_radius_px: float = 11.0
+    glass_tolerance: float = 6.0
+    glass_max_od: float = 0.5
     min_contrast_od: float = 0.08
     noise_k: float = 4.0
     seed_noise_k: float = 8.0
@@ -75,22 +82,23 @@ class SegmentConfig:
     ring_close: float = 0.12
     dt_smooth: float = 0.12
     platelet_rel_viol: float = 0.6
+    platelet_share_margin: float = 0.07
     marker_min_distance: float = 0.55
     vote_min: float = 0.3
-    split_area: float = 1.6
-    split_max_solidity: float = 0.93
+    split_area: float = 1.4
+    split_max_solidity: float = 0.96
     vote_min_distance: float = 0.6
     vote_fill: float = 0.7
     vote_exclusive: float = 0.8
     marker_min_height: float = 0.35
     debris_area: float = 0.12
-    border_min_area: float = 0.06
+    border_min_area: float = 0.15
     platelet_max_area: float = 0.25
     nucleus_rel_od: float = 3.0
     nucleus_min_od: float = 0.35
     nucleus_min_area: float = 0.12
     plausible_rbc_um: tuple[float, float] = (5.0, 10.0)
-    min_focus: float = 0.02
+    min_focus: float = 0.04
     dense_fraction: float = 0.75
 
 
@@ -158,7 +166,7 @@ def _background(rgb: np.ndarray) -> np.ndarray:
     grey = rgb.mean(axis=2).ravel()
     hist, edges = np.histogram(grey, bins=64, range=(0.0, 256.0))
     hist = ndi.uniform_filter1d(hist.astype(np.float64), 3)
-    ok = np.nonzero(hist >= 0.2 * hist.max())[0]
+    ok = np.nonzero(hist >= 0.08 * hist.max())[0]
     peak = int(ok[-1])
     while peak < 63 and hist[peak + 1] > hist[peak]:
         peak += 1
@@ -174,27 +182,30 @@ def _background(rgb: np.ndarray) -> np.ndarray:
 def _background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
     """Per-pixel glass colour (H, W, 3): uneven illumination and stain tint normalised away.
 
-    The global glass colour gives a first foreground guess; the glass pixels are then
-    smoothed by normalised convolution so the background may vary slowly across the field.
+    The global glass colour gives a first glass mask (pixels not darker than the glass mode
+    plus its spread); the glass colour is then interpolated over the cells by normalised
+    convolution on a coarse grid, twice, so vignetting and gradients are followed.
     """
     bg0 = _background(rgb)
-    raw = np.log(bg0 / np.maximum(rgb, 1.0)).sum(axis=2)
-    level, noise = _glass_level(raw)
-    below = raw[raw < level] - level
-    spread = float(np.sqrt(np.mean(below * below))) if below.size > 16 else noise
-    glass = (np.abs(raw - level) < 3.0 * max(spread, noise)).astype(np.float32)
-    if glass.mean() < 0.05:
-        return np.broadcast_to(bg0, rgb.shape).astype(np.float32)
-    # normalised convolution on a ~40-px grid (the background varies slowly), then upsampled
+    bg = np.broadcast_to(bg0, rgb.shape).astype(np.float32)
     g = max(1, max(rgb.shape[:2]) // 40)
-    gl = _block_mean(glass, g)
-    col = _block_mean(rgb * glass[:, :, None], g)
-    sigma = max(gl.shape) / 8.0
-    wsum = ndi.gaussian_filter(gl, sigma, mode="nearest")
-    num = ndi.gaussian_filter(col, (sigma, sigma, 0), mode="nearest")
-    coarse = np.where(wsum[:, :, None] > 0.02, num / np.maximum(wsum, 1e-6)[:, :, None], bg0)
-    out = _resize_to(coarse.astype(np.float32), rgb.shape[:2])
-    return np.maximum(out, 8.0)
+    for tol in (cfg.glass_tolerance, 3.0):
+        raw = np.log(bg / np.maximum(rgb, 1.0)).sum(axis=2)
+        level, noise = _glass_level(raw)
+        below = raw[raw < level] - level
+        spread = float(np.sqrt(np.mean(below * below))) if below.size > 16 else noise
+        # capped, so that in a crowded field the cells never pass for glass
+        glass = (raw < level + min(tol * max(spread, noise), cfg.glass_max_od)).astype(np.float32)
+        if glass.mean() < 0.05:
+            break
+        gl = _block_mean(glass, g)
+        col = _block_mean(rgb * glass[:, :, None], g)
+        sigma = max(gl.shape) / 10.0
+        wsum = ndi.gaussian_filter(gl, sigma, mode="nearest")
+        num = ndi.gaussian_filter(col, (sigma, sigma, 0), mode="nearest")
+        coarse = np.where(wsum[:, :, None] > 0.02, num / np.maximum(wsum, 1e-6)[:, :, None], bg0)
+        bg = np.maximum(_resize_to(coarse.astype(np.float32), rgb.shape[:2]), 8.0)
+    return bg
 
 
 def _optical_density(rgb: np.ndarray, bg: np.ndarray) -> np.ndarray:
@@ -234,6 +245,9 @@ def _glass_level(raw: np.ndarray) -> tuple[float, float]:
     """(level, noise) of the glass in a summed-OD map: the histogram mode, and the pixel noise
     (robust spread of neighbour differences, which slow illumination changes do not inflate)."""
     lo_, hi_ = np.percentile(raw, [0.5, 60.0])
+    # the glass colour was estimated beforehand, so its level is near 0 even where cells
+    # outnumber glass pixels
+    lo_, hi_ = max(float(lo_), -0.25), min(float(hi_), 0.25)
     d = np.abs(raw[:, 1:] - raw[:, :-1])
     noise = max(1.4826 * float(np.median(d)) / math.sqrt(2.0), 1e-3) if d.size else 0.02
     if hi_ - lo_ < 1e-6:
@@ -254,14 +268,20 @@ def _thresholds(raw: np.ndarray, cfg: SegmentConfig) -> tuple[float, float, floa
     level, noise = _glass_level(raw)
     sig = np.maximum(raw - level, 0.0)
     hi = _otsu(np.minimum(sig, np.percentile(sig, 99.5)))
+    floor = cfg.seed_noise_k * noise
     for _ in range(3):
-        if float((sig > hi).mean()) >= cfg.min_cell_fraction:
+        above = float((sig > hi).mean())
+        if above >= cfg.min_cell_fraction:
+            break
+        # re-split only when more is stained between the noise floor and the threshold
+        # (pale red cells) than above it (nuclei, a scratch)
+        if float(((sig > floor) & (sig <= hi)).mean()) < above:
             break
         below = sig[sig < hi]
         if below.size < 16:
             break
         nxt = _otsu(below)
-        if nxt < cfg.seed_noise_k * noise:
+        if nxt < floor:
             break
         hi = nxt
     lo = max(cfg.noise_k * noise, cfg.low_high_ratio * hi)
@@ -573,7 +593,7 @@ def segment_field(
             nm += 1
             markers[int(yx[0]), int(yx[1])] = nm
     ws = segmentation.watershed(-dts, markers, mask=fg_all)
-    if _DEBUG is not None:
+    if _DEBUG is not None:  # diagnostics for development tools only
         _DEBUG.update(markers=markers, dts=dts, fg=fg_all, votes=votes, ws=ws, k=k)
 
     # 5. overlapping cells the seeds missed: a red-cell region much larger than the typical
@@ -582,7 +602,14 @@ def segment_field(
 
     # 6. regions -> cells
     stats = _region_stats(ws, nm)
-    mean_viol = np.bincount(ws.ravel(), weights=viol.ravel(), minlength=nm + 1) / np.maximum(stats["n"], 1)
+    sum_viol = np.bincount(ws.ravel(), weights=viol.ravel(), minlength=nm + 1)
+    sum_od = np.bincount(ws.ravel(), weights=od.sum(axis=2).ravel(), minlength=nm + 1)
+    mean_viol = sum_viol / np.maximum(stats["n"], 1)
+    # violet share of the absorbance: platelets (and nuclei) are bluer than the red cells
+    share = sum_viol / np.maximum(sum_od, 1e-6)
+    big = stats["n"] >= 0.4 * cell_area
+    big[: n_nuc + 1] = False
+    rbc_share = float(np.median(share[big])) if big.any() else 0.25
     cells: list[Cell] = []
     for lab_id, sl in enumerate(ndi.find_objects(ws), start=1):
         if sl is None:
@@ -593,7 +620,10 @@ def segment_field(
         rel = area_w / cell_area
         if lab_id <= n_nuc:
             kind = "nucleated"
-        elif rel < cfg.platelet_max_area and mean_viol[lab_id] > cfg.platelet_rel_viol * tn:
+        elif rel < cfg.platelet_max_area and (
+            mean_viol[lab_id] > cfg.platelet_rel_viol * tn
+            or share[lab_id] > rbc_share + cfg.platelet_share_margin
+        ):
             kind = "platelet"
         elif rel < (cfg.border_min_area if border else cfg.debris_area):
             continue
@@ -623,7 +653,9 @@ def segment_field(
             )
     if cells and focus < cfg.min_focus:
         warnings.append(f"field looks out of focus (focus measure {focus:.3f}); shapes and counts are less reliable")
-    fg_frac = float(fg_all.mean())
+    # stained fraction: the foreground, or every pixel darker than the glass (pale centres of
+    # piled-up cells included), whichever is larger
+    fg_frac = max(float(fg_all.mean()), float((raw > thr[0] - thr[2]).mean()))
     if fg_frac > cfg.dense_fraction:
         warnings.append(
             f"very dense field: cells cover {100 * fg_frac:.0f}% of it and overlap heavily; "

@@ -1,0 +1,265 @@
+"""Cell localization: drawn test fields with known answers, rendered smears, bad input, real data."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from morph.errors import MorphError
+from morph.labels import PLATELET, UNCLASSIFIED
+from morph.segment import DEFAULT_UM_PER_PX, SegmentConfig, Segmentation, segment_field
+
+GLASS = (200, 214, 228)  # the pale-blue Chula glass
+PINK = (188, 118, 146)  # a Wright-stained red cell
+VIOLET = (95, 45, 140)  # nucleus / platelet
+
+
+def _field(h: int = 240, w: int = 320, glass: tuple[int, int, int] = GLASS) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    img = np.empty((h, w, 3), dtype=np.float64)
+    img[:] = glass
+    img += rng.normal(0, 1.5, size=img.shape)
+    return img
+
+
+def _disc(img: np.ndarray, cx: float, cy: float, r: float, color=PINK, pallor: bool = True) -> None:
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    d = np.hypot(xx - cx, yy - cy)
+    m = d <= r
+    img[m] = color
+    if pallor:  # lighter centre, as in a discocyte
+        c = d <= 0.4 * r
+        img[c] = 0.5 * (np.array(color, dtype=float) + np.array(GLASS, dtype=float))
+
+
+def _u8(img: np.ndarray) -> np.ndarray:
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _grid_field(r: float = 20.0, n_x: int = 5, n_y: int = 3) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    img = _field()
+    centres = []
+    for j in range(n_y):
+        for i in range(n_x):
+            cx, cy = 40 + i * 60, 50 + j * 70
+            _disc(img, cx, cy, r)
+            centres.append((cx, cy))
+    return _u8(img), centres
+
+
+def _rbcs(seg: Segmentation) -> list:
+    return [c for c in seg.cells if c.kind == "rbc"]
+
+
+def test_isolated_discs_found_with_size_and_centre() -> None:
+    img, centres = _grid_field()
+    seg = segment_field(img, um_per_px=0.2)
+    rbcs = _rbcs(seg)
+    assert len(rbcs) == len(centres)
+    for cx, cy in centres:
+        best = min(rbcs, key=lambda c: np.hypot(c.x - cx, c.y - cy))
+        assert np.hypot(best.x - cx, best.y - cy) < 3.0
+        assert best.diameter_px == pytest.approx(40.0, rel=0.12)
+        assert best.diameter_um == pytest.approx(best.diameter_px * 0.2)
+        assert best.eccentricity < 0.4
+        assert best.label == UNCLASSIFIED and not best.touches_border
+    assert seg.median_rbc_diameter_px == pytest.approx(40.0, rel=0.12)
+    assert not seg.warnings
+
+
+def test_cell_fields_are_consistent() -> None:
+    img, _ = _grid_field()
+    seg = segment_field(img)
+    for i, c in enumerate(seg.cells):
+        x0, y0, x1, y1 = c.bbox
+        assert c.id == i
+        assert c.mask is not None and c.mask.dtype == bool and c.mask.shape == (y1 - y0, x1 - x0)
+        assert c.area_px == pytest.approx(float(c.mask.sum()))
+        assert c.diameter_px == pytest.approx(np.sqrt(4 * c.area_px / np.pi))
+        assert x0 <= c.x < x1 and y0 <= c.y < y1
+        assert c.to_dict()["kind"] in ("rbc", "nucleated", "platelet")
+
+
+def test_adapts_to_magnification() -> None:
+    """The same layout drawn at 2x scale gives the same cells (sizes scale, counts don't)."""
+    small = _field(240, 320)
+    big = _field(480, 640)
+    for cx, cy in [(60, 60), (140, 70), (230, 90), (100, 170), (220, 180)]:
+        _disc(small, cx, cy, 16)
+        _disc(big, 2 * cx, 2 * cy, 32)
+    s1, s2 = segment_field(_u8(small)), segment_field(_u8(big))
+    assert len(_rbcs(s1)) == len(_rbcs(s2)) == 5
+    assert s2.median_rbc_diameter_px == pytest.approx(2 * s1.median_rbc_diameter_px, rel=0.15)
+
+
+def test_touching_and_overlapping_cells_are_split() -> None:
+    img = _field()
+    _disc(img, 100, 120, 22)
+    _disc(img, 138, 120, 22)  # overlapping (centre distance 1.7 r)
+    _disc(img, 230, 100, 22)
+    _disc(img, 230, 144, 22)  # touching
+    seg = segment_field(_u8(img))
+    rbcs = _rbcs(seg)
+    assert len(rbcs) == 4
+    for cx, cy in [(100, 120), (138, 120), (230, 100), (230, 144)]:
+        assert min(np.hypot(c.x - cx, c.y - cy) for c in rbcs) < 8
+
+
+def test_border_cells_are_flagged_not_dropped() -> None:
+    img, _ = _grid_field()
+    img = _field().copy()
+    _disc(img, 8, 120, 20)  # cut by the left edge
+    _disc(img, 160, 120, 20)
+    _disc(img, 250, 60, 20)
+    seg = segment_field(_u8(img))
+    rbcs = _rbcs(seg)
+    assert len(rbcs) == 3
+    cut = [c for c in rbcs if c.touches_border]
+    assert len(cut) == 1 and cut[0].x < 20 and cut[0].bbox[0] == 0
+    # the cut cell does not enter the median diameter
+    assert seg.median_rbc_diameter_px == pytest.approx(40.0, rel=0.12)
+
+
+def test_platelets_and_nucleated_cells_get_their_kind() -> None:
+    img = _field()
+    for cx, cy in [(50, 60), (120, 60), (50, 180), (270, 190)]:
+        _disc(img, cx, cy, 20)
+    _disc(img, 200, 60, 5, color=VIOLET, pallor=False)  # a platelet
+    # a neutrophil: pale cytoplasm with three dark-violet lobes
+    _disc(img, 170, 160, 30, color=(215, 190, 205), pallor=False)
+    for lx, ly in [(158, 152), (172, 168), (184, 152)]:
+        _disc(img, lx, ly, 8, color=VIOLET, pallor=False)
+    seg = segment_field(_u8(img))
+    kinds = sorted(c.kind for c in seg.cells)
+    assert kinds.count("rbc") == 4, kinds
+    nuc = [c for c in seg.cells if c.kind == "nucleated"]
+    assert len(nuc) == 1  # one white cell, not one per lobe
+    assert abs(nuc[0].x - 171) < 8 and abs(nuc[0].y - 158) < 8
+    plt = [c for c in seg.cells if c.kind == "platelet"]
+    assert len(plt) == 1 and plt[0].label == PLATELET
+    assert abs(plt[0].x - 200) < 4 and abs(plt[0].y - 60) < 4
+    # its cytoplasm is not also reported as a red cell
+    assert not [c for c in _rbcs(seg) if np.hypot(c.x - 170, c.y - 160) < 30]
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((480, 640, 3), 230, np.uint8),  # blank glass
+        np.zeros((480, 640, 3), np.uint8),  # black
+        np.full((480, 640, 3), 255, np.uint8),  # saturated
+        np.full((200, 200), 128, np.uint8),  # grey, 2-D
+        np.zeros((64, 64, 4), np.uint8),  # RGBA
+        np.zeros((5, 5, 3), np.uint8),  # tiny
+        np.zeros((0, 0, 3), np.uint8),  # empty
+        np.full((100, 100, 3), 0.5, np.float32),  # float
+        np.full((100, 100, 3), 40000, np.uint16),  # 16-bit
+    ],
+)
+def test_blank_uniform_tiny_images_give_no_cells_and_a_warning(image: np.ndarray) -> None:
+    seg = segment_field(image)
+    assert seg.cells == []
+    assert seg.median_rbc_diameter_px is None
+    assert any("no cells" in w for w in seg.warnings)
+
+
+def test_not_an_image_array_is_a_clear_error() -> None:
+    with pytest.raises(MorphError) as e:
+        segment_field(np.zeros((4, 4, 4, 4), np.uint8))
+    assert e.value.code == "unsupported_image"
+    with pytest.raises(MorphError) as e:
+        segment_field(_grid_field()[0], um_per_px=0)
+    assert e.value.code == "bad_request"
+
+
+def test_implausible_scale_warns_but_never_rescales() -> None:
+    img, _ = _grid_field()
+    ok = segment_field(img, um_per_px=0.19)  # 40 px -> 7.6 um
+    assert not any("um_per_px" in w for w in ok.warnings)
+    big = segment_field(img, um_per_px=0.5)  # 40 px -> 20 um
+    assert any("check um_per_px" in w and "macro" in w for w in big.warnings)
+    assert big.median_rbc_diameter_px == pytest.approx(ok.median_rbc_diameter_px)
+    assert _rbcs(big)[0].diameter_um == pytest.approx(_rbcs(big)[0].diameter_px * 0.5)
+
+
+def test_out_of_focus_field_warns() -> None:
+    from scipy import ndimage as ndi
+
+    img, _ = _grid_field()
+    blurred = np.stack([ndi.gaussian_filter(img[..., c].astype(float), 6) for c in range(3)], 2)
+    seg = segment_field(_u8(blurred))
+    assert any("out of focus" in w for w in seg.warnings)
+    assert not any("out of focus" in w for w in segment_field(img).warnings)
+
+
+def test_dense_field_warns() -> None:
+    img = _field()
+    rng = np.random.default_rng(3)
+    for _ in range(160):
+        _disc(img, rng.uniform(0, 320), rng.uniform(0, 240), 20)
+    seg = segment_field(_u8(img))
+    assert any("dense" in w for w in seg.warnings)
+    assert seg.cells  # a report, not a crash
+
+
+def test_config_is_frozen_and_default_scale_is_chula() -> None:
+    cfg = SegmentConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.work_radius_px = 3.0  # type: ignore[misc]
+    # a normal Chula red cell (~45 px) at the default scale is ~7.5 um
+    assert 0.12 < DEFAULT_UM_PER_PX < 0.22
+
+
+def _match_count(dets: list[tuple[float, float]], boxes: list[tuple[int, int, int, int]]) -> int:
+    from scipy.optimize import linear_sum_assignment
+
+    if not dets or not boxes:
+        return 0
+    d = np.array(dets, dtype=float)
+    b = np.array(boxes, dtype=float)
+    inside = (d[:, :1] >= b[:, 0]) & (d[:, :1] < b[:, 2]) & (d[:, 1:] >= b[:, 1]) & (d[:, 1:] < b[:, 3])
+    ri, ci = linear_sum_assignment(np.where(inside, 0.0, 1.0))
+    return int(inside[ri, ci].sum())
+
+
+def test_rendered_fields_recall_and_precision() -> None:
+    synth = pytest.importorskip("morph.synth")
+    tp = n_det = n_gt = 0
+    for seed in (0, 3, 5):
+        f = synth.render_field(seed, field_type="blood")
+        seg = segment_field(f.image, um_per_px=f.um_per_px)
+        tp += _match_count([(c.x, c.y) for c in seg.cells], [c.bbox for c in f.cells])
+        n_det += len(seg.cells)
+        n_gt += len(f.cells)
+    assert tp / n_gt >= 0.9
+    assert tp / n_det >= 0.85
+
+
+@pytest.mark.data
+def test_chula_fields_recall(chula_dir: Path) -> None:
+    from morph.io import read_image
+
+    found = total = 0
+    for name in ("1", "50", "200"):
+        p = chula_dir / "images" / f"{name}.jpg"
+        if not p.is_file():
+            continue
+        img = read_image(p)
+        seg = segment_field(img)
+        owner = np.zeros(img.shape[:2], dtype=np.int32)
+        for i, c in enumerate(_rbcs(seg)):
+            x0, y0, x1, y1 = c.bbox
+            owner[y0:y1, x0:x1][c.mask] = i + 1
+        for line in (chula_dir / "labels" / f"{name}.txt").read_text().split("\n"):
+            if line.strip():
+                x, y, _ = (float(v) for v in line.split())
+                total += 1
+                found += owner[min(int(y), img.shape[0] - 1), min(int(x), img.shape[1] - 1)] > 0
+        assert seg.median_rbc_diameter_px is not None
+        assert 5.0 <= seg.median_rbc_diameter_px * DEFAULT_UM_PER_PX <= 10.0
+    if total == 0:
+        pytest.skip("Chula fields 1/50/200 not present")
+    assert found / total >= 0.95
