@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from torch import nn
 
 from .errors import MorphError
 from .labels import MARROW_LABELS, NUCLEATED_LABELS, RBC_LABELS, UNIDENTIFIED
-from .models import create_model
+from .models import create_model, fuse_for_inference
 from .types import Cell
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ class Preprocessing:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
     tta: str = "none"  # "none" | "flips": average logits over a horizontal flip
+    #: nucleated cells (up to ~15 um) get a window this much wider, still at a fixed scale
+    nucleated_scale: float = 1.6
 
     def resolved(self) -> Preprocessing:
         if self.um_per_px > 0:
@@ -80,12 +82,13 @@ class Preprocessing:
         from .segment import DEFAULT_UM_PER_PX
 
         um = DEFAULT_WINDOW_PX * float(DEFAULT_UM_PER_PX) / self.crop_size
-        return Preprocessing(self.crop_size, um, self.mean, self.std, self.tta)
+        return replace(self, um_per_px=um)
 
-    def window_px(self, field_um_per_px: float) -> int:
-        """Side of the field window (pixels) that covers one crop."""
+    def window_px(self, field_um_per_px: float, kind: str = "rbc") -> int:
+        """Side of the field window (pixels) that covers one crop of a cell of ``kind``."""
         pre = self.resolved()
-        return max(4, int(round(pre.crop_size * pre.um_per_px / float(field_um_per_px))))
+        scale = pre.nucleated_scale if kind == "nucleated" else 1.0
+        return max(4, int(round(pre.crop_size * pre.um_per_px * scale / float(field_um_per_px))))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self.resolved())
@@ -102,6 +105,7 @@ class Preprocessing:
             mean=tuple(float(v) for v in d.get("mean", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
             std=tuple(float(v) for v in d.get("std", (0.25, 0.25, 0.25))),  # type: ignore[arg-type]
             tta=str(d.get("tta", "none")),
+            nucleated_scale=float(d.get("nucleated_scale", 1.6)),
         )
 
 
@@ -129,32 +133,35 @@ def extract_crops(
     centres: np.ndarray | Sequence[tuple[float, float]],
     field_um_per_px: float,
     preprocessing: Preprocessing,
+    kinds: Sequence[str] | str = "rbc",
 ) -> np.ndarray:
     """Cut one crop per ``(x, y)`` centre at the model's physical scale.
 
-    Returns ``(N, S, S, 3)`` uint8 with ``S = preprocessing.crop_size``. Windows that
-    run off the image are filled by reflection.
+    Returns ``(N, S, S, 3)`` uint8 with ``S = preprocessing.crop_size``. Nucleated
+    cells get a ``nucleated_scale`` times wider window. Windows that run off the
+    image are filled by reflection.
     """
     pre = preprocessing.resolved()
     pts = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
     s = pre.crop_size
+    out = np.zeros((len(pts), s, s, 3), np.uint8)
     if len(pts) == 0:
-        return np.zeros((0, s, s, 3), np.uint8)
+        return out
     if image.ndim != 3 or image.shape[2] != 3:
         raise MorphError("bad_request", f"expected an (H, W, 3) RGB image, got shape {image.shape}")
-    win = pre.window_px(field_um_per_px)
-    half = win // 2
-    pad = win + 1
+    kinds_l = [kinds] * len(pts) if isinstance(kinds, str) else list(kinds)
+    wins = {k: pre.window_px(field_um_per_px, k) for k in set(kinds_l)}
+    pad = max(wins.values()) + 1
     padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
-    xs = np.rint(pts[:, 0]).astype(np.int64) - half + pad
-    ys = np.rint(pts[:, 1]).astype(np.int64) - half + pad
     h, w = padded.shape[:2]
-    xs = np.clip(xs, 0, w - win)
-    ys = np.clip(ys, 0, h - win)
-    windows = np.stack([padded[y : y + win, x : x + win] for x, y in zip(xs, ys, strict=True)])
-    if win == s:
-        return np.ascontiguousarray(windows)
-    return resize_crops(windows, s)
+    for kind, win in wins.items():
+        sel = np.array([k == kind for k in kinds_l])
+        half = win // 2
+        xs = np.clip(np.rint(pts[sel, 0]).astype(np.int64) - half + pad, 0, w - win)
+        ys = np.clip(np.rint(pts[sel, 1]).astype(np.int64) - half + pad, 0, h - win)
+        windows = np.stack([padded[y : y + win, x : x + win] for x, y in zip(xs, ys, strict=True)])
+        out[sel] = windows if win == s else resize_crops(windows, s)
+    return out
 
 
 def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
@@ -224,7 +231,17 @@ class CellClassifier:
         self.provenance = provenance or {}
         self.extra_config = extra_config or {}
         self._masks: dict[tuple[str, str], np.ndarray] = {}
+        self._fused: tuple[int, nn.Module] | None = None
         self.batch_size = 512
+        self.folder: Path | None = None  # set when loaded from / saved to a model folder
+
+    @property
+    def inference_net(self) -> nn.Module:
+        """``net`` with batch norm folded into the convolutions (built once per net)."""
+        if self._fused is None or self._fused[0] != id(self.net):
+            fused = fuse_for_inference(self.net).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self._fused = (id(self.net), fused)
+        return self._fused[1]
 
     # -- description ----------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -281,11 +298,12 @@ class CellClassifier:
         if crops.shape[1:3] != (s, s):
             crops = resize_crops(crops.astype(np.uint8), s)
         out = np.zeros((len(crops), len(self.labels)), np.float32)
+        net = self.inference_net
         for i in range(0, len(crops), self.batch_size):
             x = to_tensor(crops[i : i + self.batch_size], self.preprocessing)
-            y = self.net(x)
+            y = net(x)
             if self.preprocessing.tta == "flips":
-                y = (y + self.net(torch.flip(x, dims=(3,)))) / 2
+                y = (y + net(torch.flip(x, dims=(3,)))) / 2
             out[i : i + len(x)] = y.float().numpy()
         return out
 
@@ -325,8 +343,9 @@ class CellClassifier:
         todo = [c for c in cells if c.kind in ("rbc", "nucleated")]
         if not todo:
             return
-        crops = extract_crops(image, [(c.x, c.y) for c in todo], um_per_px, self.preprocessing)
-        pred = self.predict_crops(crops, [c.kind for c in todo], stain)
+        kinds = [c.kind for c in todo]
+        crops = extract_crops(image, [(c.x, c.y) for c in todo], um_per_px, self.preprocessing, kinds)
+        pred = self.predict_crops(crops, kinds, stain)
         for i, c in enumerate(todo):
             c.label = pred.labels[i]
             c.confidence = float(pred.confidences[i])
@@ -359,6 +378,7 @@ class CellClassifier:
         write_torch(out / "weights.pt", state)
         if self.metrics:
             write_json(out / "metrics.json", self.metrics)
+        self.folder = out
         return out
 
 
@@ -411,13 +431,15 @@ def load_model(path_or_name: str | os.PathLike[str] | None = None, **_: Any) -> 
         raise MorphError("bad_model", f"weights do not match the architecture ({exc})", path=str(folder / "weights.pt")) from exc
     net = net.to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
     known = {"name", "version", "arch", "arch_kwargs", "num_classes", "temperature", "provenance"}
-    return CellClassifier(
+    clf = CellClassifier(
         net, labels, arch=cfg["arch"], arch_kwargs=kwargs, preprocessing=pre,
         temperature=float(cfg.get("temperature", 1.0)), thresholds=thresholds,
         name=str(cfg.get("name") or folder.name), version=str(cfg.get("version", "0.0.0")),
         metrics=metrics, provenance=cfg.get("provenance") or {},
         extra_config={k: v for k, v in cfg.items() if k not in known},
     )
+    clf.folder = folder
+    return clf
 
 
 def build_untrained(

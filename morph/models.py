@@ -113,7 +113,7 @@ class MorphNet(nn.Module):
     def __init__(
         self,
         num_classes: int,
-        widths: Sequence[int] = (32, 64, 128),
+        widths: Sequence[int] = (16, 32, 64),
         depths: Sequence[int] = (0, 1, 1),
         stem_stride: int = 2,
         dropout: float = 0.1,
@@ -148,9 +148,32 @@ class MorphNet(nn.Module):
         return self.fc(self.dropout(x))
 
 
+def fuse_for_inference(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` in eval mode with every Conv2d + BatchNorm2d pair folded into one
+    convolution (same outputs, fewer passes over memory). Other modules are kept as they are."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    net = copy.deepcopy(net).eval()
+    for mod in net.modules():
+        if isinstance(mod, nn.Sequential):
+            for i in range(len(mod) - 1):
+                if isinstance(mod[i], nn.Conv2d) and isinstance(mod[i + 1], nn.BatchNorm2d):
+                    mod[i] = fuse_conv_bn_eval(mod[i], mod[i + 1])
+                    mod[i + 1] = nn.Identity()
+        if isinstance(mod, _Residual):
+            mod.conv1 = fuse_conv_bn_eval(mod.conv1, mod.bn1)  # type: ignore[assignment]
+            mod.bn1 = nn.Identity()  # type: ignore[assignment]
+            mod.conv2 = fuse_conv_bn_eval(mod.conv2, mod.bn2)  # type: ignore[assignment]
+            mod.bn2 = nn.Identity()  # type: ignore[assignment]
+    return net
+
+
 @register_model
 def morphnet(num_classes: int, **kwargs: Any) -> nn.Module:
-    """The shipped cell classifier: widths (32, 64, 128), one residual block in stages 2-3."""
+    """The shipped cell classifier: widths (16, 32, 64), one residual block in stages 2-3
+    (~70k parameters, ~7M multiply-adds for a 48 px crop)."""
     return MorphNet(num_classes, **kwargs)
 
 

@@ -1,0 +1,1 @@
+"""Retraining scripts: arguments -> config -> library calls -> model folder."""

@@ -1,0 +1,304 @@
+"""Classification metrics, calibration and threshold tuning (numpy only, no plotting state).
+
+``classification_metrics`` gives the ``metrics.json`` shape shared by training,
+``morph evaluate`` and the benchmark: ``accuracy``, ``macro_f1``, ``per_class``
+(precision, recall, f1, support), ``ece`` and a ``confusion_matrix``. Macro-F1
+averages the labels that occur in the ground truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .labels import UNIDENTIFIED
+
+
+def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
+    """ECE with equal-width confidence bins (the usual 15-bin definition)."""
+    conf = np.asarray(confidences, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    if conf.size == 0:
+        return 0.0
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (conf > lo) & (conf <= hi)
+        if sel.any():
+            ece += sel.mean() * abs(ok[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def classification_metrics(
+    y_true: Sequence[str],
+    y_pred: Sequence[str],
+    confidences: np.ndarray | None = None,
+    labels: Sequence[str] | None = None,
+    raw_pred: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Per-class precision/recall/F1/support, accuracy, macro-F1, ECE, confusion matrix.
+
+    ``y_pred`` may contain ``unidentified`` (counted as wrong, and as no class's false
+    positive); ``raw_pred`` (arg-max before thresholding), when given, is used for ECE.
+    """
+    t = list(y_true)
+    p = list(y_pred)
+    if len(t) != len(p):
+        raise ValueError("y_true and y_pred differ in length")
+    present = sorted(set(t), key=lambda s: (labels.index(s) if labels and s in labels else 999, s))
+    extra = sorted({x for x in p if x not in present}, key=lambda s: (s == UNIDENTIFIED, s))
+    order = list(present) + extra
+    per_class: dict[str, dict[str, float]] = {}
+    ta, pa = np.array(t, dtype=object), np.array(p, dtype=object)
+    for lab in order:
+        tp = int(np.sum((pa == lab) & (ta == lab)))
+        fp = int(np.sum((pa == lab) & (ta != lab)))
+        fn = int(np.sum((pa != lab) & (ta == lab)))
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        if lab == UNIDENTIFIED:
+            continue
+        per_class[lab] = {"precision": round(prec, 4), "recall": round(rec, 4), "f1": round(f1, 4), "support": tp + fn}
+    n = len(t)
+    acc = float(np.mean(ta == pa)) if n else 0.0
+    macro = float(np.mean([per_class[lab]["f1"] for lab in present])) if present else 0.0
+    idx = {lab: i for i, lab in enumerate(order)}
+    cm = np.zeros((len(present), len(order)), dtype=np.int64)
+    for a, b in zip(t, p, strict=True):
+        cm[idx[a], idx[b]] += 1
+    out: dict[str, Any] = {
+        "n": n,
+        "accuracy": round(acc, 4),
+        "macro_f1": round(macro, 4),
+        "per_class": per_class,
+        "confusion_matrix": {"true_labels": present, "pred_labels": order, "matrix": cm.tolist()},
+    }
+    if confidences is not None and n:
+        ref = np.array(list(raw_pred) if raw_pred is not None else p, dtype=object)
+        out["ece"] = round(expected_calibration_error(np.asarray(confidences), ref == ta), 4)
+        out["unidentified_fraction"] = round(float(np.mean(pa == UNIDENTIFIED)), 4)
+    return out
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Temperature minimising the negative log-likelihood (golden-section search on log T)."""
+    z = np.asarray(logits, dtype=np.float64)
+    if mask is not None:
+        z = np.where(mask, z, -np.inf)
+    y = np.asarray(targets, dtype=np.int64)
+
+    def nll(log_t: float) -> float:
+        s = z / np.exp(log_t)
+        s = s - s.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(s).sum(axis=1))
+        return float(np.mean(lse - s[np.arange(len(y)), y]))
+
+    lo, hi = np.log(0.05), np.log(20.0)
+    g = (np.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(60):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = nll(b)
+    return float(np.exp((lo + hi) / 2))
+
+
+def tune_global_threshold(
+    y_true: Sequence[str], raw_pred: Sequence[str], confidences: np.ndarray, max_reject: float = 0.05
+) -> float:
+    """The confidence threshold that maximises macro-F1 on validation, rejecting at most
+    ``max_reject`` of the cells (rejected cells count as wrong, never as a false positive)."""
+    conf = np.asarray(confidences, dtype=np.float64)
+    t = list(y_true)
+    best_t, best_f = 0.0, classification_metrics(t, raw_pred)["macro_f1"]
+    cap = float(np.quantile(conf, max_reject)) if len(conf) else 0.0
+    for thr in np.unique(np.round(np.linspace(0.0, cap, 41), 3)):
+        pred = [r if c >= thr else UNIDENTIFIED for r, c in zip(raw_pred, conf, strict=True)]
+        f = classification_metrics(t, pred)["macro_f1"]
+        if f > best_f + 1e-6:
+            best_t, best_f = float(thr), f
+    return best_t
+
+
+def confusion_png(matrix: Sequence[Sequence[int]], true_labels: Sequence[str], pred_labels: Sequence[str], title: str = "") -> bytes:
+    """Render a row-normalised confusion matrix as PNG bytes (matplotlib, Agg backend)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(matrix, dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * len(pred_labels), 1.0 + 0.45 * len(true_labels)), dpi=110)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(pred_labels)), pred_labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(true_labels)), true_labels, fontsize=8)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            if cm[i, j]:
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=6,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# evaluating a model on labelled data (used by ``morph evaluate`` and the benchmark)
+# --------------------------------------------------------------------------------------------
+def _val_stems(clf: Any) -> set[str] | None:
+    """Image stems of the model's validation split, from ``split.json`` next to its weights."""
+    folder = getattr(clf, "folder", None)
+    if folder is None:
+        return None
+    from pathlib import Path
+
+    from .io import read_json
+
+    p = Path(folder) / "split.json"
+    if not p.is_file():
+        return None
+    split = read_json(p)
+    return {str(g).split(":", 1)[-1] for g in split.get("val_images", [])}
+
+
+def evaluate_labelled(
+    clf: Any,
+    data: Any,
+    *,
+    mode: str = "points",
+    split: str = "all",
+    um_per_px: float | None = None,
+    stain: str = "wright",
+) -> dict[str, Any]:
+    """Metrics of ``clf`` on labelled data (:class:`morph.io.LabelledData`).
+
+    ``points``: classify the crop at every labelled point (kind from the label).
+    ``pipeline``: localise cells with the full pipeline, match each labelled point to
+    the nearest detected cell centre within half a normal red-cell diameter (3.75 um),
+    and count an unmatched point as ``missed``.
+    """
+    from pathlib import Path
+
+    from .data import crops_from_files, crops_from_points
+    from .errors import MorphError
+    from .labels import kind_of
+    from .segment import DEFAULT_UM_PER_PX
+
+    um = float(um_per_px or DEFAULT_UM_PER_PX)
+    points = list(data.points)
+    crops_items = list(data.crops)
+    skipped = [f"{i.path}: {i.message}" for i in data.issues]
+    if split == "val":
+        stems = _val_stems(clf)
+        if stems is None:
+            raise MorphError("bad_request", "--split val needs a model folder with split.json", path=str(getattr(clf, "folder", clf.name)))
+        points = [p for p in points if Path(p.image_path).stem in stems]
+        crops_items = [c for c in crops_items if Path(c.image_path).stem in stems]
+    if not points and not crops_items:
+        raise MorphError("empty_dataset", "no labelled cells to evaluate (after the split filter)", path=data.root)
+    y_true: list[str] = []
+    raw: list[str] = []
+    final: list[str] = []
+    conf: list[float] = []
+    extra: dict[str, Any] = {}
+    if mode == "points":
+        sets = []
+        if points:
+            sets.append(crops_from_points(points, clf.preprocessing, um, stain=stain))
+        if crops_items:
+            sets.append(crops_from_files(crops_items, clf.preprocessing, stain=stain))
+        for cs in sets:
+            skipped += [f"{i.path}: {i.message}" for i in cs.issues]
+            if not len(cs):
+                continue
+            pred = clf.predict_crops(cs.crops, cs.kinds, stain)
+            y_true += cs.labels
+            raw += pred.raw_labels
+            final += pred.labels
+            conf += pred.confidences.tolist()
+    elif mode == "pipeline":
+        if not points:
+            raise MorphError("bad_request", "--mode pipeline needs point or box labels on whole fields", path=data.root)
+        from collections import defaultdict
+
+        from .io import read_image
+        from .pipeline import AnalysisOptions, Analyzer
+
+        analyzer = Analyzer(classifier=clf)
+        options = AnalysisOptions(um_per_px=um, stain=stain).validate()
+        by_img: dict[str, list[Any]] = defaultdict(list)
+        for p in points:
+            by_img[p.image_path].append(p)
+        radius = 3.75 / um
+        n_det = n_matched = 0
+        for path, pts in by_img.items():
+            try:
+                img = read_image(path)
+            except MorphError as exc:
+                skipped.append(f"{path}: {exc.message} [{exc.code}]")
+                continue
+            res = analyzer.analyze_field(img, path, options)
+            cells = [c for c in res.cells if c.kind in ("rbc", "nucleated")]
+            n_det += len(cells)
+            used: set[int] = set()
+            xy = np.array([(c.x, c.y) for c in cells]) if cells else np.zeros((0, 2))
+            pairs = []
+            for i, p in enumerate(pts):
+                if len(xy):
+                    d = np.hypot(xy[:, 0] - p.x, xy[:, 1] - p.y)
+                    for j in np.flatnonzero(d <= radius):
+                        pairs.append((float(d[j]), i, int(j)))
+            pairs.sort()
+            match: dict[int, int] = {}
+            for _, i, j in pairs:
+                if i not in match and j not in used:
+                    match[i] = j
+                    used.add(j)
+            for i, p in enumerate(pts):
+                y_true.append(p.label)
+                if i in match:
+                    c = cells[match[i]]
+                    n_matched += 1
+                    final.append(c.label)
+                    raw.append(c.top_labels[0][0] if c.top_labels else c.label)
+                    conf.append(float(c.confidence))
+                else:
+                    final.append("missed")
+                    raw.append("missed")
+                    conf.append(0.0)
+        extra["detection"] = {"labelled_points": len(y_true), "matched": n_matched, "detected_cells": n_det,
+                              "point_recall": round(n_matched / max(len(y_true), 1), 4), "match_radius_um": 3.75}
+    else:
+        raise MorphError("bad_request", f"unknown mode {mode!r}; use points or pipeline")
+    if not y_true:
+        raise MorphError("empty_dataset", "no labelled cell could be evaluated", path=data.root, detail=skipped[:10])
+    _ = kind_of  # labels were validated by the reader
+    confs = np.array(conf)
+    m = classification_metrics(y_true, raw, confs, list(getattr(clf, "labels", [])))
+    mt = classification_metrics(y_true, final, confs, list(getattr(clf, "labels", [])), raw_pred=raw)
+    m["with_threshold"] = {k: mt[k] for k in ("accuracy", "macro_f1", "unidentified_fraction")}
+    m["model"] = {"name": clf.name, "version": clf.version}
+    m["mode"] = mode
+    m["split"] = split
+    m["skipped"] = len(skipped)
+    m["skipped_examples"] = skipped[:20]
+    m.update(extra)
+    return m
