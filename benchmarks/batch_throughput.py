@@ -93,10 +93,7 @@ def resolve_model(arg: str | None, work: Path) -> str | None:
         load_model(None)
         return None
     except Exception:  # no shipped default: untrained weights of the real architecture
-        folder = work / "morphnet-untrained"
-        if not (folder / "weights.pt").is_file():
-            build_untrained("morphnet", seed=0).save(folder)
-        return str(folder)
+        return str(build_untrained("morphnet", seed=0).save(work / "morphnet-untrained"))
 
 
 def _proc_tree(pid: int) -> list[int]:
@@ -128,6 +125,9 @@ def run_score(input_dir: Path, out: Path, workers: int, model: str | None) -> di
     """Run ``morph score`` as a subprocess, sampling the memory of its process tree."""
     cmd = [sys.executable, "-m", "morph_cli", "score", str(input_dir), "--out", str(out),
            "--workers", str(workers), "--force"] + (["--model", model] if model else [])
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     err_path = out.with_name(out.name + ".stderr.txt")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +152,7 @@ def run_score(input_dir: Path, out: Path, workers: int, model: str | None) -> di
     stop.set()
     th.join()
     wall = time.perf_counter() - t0
-    if proc.returncode not in (0, 1):
+    if proc.returncode not in (0, 1) or not (out / "run.json").is_file():
         raise SystemExit(f"morph score failed ({proc.returncode}):\n{err_path.read_text()}")
     run = json.loads((out / "run.json").read_text())
     counts = run["counts"]
