@@ -126,6 +126,7 @@ def bench_chula(root: Path, limit: int | None, overlays: Path | None) -> dict:
         "recall": found / max(n_pts, 1), "recall_any": (found + merged) / max(n_pts, 1),
         "merge_rate": merged / max(n_pts, 1), "miss_in_other_kind": in_other,
         "normal_median_d_px": float(np.median(normal_d)) if normal_d else float("nan"),
+        "normal_cells_measured": len(normal_d),
         "ms_per_field": 1000 * float(np.mean(times)) if times else float("nan"),
         "misses": misses,
     }
