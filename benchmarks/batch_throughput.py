@@ -111,6 +111,15 @@ def _proc_tree(pid: int) -> list[int]:
     return out
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _status_kb(pid: int, key: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -134,6 +143,7 @@ def run_score(input_dir: Path, out: Path, workers: int, model: str | None) -> di
     with open(err_path, "w") as err_fh:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err_fh)
     peak = {"driver": 0, "worker": 0, "tree": 0}
+    cpu: dict[int, float] = {}
     stop = threading.Event()
 
     def sample() -> None:
@@ -141,6 +151,7 @@ def run_score(input_dir: Path, out: Path, workers: int, model: str | None) -> di
             tree = _proc_tree(proc.pid)
             for p in tree[1:]:  # the forkserver, the resource tracker and the workers
                 peak["worker"] = max(peak["worker"], _status_kb(p, "VmHWM"))
+                cpu[p] = max(cpu.get(p, 0.0), _cpu_s(p))
             peak["tree"] = max(peak["tree"], sum(_status_kb(p, "VmRSS") for p in tree))
             time.sleep(0.05)
 
@@ -149,6 +160,7 @@ def run_score(input_dir: Path, out: Path, workers: int, model: str | None) -> di
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     peak["driver"] = usage.ru_maxrss  # KB on Linux: the driver's own peak, exactly
+    cpu_total = usage.ru_utime + usage.ru_stime + sum(cpu.values())
     stop.set()
     th.join()
     wall = time.perf_counter() - t0
@@ -162,6 +174,7 @@ def run_score(input_dir: Path, out: Path, workers: int, model: str | None) -> di
         "images_per_s": run["run"]["images_per_s"], "cells_per_s": run["run"]["cells_per_s"],
         "rss_driver_mb": peak["driver"] / 1024, "rss_worker_mb": peak["worker"] / 1024,
         "rss_tree_mb": peak["tree"] / 1024,
+        "cpu_s": cpu_total, "images_per_cpu_s": counts["images_ok"] / max(cpu_total, 1e-9),
     }
 
 
@@ -188,10 +201,13 @@ def main(args: argparse.Namespace) -> None:
     print(f"\nthroughput: {args.n} fields of 640x480 (one-image cases), best of {args.repeat}; "
           f"1-min load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"{'workers':>7} {'images':>7} {'cells':>7} {'score s':>8} {'wall s':>7} {'images/s':>9} "
-          f"{'cells/s':>8} {'speed-up':>8}")
+          f"{'cells/s':>8} {'speed-up':>8} {'CPU s':>7} {'img/CPU-s':>9}")
     for r in rows:
         print(f"{r['workers']:>7} {r['images']:>7} {r['cells']:>7} {r['seconds']:>8.1f} {r['wall']:>7.1f} "
-              f"{r['images_per_s']:>9.2f} {r['cells_per_s']:>8.0f} {r['images_per_s'] / base:>7.2f}x")
+              f"{r['images_per_s']:>9.2f} {r['cells_per_s']:>8.0f} {r['images_per_s'] / base:>7.2f}x "
+              f"{r['cpu_s']:>7.1f} {r['images_per_cpu_s']:>9.2f}")
+    print("(CPU s: user+system seconds of the whole process tree, imports included; img/CPU-s shows "
+          "what parallel overhead costs, whatever else runs on the machine)")
 
     if args.skip_rss:
         return
