@@ -35,14 +35,15 @@
 
 **Default scale.** :data:`DEFAULT_UM_PER_PX` is the scale of the Chula RBC-12 fields,
 measured, not taken from the data set's README: over all 528 fields, the median equivalent
-diameter of the detected cells holding a point labelled *normal* (class 0) is
-{NORMAL_D} px ({NORMAL_N} cells), and a normal red cell is ~7.5 um across, so
-7.5 / {NORMAL_D} = {UMPX} um/px. Measured with::
+diameter of the detected cells holding a point labelled *normal* (class 0) is 42.0 px
+(5,293 of the 5,319 normal points fall in a detected cell), and a normal red cell is
+~7.5 um across, so 7.5 / 42.04 = 0.178 um/px (with this localizer's own boundaries, so
+normal Chula cells read 7.5 um). Measured with::
 
     python benchmarks/localization.py --sets chula      # row "normal_median_d_px"
 
 The scale bar burnt into many Chula fields ("20.00 um" over 104-105 px, i.e. 0.19 um/px)
-agrees within a few per cent. The README's "about 10 px per micrometre" cannot be right: it
+agrees within ~7 %. The README's "about 10 px per micrometre" cannot be right: it
 would make a 45-50 px normal cell 4.5-5 um across, a microcyte.
 """
 
@@ -383,9 +384,9 @@ def _fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
     return mask | small[lab]
 
 
-def _no_cells(warnings: list[str], reason: str, **kw: float | None) -> Segmentation:
+def _no_cells(warnings: list[str], reason: str) -> Segmentation:
     warnings.append(reason)
-    return Segmentation(cells=[], median_rbc_diameter_px=None, warnings=warnings, **kw)  # type: ignore[arg-type]
+    return Segmentation(cells=[], median_rbc_diameter_px=None, warnings=warnings)
 
 
 def _foreground(
@@ -707,6 +708,8 @@ def segment_field(
             f"very dense field: cells cover {100 * fg_frac:.0f}% of it and overlap heavily; "
             "splitting and counts are less reliable"
         )
+    log.debug("segment: %d cells, r=%.1f px, k=%d, thresholds=%s, focus=%.3f",
+              len(cells), r_full, k, thr, focus)
     return Segmentation(
         cells=cells, median_rbc_diameter_px=med, warnings=warnings,
         typical_radius_px=float(r_full), focus=focus,

@@ -10,7 +10,7 @@ import pytest
 
 from morph.errors import MorphError
 from morph.labels import PLATELET, UNCLASSIFIED
-from morph.segment import DEFAULT_UM_PER_PX, SegmentConfig, Segmentation, segment_field
+from morph.segment import DEFAULT_UM_PER_PX, Segmentation, SegmentConfig, segment_field
 
 GLASS = (200, 214, 228)  # the pale-blue Chula glass
 PINK = (188, 118, 146)  # a Wright-stained red cell
