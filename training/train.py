@@ -537,8 +537,9 @@ def model_card(clf: CellClassifier, cfg: TrainConfig, ds: Datasets, m: dict[str,
     lines = [
         f"# Model card: {clf.name} {clf.version}",
         "",
-        f"Architecture `{clf.arch}` ({m.get('params', 0):,} parameters), trained from scratch on CPU "
-        f"(no pretrained weights) with `python -m training.train --config training/configs/morphnet.yaml --out models/{clf.name}`.",
+        f"Architecture `{clf.arch}` ({m.get('params', 0):,} parameters), trained from scratch on {cfg.device.upper()} "
+        f"(no pretrained weights) in {m.get('train_time_s', 0) / 60:.1f} min with `python -m training.train --config "
+        f"<config> --out models/{clf.name}` (the resolved config is `training_config.yaml`).",
         "",
         "## Intended use",
         "Decision support for blood-smear review: it labels red and nucleated cells that the localizer found, "

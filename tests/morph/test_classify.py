@@ -123,3 +123,41 @@ def test_unknown_label_rejected() -> None:
     clf = build_untrained("morphnet_tiny")
     with pytest.raises(MorphError):
         CellClassifier(clf.net, ["not_a_label"], arch="morphnet_tiny")
+
+
+# -- the shipped model ------------------------------------------------------------------------
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "morphnet-v1"
+
+
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="shipped model folder not present")
+def test_shipped_model_folder_is_complete_and_small() -> None:
+    files = {p.name for p in SHIPPED.iterdir()}
+    assert {"config.json", "labels.json", "preprocessing.json", "thresholds.json", "weights.pt",
+            "metrics.json", "confusion_matrix.png", "MODEL_CARD.md", "split.json"} <= files
+    assert sum(p.stat().st_size for p in SHIPPED.iterdir()) < 10 * 1024 * 1024
+    import json
+
+    m = json.loads((SHIPPED / "metrics.json").read_text())
+    assert {"accuracy", "macro_f1", "per_class", "ece"} <= set(m)
+    clf = load_model()  # the default is the shipped model
+    assert clf.name == "morphnet-v1"
+    info = clf.info()
+    assert info["provenance"]["reticulocyte"].startswith("SYNTHETIC")
+    assert info["provenance"]["teardrop"].startswith("real")
+
+
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="shipped model folder not present")
+def test_shipped_model_on_a_few_chula_validation_fields(chula_dir: Path) -> None:
+    import json
+
+    from morph.data import crops_from_points
+    from morph.io import read_chula_points
+    from morph.segment import DEFAULT_UM_PER_PX
+
+    clf = load_model()
+    val = {g.split(":", 1)[-1] for g in json.loads((SHIPPED / "split.json").read_text())["val_images"]}
+    pts = [p for p in read_chula_points(chula_dir).points if Path(p.image_path).stem in sorted(val)[:8]]
+    cs = crops_from_points(pts, clf.preprocessing, DEFAULT_UM_PER_PX)
+    pred = clf.predict_crops(cs.crops, cs.kinds, "wright")
+    acc = float(np.mean(np.array(pred.raw_labels) == np.array(cs.labels)))
+    assert len(cs) > 100 and acc > 0.7
