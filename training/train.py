@@ -100,7 +100,8 @@ class TrainConfig:
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     crop_size: int = 48
-    window_px: int = 80  # field pixels at the default scale covered by one red-cell crop
+    window_px: int = 80  # field pixels (at field_um_per_px) covered by one red-cell crop
+    field_um_per_px: float | None = None  # reference field scale: None -> morph.segment.DEFAULT_UM_PER_PX
     nucleated_scale: float = 1.6
     epochs: int = 30
     batch_size: int = 128
@@ -143,9 +144,12 @@ class TrainConfig:
         return Path(os.environ.get("MORPH_DATA_DIR", REPO.parent / "shared" / "data"))
 
     def field_um(self, src: DataSource | None = None) -> float:
+        """Scale of a source's fields (or the reference scale): source, then config, then the default."""
         from morph.segment import DEFAULT_UM_PER_PX
 
-        return float(src.um_per_px) if src and src.um_per_px else float(DEFAULT_UM_PER_PX)
+        if src is not None and src.um_per_px:
+            return float(src.um_per_px)
+        return float(self.field_um_per_px or DEFAULT_UM_PER_PX)
 
     def preprocessing(self, mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.25, 0.25, 0.25)) -> Preprocessing:
         um = self.window_px * self.field_um() / self.crop_size
