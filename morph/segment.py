@@ -20,8 +20,10 @@
    scale, never the measured cell size.
 4. **Nuclei.** Dark-violet pixels (green absorbed, blue transmitted; well above the red-cell
    level) grouped by a closing of ``0.35 r`` make one nucleated cell each (a neutrophil's
-   lobes are one cell); its seed claims the cytoplasm around it, so that is not reported as
-   a red cell.
+   lobes are one cell). It owns the stained pixels within ``0.9 r`` of its nucleus, and
+   red-cell seeds are sought only outside that zone, so red cells touching a white cell keep
+   their own seeds instead of being flooded by it; small left-over regions lying almost wholly
+   within ``1.4 r`` of a nucleus (cytoplasm crescents) join the nucleated cell.
 5. **Seeds and watershed.** Circle centres voted by the outline (radial symmetry) find pale
    ring-like and overlapping cells; distance-transform maxima add the rest; a watershed on
    the distance transform splits touching cells. Regions much larger than the typical one
@@ -109,6 +111,11 @@ class SegmentConfig:
             the typical red-cell value.
         nucleus_min_od: absolute floor (optical density) for the nucleus threshold.
         nucleus_min_area: nuclear groups under this area (units of cell area) are not nuclei.
+        cytoplasm_reach: a nucleated cell owns the stained pixels this far (units of ``r``)
+            from its nucleus; red-cell seeds are sought only outside.
+        cytoplasm_max_reach: regions smaller than ``cytoplasm_max_area`` (cell areas) lying almost
+            wholly within this reach (units of ``r``) of a nucleus are its cytoplasm.
+        cytoplasm_max_area: see ``cytoplasm_max_reach``.
         plausible_rbc_um: median red-cell diameter range (um) considered plausible.
         min_focus: focus measure under which the field is reported out of focus.
         dense_fraction: foreground fraction above which the field is reported too dense.
@@ -141,6 +148,9 @@ class SegmentConfig:
     nucleus_rel_od: float = 3.0
     nucleus_min_od: float = 0.35
     nucleus_min_area: float = 0.12
+    cytoplasm_reach: float = 0.9
+    cytoplasm_max_reach: float = 1.4
+    cytoplasm_max_area: float = 0.8
     plausible_rbc_um: tuple[float, float] = (5.0, 10.0)
     min_focus: float = 0.04
     dense_fraction: float = 0.75
@@ -607,9 +617,19 @@ def segment_field(
     #    their discs fill pale interiors. Distance-transform maxima add the cells no circle
     #    explains (elongated, irregular). Each nuclear group is one seed.
     nuc_any = nuc_groups > 0
-    votes = _circle_votes(fg, r)
+    # each nucleated cell owns the stained pixels within a cytoplasm reach of its nucleus;
+    # red-cell seeds are found on the rest, so red cells touching a white cell keep their own
+    # seeds instead of being flooded by the (much larger) white cell
+    fg_rbc = fg
+    wbc_lab = nuc_groups
+    if n_nuc:
+        nd, (iy, ix) = ndi.distance_transform_edt(~nuc_any, return_indices=True)
+        zone = (nd <= cfg.cytoplasm_reach * r) & (fg | nuc_any)
+        wbc_lab = np.where(zone, nuc_groups[iy, ix], 0).astype(np.int32)
+        fg_rbc = fg & ~zone
+    votes = _circle_votes(fg_rbc, r)
     vmd = max(1, int(round(cfg.vote_min_distance * r)))
-    vpk = (votes >= ndi.maximum_filter(votes, size=2 * vmd + 1)) & (votes >= cfg.vote_min) & fg
+    vpk = (votes >= ndi.maximum_filter(votes, size=2 * vmd + 1)) & (votes >= cfg.vote_min) & fg_rbc
     if n_nuc:
         near_nuc = ndi.binary_dilation(nuc_any, morphology.disk(max(1, int(round(0.5 * r)))))
         vpk &= ~near_nuc
@@ -620,7 +640,7 @@ def segment_field(
         spots[vy, vx] = False
         spot_dist = ndi.distance_transform_edt(spots)
         fg_all |= spot_dist <= cfg.vote_fill * r
-    dt = ndi.distance_transform_edt(fg_all)
+    dt = ndi.distance_transform_edt(fg_all & (wbc_lab == 0))
     dts = ndi.gaussian_filter(dt, sigma=max(0.5, cfg.dt_smooth * r))
     md = max(1, int(round(cfg.marker_min_distance * r)))
     peak = (dts >= ndi.maximum_filter(dts, size=2 * md + 1)) & (dts > cfg.marker_min_height * r)
@@ -630,7 +650,7 @@ def segment_field(
         peak &= spot_dist > cfg.vote_exclusive * r
     peak |= vpk
     plab, npk = ndi.label(peak, structure=np.ones((3, 3)))
-    markers = np.where(plab > 0, plab + n_nuc, nuc_groups).astype(np.int32)
+    markers = np.where(plab > 0, plab + n_nuc, wbc_lab).astype(np.int32)
     nm = n_nuc + npk
     # objects without a seed (small ones: platelets, fragments) get one at their deepest point
     lab_fg, nfg = ndi.label(fg_all)
@@ -646,6 +666,20 @@ def segment_field(
     # 5. overlapping cells the seeds missed: a red-cell region much larger than the typical
     #    one and clearly non-convex is split into round(area / typical) parts (k-means)
     ws, nm = _split_large(ws, nm, n_nuc, cell_area, h, w, cfg)
+    if n_nuc:
+        # left-over white-cell cytoplasm: small regions lying almost wholly close to a nucleus
+        # join that nucleated cell instead of being reported as red cells
+        near = (nd <= cfg.cytoplasm_max_reach * r).ravel()
+        flat = ws.ravel()
+        cnt = np.bincount(flat, minlength=nm + 1).astype(np.float64)
+        frac = np.bincount(flat, weights=near, minlength=nm + 1) / np.maximum(cnt, 1.0)
+        owner = np.asarray(
+            ndi.maximum(nuc_groups[iy, ix], ws, index=np.arange(nm + 1)), dtype=np.int32)
+        lut = np.arange(nm + 1, dtype=np.int32)
+        sel = (frac >= 0.85) & (cnt < cfg.cytoplasm_max_area * cell_area) & (owner > 0)
+        sel[: n_nuc + 1] = False
+        lut[sel] = owner[sel]
+        ws = lut[ws]
 
     # 6. regions -> cells
     stats = _region_stats(ws, nm)
