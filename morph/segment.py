@@ -345,6 +345,7 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray) -> float | None:
     Objects holding nuclear material (white cells, often the largest objects) are left out;
     each object is weighted by its radius so debris and platelets do not pull the estimate down.
     """
+    fg = _fill_round_holes(fg)
     lab, n = ndi.label(fg)
     if n == 0:
         return None
@@ -355,12 +356,38 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray) -> float | None:
     nuc = np.bincount(lab.ravel(), weights=nuclear.ravel(), minlength=n + 1)[1:]
     ok = mx >= 2.0
     rbc = ok & (nuc <= 0.05 * size)
-    big = mx[rbc] if rbc.sum() >= 3 else mx[ok]
+    big = mx[rbc]
+    if (ok & ~rbc).any():
+        # red cells touching a white cell: the distance-transform peaks of those objects away
+        # from the nuclear material (each touching cell is one peak ~ its radius)
+        peaks = (dt >= ndi.maximum_filter(dt, size=5)) & (dt >= 2.0)
+        peaks &= ~ndi.binary_dilation(nuclear, iterations=3)
+        with_nuc = np.zeros(n + 1, dtype=bool)
+        with_nuc[1:] = ok & ~rbc
+        big = np.concatenate([big, dt[peaks & with_nuc[lab]]])
+    if big.size < 3:
+        big = mx[ok]
     if big.size == 0:
         return None
     big = np.sort(big)
     cw = np.cumsum(big)
     return float(big[np.searchsorted(cw, 0.5 * cw[-1])])
+
+
+def _fill_round_holes(fg: np.ndarray) -> np.ndarray:
+    """Fill enclosed holes that are round (the pale centre of a ring-like red cell), not the
+    concave gaps of glass that a clump of cells encloses, so ring cells measure as discs."""
+    lab, n = ndi.label(~fg)
+    if n <= 1:
+        return fg
+    idx = np.arange(n + 1)
+    size = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
+    mx = np.asarray(ndi.maximum(ndi.distance_transform_edt(~fg), lab, index=idx), dtype=np.float64)
+    fill = (mx >= 2.0) & (mx >= 0.7 * np.sqrt(size / math.pi)) & (size < 0.05 * fg.size)
+    fill[0] = False
+    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    fill[edge] = False
+    return fg | fill[lab]
 
 
 def _nucleus_threshold(viol: np.ndarray, fg: np.ndarray, cfg: SegmentConfig) -> float:
