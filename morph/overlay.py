@@ -21,7 +21,7 @@ _FIXED: dict[str, tuple[int, int, int]] = {
     "hypersegmented_neutrophil": (255, 0, 255),
     "megaloblast": (160, 0, 255),
     "nucleated_rbc": (0, 220, 220),
-    UNIDENTIFIED: (128, 128, 128),
+    UNIDENTIFIED: (20, 20, 20),
     UNCLASSIFIED: (255, 255, 0),
     PLATELET: (90, 90, 90),
 }
@@ -39,8 +39,8 @@ def label_color(label: str) -> tuple[int, int, int]:
 def render_overlay(image: np.ndarray, result: FieldResult, legend: bool = True) -> np.ndarray:
     """Return an RGB picture of ``image`` with every cell outlined in its label colour.
 
-    Cells cut by the border are drawn dashed-grey style (thin outline) since they
-    are not counted. A legend lists the labels present with their counts.
+    Cells cut by the border get a thin light-grey outline since they are not
+    counted; "unidentified" cells (under the model's threshold) a near-black one. A legend lists the labels present with their counts.
     """
     out = np.asarray(image, dtype=np.uint8).copy()
     h, w = out.shape[:2]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 def positive_float(text: str) -> float:
@@ -79,10 +80,57 @@ def print_case_summary(report: dict[str, Any], out: Any = None) -> None:
         w("counts:\n")
         for lab, n in sorted(counts.items(), key=lambda kv: -kv[1]):
             w(f"  {lab:<28}{n:>6}\n")
-    diffs = report.get("differentials") or []
-    if diffs:
-        w("differentials (decision support, not a diagnosis):\n")
-        for i, d in enumerate(diffs[:5], 1):
-            w(f"  {i}. {d.get('name', d.get('id'))}  score {d.get('score', 0):.2f}\n")
     for msg in report.get("warnings", []):
         w(f"warning: {msg}\n")
+    if report.get("findings") and report.get("differentials"):
+        print_findings(report["findings"], report["differentials"], report.get("disclaimer", ""), out)
+
+def print_findings(
+    findings: Mapping[str, Any],
+    differentials: Sequence[Mapping[str, Any]],
+    disclaimer: str,
+    out: TextIO | None = None,
+    detailed: int = 3,
+) -> None:
+    """Key findings, then the ranked differentials with their top evidence."""
+    w = (out or sys.stdout).write
+    f = findings
+    w(f"evidence: {f['evidence']['message']}\n")
+    notable = [f"{lab.replace('_', ' ')} {e['percent']:.1f}% ({e['grade']})"
+               for lab, e in f["rbc_morphology"].items()
+               if e.get("grade") in ("1+", "2+", "3+")]
+    if notable:
+        w(f"red cells: {', '.join(notable)}\n")
+    mo = f["macro_ovalocytes"]
+    if mo["grade"] != "not_assessed":
+        w(f"macro-ovalocytes: {mo['percent']:.1f}% ({mo['grade']})\n")
+    w(f"reticulocytes: {f['reticulocytes']['message']}\n")
+    nr = f["nucleated_rbc"]
+    if nr["status"] == "present":
+        per = f"{nr['per_100_wbc']:.1f} per 100 white cells" if nr["per_100_wbc"] is not None else "seen"
+        w(f"nucleated red cells: {per}\n")
+    for key, label in (("hypersegmented_neutrophils", "hypersegmented neutrophils"),
+                       ("megaloblasts", "megaloblasts")):
+        status = f[key]["status"]
+        if status != "not_assessed":
+            pct = f" ({f[key]['percent']:.1f}% of {f[key]['of']})" if f[key]["percent"] is not None else ""
+            hint = ": count more cells" if status == "indeterminate" else ""
+            w(f"{label}: {status}{hint}{pct}\n")
+    an = f["anisocytosis"]
+    if an["grade"] != "not_assessed":
+        w(f"anisocytosis: diameter CV {an['cv_percent']:.1f}% ({an['grade']})\n")
+    for msg in f.get("warnings", []):
+        w(f"warning: {msg}\n")
+    w("differentials (ranking scores, not probabilities):\n")
+    for i, d in enumerate(differentials, 1):
+        w(f"  {i:>2}. {d['id']:<34}{d['score']:.2f}  {d['name']}\n")
+        if i <= detailed:
+            if d["evidence_for"]:
+                w(f"        for:     {'; '.join(d['evidence_for'][:3])}\n")
+            if d["evidence_against"]:
+                w(f"        against: {'; '.join(d['evidence_against'][:2])}\n")
+            if d["missing"]:
+                w(f"        missing: {len(d['missing'])} input(s), e.g. {d['missing'][0]}\n")
+            if d["next_tests"]:
+                w(f"        next:    {d['next_tests'][0]}\n")
+    w(f"{disclaimer}\n")

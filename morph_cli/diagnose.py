@@ -8,8 +8,9 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-_COUNTS_KEYS = ("counts", "um_per_px", "context", "stain", "cells")
+from .common import print_findings
 
+_COUNTS_KEYS = ("counts", "um_per_px", "context", "stain", "cells")
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -151,44 +152,5 @@ def _from_report(data: Mapping[str, Any], name: str) -> dict[str, Any]:
 def print_diagnosis(result: Mapping[str, Any], out: TextIO | None = None, detailed: int = 3) -> None:
     """Readable summary: key findings, then the ranked list with the top evidence."""
     w = (out or sys.stdout).write
-    f = result["findings"]
     w(f"case: {result['case']} ({result['source']})\n")
-    w(f"evidence: {f['evidence']['message']}\n")
-    notable = [f"{lab.replace('_', ' ')} {e['percent']:.1f}% ({e['grade']})"
-               for lab, e in f["rbc_morphology"].items()
-               if e.get("grade") in ("1+", "2+", "3+")]
-    if notable:
-        w(f"red cells: {', '.join(notable)}\n")
-    mo = f["macro_ovalocytes"]
-    if mo["grade"] != "not_assessed":
-        w(f"macro-ovalocytes: {mo['percent']:.1f}% ({mo['grade']})\n")
-    w(f"reticulocytes: {f['reticulocytes']['message']}\n")
-    nr = f["nucleated_rbc"]
-    if nr["status"] == "present":
-        per = f"{nr['per_100_wbc']:.1f} per 100 white cells" if nr["per_100_wbc"] is not None else "seen"
-        w(f"nucleated red cells: {per}\n")
-    for key, label in (("hypersegmented_neutrophils", "hypersegmented neutrophils"),
-                       ("megaloblasts", "megaloblasts")):
-        status = f[key]["status"]
-        if status != "not_assessed":
-            pct = f" ({f[key]['percent']:.1f}% of {f[key]['of']})" if f[key]["percent"] is not None else ""
-            hint = ": count more cells" if status == "indeterminate" else ""
-            w(f"{label}: {status}{hint}{pct}\n")
-    an = f["anisocytosis"]
-    if an["grade"] != "not_assessed":
-        w(f"anisocytosis: diameter CV {an['cv_percent']:.1f}% ({an['grade']})\n")
-    for msg in f.get("warnings", []):
-        w(f"warning: {msg}\n")
-    w("differentials (ranking scores, not probabilities):\n")
-    for i, d in enumerate(result["differentials"], 1):
-        w(f"  {i:>2}. {d['id']:<34}{d['score']:.2f}  {d['name']}\n")
-        if i <= detailed:
-            if d["evidence_for"]:
-                w(f"        for:     {'; '.join(d['evidence_for'][:3])}\n")
-            if d["evidence_against"]:
-                w(f"        against: {'; '.join(d['evidence_against'][:2])}\n")
-            if d["missing"]:
-                w(f"        missing: {len(d['missing'])} input(s), e.g. {d['missing'][0]}\n")
-            if d["next_tests"]:
-                w(f"        next:    {d['next_tests'][0]}\n")
-    w(f"{result['disclaimer']}\n")
+    print_findings(result["findings"], result["differentials"], result["disclaimer"], out, detailed)

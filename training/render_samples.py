@@ -53,14 +53,14 @@ SAMPLES: dict[str, dict[str, Any]] = {
                                                   "hypersegmented_neutrophil": 0.035, "platelet": 0.03},
                                    about="Megaloblastic blood picture: macro-ovalocytes (labelled "
                                          "ovalocyte, 1.3x size), macrocytes, hypersegmented neutrophils"),
-    # three more fields of the same megaloblastic case, so the README's demo case counts
+    # four more fields of the same megaloblastic case, so the README's demo case counts
     # enough red cells (>= 200) for the findings to be judged
     **{f"blood_megaloblastic_0{i}": dict(
         seed=105 + 100 * (i - 1), field_type="blood", overlap=0.1,
         style={"density": 0.38, "size_scale": {"ovalocyte": 1.3}},
         label_weights={"normal": 0.33, "macrocyte": 0.2, "ovalocyte": 0.25, "teardrop": 0.05,
                        "schistocyte": 0.03, "hypersegmented_neutrophil": 0.035, "platelet": 0.03},
-        about=f"Megaloblastic blood picture, field {i} of the same case") for i in (2, 3, 4)},
+        about=f"Megaloblastic blood picture, field {i} of the same case") for i in (2, 3, 4, 5)},
     "nmb_reticulocytes_01": dict(seed=106, field_type="nmb", label_weights=None, overlap=0.1,
                                  style={"density": 0.42},
                                  about="New methylene blue: reticulocytes with blue reticulum among "
