@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_model_arg, expand_images, load_classifier, positive_float, print_case_summary
+from .common import (
+    add_model_arg,
+    expand_images,
+    load_classifier,
+    positive_float,
+    print_case_summary,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from morph.io import read_image, read_json, write_image, write_json
     from morph.errors import MorphError
+    from morph.io import read_image, read_json, write_image, write_json
     from morph.overlay import render_overlay
     from morph.pipeline import AnalysisOptions, Analyzer
 
