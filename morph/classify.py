@@ -239,7 +239,7 @@ class CellClassifier:
     def inference_net(self) -> nn.Module:
         """``net`` with batch norm folded into the convolutions (built once per net)."""
         if self._fused is None or self._fused[0] != id(self.net):
-            fused = fuse_for_inference(self.net).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            fused = fuse_for_inference(self.net).to(memory_format=torch.channels_last)
             self._fused = (id(self.net), fused)
         return self._fused[1]
 
@@ -247,7 +247,7 @@ class CellClassifier:
     def info(self) -> dict[str, Any]:
         """What the report and ``GET /v1/model`` show about this model."""
         m = self.metrics
-        summary = {k: m[k] for k in ("accuracy", "macro_f1", "ece", "n_val", "teardrop_f1") if k in m}
+        summary: dict[str, Any] = {k: m[k] for k in ("accuracy", "macro_f1", "ece", "n_val", "teardrop_f1") if k in m}
         if "synthetic" in m:
             summary["synthetic"] = m["synthetic"]
         return {
@@ -429,7 +429,7 @@ def load_model(path_or_name: str | os.PathLike[str] | None = None, **_: Any) -> 
         net.load_state_dict(state)
     except (RuntimeError, KeyError) as exc:
         raise MorphError("bad_model", f"weights do not match the architecture ({exc})", path=str(folder / "weights.pt")) from exc
-    net = net.to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
+    net = net.to(memory_format=torch.channels_last).eval()
     known = {"name", "version", "arch", "arch_kwargs", "num_classes", "temperature", "provenance"}
     clf = CellClassifier(
         net, labels, arch=cfg["arch"], arch_kwargs=kwargs, preprocessing=pre,
@@ -450,7 +450,7 @@ def build_untrained(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = create_model(arch, num_classes=len(labels), **arch_kwargs)
-    net = net.to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
+    net = net.to(memory_format=torch.channels_last).eval()
     return CellClassifier(
         net, labels, arch=arch, arch_kwargs=arch_kwargs, name=f"{arch}-untrained", version="0.0.0",
         provenance={lab: "untrained" for lab in labels},

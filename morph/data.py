@@ -217,8 +217,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     if cfg.blur_p > 0:
         sel = rand(n) < cfg.blur_p
         if bool(sel.any()):
-            k = torch.tensor([0.25, 0.5, 0.25], device=dev)
-            k2 = (k[:, None] * k[None, :]).expand(3, 1, 3, 3).contiguous()
+            k1 = torch.tensor([0.25, 0.5, 0.25], device=dev)
+            k2 = (k1[:, None] * k1[None, :]).expand(3, 1, 3, 3).contiguous()
             xb = F.conv2d(F.pad(x[sel], (1, 1, 1, 1), mode="replicate"), k2, groups=3)
             x = x.clone()
             x[sel] = xb

@@ -260,18 +260,17 @@ def evaluate_labelled(
             n_det += len(cells)
             used: set[int] = set()
             xy = np.array([(c.x, c.y) for c in cells]) if cells else np.zeros((0, 2))
-            pairs = []
+            pairs: list[tuple[float, int, int]] = []
             for i, p in enumerate(pts):
                 if len(xy):
                     d = np.hypot(xy[:, 0] - p.x, xy[:, 1] - p.y)
-                    for j in np.flatnonzero(d <= radius):
-                        pairs.append((float(d[j]), i, int(j)))
+                    pairs.extend((float(d[j]), i, int(j)) for j in np.flatnonzero(d <= radius))
             pairs.sort()
             match: dict[int, int] = {}
-            for _, i, j in pairs:
-                if i not in match and j not in used:
-                    match[i] = j
-                    used.add(j)
+            for _, pi, cj in pairs:
+                if pi not in match and cj not in used:
+                    match[pi] = cj
+                    used.add(cj)
             for i, p in enumerate(pts):
                 y_true.append(p.label)
                 if i in match:

@@ -159,13 +159,14 @@ def fuse_for_inference(net: nn.Module) -> nn.Module:
     for mod in net.modules():
         if isinstance(mod, nn.Sequential):
             for i in range(len(mod) - 1):
-                if isinstance(mod[i], nn.Conv2d) and isinstance(mod[i + 1], nn.BatchNorm2d):
-                    mod[i] = fuse_conv_bn_eval(mod[i], mod[i + 1])
+                conv, bn = mod[i], mod[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    mod[i] = fuse_conv_bn_eval(conv, bn)
                     mod[i + 1] = nn.Identity()
         if isinstance(mod, _Residual):
-            mod.conv1 = fuse_conv_bn_eval(mod.conv1, mod.bn1)  # type: ignore[assignment]
+            mod.conv1 = fuse_conv_bn_eval(mod.conv1, mod.bn1)
             mod.bn1 = nn.Identity()  # type: ignore[assignment]
-            mod.conv2 = fuse_conv_bn_eval(mod.conv2, mod.bn2)  # type: ignore[assignment]
+            mod.conv2 = fuse_conv_bn_eval(mod.conv2, mod.bn2)
             mod.bn2 = nn.Identity()  # type: ignore[assignment]
     return net
 
