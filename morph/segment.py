@@ -145,7 +145,7 @@ class SegmentConfig:
     debris_area: float = 0.12
     border_min_area: float = 0.15
     platelet_max_area: float = 0.25
-    nucleus_rel_od: float = 3.0
+    nucleus_rel_od: float = 2.2
     nucleus_min_od: float = 0.35
     nucleus_min_area: float = 0.12
     cytoplasm_reach: float = 0.9
@@ -345,7 +345,6 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray) -> float | None:
     Objects holding nuclear material (white cells, often the largest objects) are left out;
     each object is weighted by its radius so debris and platelets do not pull the estimate down.
     """
-    fg = _fill_round_holes(fg)
     lab, n = ndi.label(fg)
     if n == 0:
         return None
@@ -357,21 +356,34 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray) -> float | None:
     ok = mx >= 2.0
     rbc = ok & (nuc <= 0.05 * size)
     big = mx[rbc]
-    if (ok & ~rbc).any():
+    # objects holding a real nucleus (at least ~a third of a provisional red cell's area)
+    r0 = _weighted_median(big) if big.size >= 3 else None
+    wbc = ok & ~rbc & (nuc >= (r0 * r0 if r0 else 0.0))
+    if wbc.any():
         # red cells touching a white cell: the distance-transform peaks of those objects away
-        # from the nuclear material (each touching cell is one peak ~ its radius)
-        peaks = (dt >= ndi.maximum_filter(dt, size=5)) & (dt >= 2.0)
+        # from the nuclear material (each touching cell is one peak ~ its radius), measured
+        # with round pallor holes filled so ring-like cells count as discs
+        filled = _fill_round_holes(fg)
+        dtf = ndi.distance_transform_edt(filled)
+        peaks = (dtf >= ndi.maximum_filter(dtf, size=5)) & (dtf >= 2.0)
         peaks &= ~ndi.binary_dilation(nuclear, iterations=3)
-        with_nuc = np.zeros(n + 1, dtype=bool)
-        with_nuc[1:] = ok & ~rbc
-        big = np.concatenate([big, dt[peaks & with_nuc[lab]]])
+        lab_f, n_f = ndi.label(filled)
+        keep = np.zeros(n_f + 1, dtype=bool)
+        keep[np.unique(lab_f[np.isin(lab, np.nonzero(wbc)[0] + 1)])] = True
+        keep[0] = False
+        big = np.concatenate([big, dtf[peaks & keep[lab_f]]])
     if big.size < 3:
         big = mx[ok]
     if big.size == 0:
         return None
-    big = np.sort(big)
-    cw = np.cumsum(big)
-    return float(big[np.searchsorted(cw, 0.5 * cw[-1])])
+    return _weighted_median(big)
+
+
+def _weighted_median(v: np.ndarray) -> float:
+    """Median of ``v`` weighted by the values themselves (large objects count more)."""
+    v = np.sort(v)
+    cw = np.cumsum(v)
+    return float(v[np.searchsorted(cw, 0.5 * cw[-1])])
 
 
 def _fill_round_holes(fg: np.ndarray) -> np.ndarray:
