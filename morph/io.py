@@ -199,34 +199,31 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file, raising :class:`MorphError` naming the file on failure."""
+def _read_text_parsed(path: str | os.PathLike[str], parse: Any, parse_errors: tuple[type[Exception], ...],
+                      what: str, code: str) -> Any:
+    """Read a UTF-8 text file and parse it, turning every failure into a MorphError naming the file."""
     name = str(path)
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            return parse(fh)
     except FileNotFoundError as exc:
         raise MorphError("file_not_found", "no such file", path=name) from exc
-    except json.JSONDecodeError as exc:
-        raise MorphError("bad_request", f"not valid JSON ({exc})", path=name) from exc
-    except OSError as exc:
+    except parse_errors as exc:
+        raise MorphError(code, f"not valid {what} ({exc})", path=name) from exc
+    except (OSError, UnicodeDecodeError) as exc:
         raise MorphError("unreadable_file", f"cannot read the file ({exc})", path=name) from exc
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file, raising :class:`MorphError` naming the file on failure."""
+    return _read_text_parsed(path, json.load, (json.JSONDecodeError,), "JSON", "bad_request")
 
 
 def read_yaml(path: str | os.PathLike[str]) -> Any:
     """Read a YAML file, raising :class:`MorphError` naming the file on failure."""
     import yaml
 
-    name = str(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
-    except FileNotFoundError as exc:
-        raise MorphError("file_not_found", "no such file", path=name) from exc
-    except yaml.YAMLError as exc:
-        raise MorphError("bad_config", f"not valid YAML ({exc})", path=name) from exc
-    except OSError as exc:
-        raise MorphError("unreadable_file", f"cannot read the file ({exc})", path=name) from exc
+    return _read_text_parsed(path, yaml.safe_load, (yaml.YAMLError,), "YAML", "bad_config")
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:

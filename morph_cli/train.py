@@ -11,16 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Train a cell classifier from a YAML config (see training/configs/): seeded, split by "
         "image, class-balanced, with checkpoints (--resume) and a complete model folder at the end.",
     )
-    p.add_argument("--config", required=True, help="training config YAML")
-    p.add_argument("--out", default=None, help="model folder to write (default: <run-dir>/model)")
-    p.add_argument("--run-dir", default=None, help="checkpoints and resolved config (default: runs/<name>)")
-    p.add_argument("--resume", action="store_true", help="resume from <run-dir>/checkpoint.pt")
-    p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
-    p.add_argument("--seed", type=int, default=None, help="override the config's seed")
-    p.add_argument("--device", default=None, help="cpu (default) or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--max-steps", type=int, default=None, help="cap the steps per epoch (smoke tests)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from training.args import add_train_arguments
+
+    add_train_arguments(p)
     p.set_defaults(func=run)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,10 +42,10 @@ def txl_dir(data_dir: Path) -> Path:
 
 def draw_disc_field(
     n: int = 12, h: int = 240, w: int = 320, radius: int = 22, seed: int = 0
-) -> tuple["np.ndarray", list[tuple[float, float]]]:
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """A quick Wright-like field: pink discs with central pallor on a pale background,
     placed without overlap away from the border. Returns the image and the centres."""
-    import numpy as np
+
 
     rng = np.random.default_rng(seed)
     img = np.empty((h, w, 3), np.float32)
@@ -70,3 +72,21 @@ def draw_disc_field(
 @pytest.fixture
 def disc_field():
     return draw_disc_field
+
+
+def output_files(out: Path) -> dict[str, bytes]:
+    """Every file under a batch output folder, by relative path."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    """Every file byte for byte, except run.json compared without its per-invocation "run" block."""
+    fa, fb = output_files(a), output_files(b)
+    assert sorted(fa) == sorted(fb)
+    for name in fa:
+        if name == "run.json":
+            ja, jb = json.loads(fa[name]), json.loads(fb[name])
+            ja.pop("run"), jb.pop("run")
+            assert ja == jb
+        else:
+            assert fa[name] == fb[name], f"{name} differs"

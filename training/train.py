@@ -57,6 +57,7 @@ from morph.io import (
 )
 from morph.labels import kind_of
 from morph.models import count_parameters, create_model
+from training.args import add_train_arguments
 
 log = logging.getLogger("training.train")
 
@@ -604,18 +605,7 @@ def model_card(clf: CellClassifier, cfg: TrainConfig, ds: Datasets, m: dict[str,
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train a morph cell classifier", add_help=add_help)
-    p.add_argument("--config", required=True, help="training config YAML (see training/configs/)")
-    p.add_argument("--out", default=None, help="model folder to write (default: <run-dir>/model)")
-    p.add_argument("--run-dir", default=None, help="checkpoints and resolved config (default: runs/<name>)")
-    p.add_argument("--resume", action="store_true", help="resume from <run-dir>/checkpoint.pt")
-    p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
-    p.add_argument("--seed", type=int, default=None, help="override the config's seed")
-    p.add_argument("--device", default=None, help="cpu (default) or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--max-steps", type=int, default=None, help="stop each epoch after this many steps (smoke tests)")
-    p.add_argument("--stop-after", type=int, default=None,
-                   help="stop after this many epochs, keeping the checkpoint (continue later with --resume)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_train_arguments(p)
     return p
 
 

@@ -17,6 +17,7 @@ from morph.classify import build_untrained
 from morph.io import write_image
 from morph_cli.main import main
 from morph_cli.score import _Progress
+from tests.conftest import assert_same_outputs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,19 +27,6 @@ def _field(seed: int, **kw):
 
     img, _ = draw_disc_field(seed=seed, **{"n": 4, "h": 120, "w": 160, "radius": 12, **kw})
     return img
-
-
-def _same_outputs(a: Path, b: Path) -> None:
-    fa = {p.relative_to(a).as_posix(): p.read_bytes() for p in sorted(a.rglob("*")) if p.is_file()}
-    fb = {p.relative_to(b).as_posix(): p.read_bytes() for p in sorted(b.rglob("*")) if p.is_file()}
-    assert sorted(fa) == sorted(fb)
-    for name in fa:
-        if name == "run.json":
-            ja, jb = json.loads(fa[name]), json.loads(fb[name])
-            ja.pop("run"), jb.pop("run")
-            assert ja == jb
-        else:
-            assert fa[name] == fb[name], f"{name} differs"
 
 
 @pytest.fixture(scope="module")
@@ -199,5 +187,5 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path: Path, tiny: str) 
 
     clean = tmp_path / "clean"
     assert main(["score", str(root), "--out", str(clean), "--workers", "0", "--model", tiny, "--overlays"]) == 1
-    _same_outputs(clean, out)  # a killed + resumed 2-worker run == an uninterrupted in-process run
+    assert_same_outputs(clean, out)  # a killed + resumed 2-worker run == an uninterrupted in-process run
     assert json.loads((out / "run.json").read_text())["run"]["skipped"] == finished_before

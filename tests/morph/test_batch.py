@@ -27,6 +27,7 @@ from morph.batch import (
 from morph.classify import build_untrained, load_model
 from morph.errors import ERROR_CODES, MorphError
 from morph.io import write_image
+from tests.conftest import assert_same_outputs, output_files
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -46,23 +47,6 @@ def make_field(seed: int, **kw: Any) -> np.ndarray:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
-
-
-def output_files(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-
-
-def assert_same_outputs(a: Path, b: Path) -> None:
-    """Every file byte for byte, except run.json compared without its per-invocation "run" block."""
-    fa, fb = output_files(a), output_files(b)
-    assert sorted(fa) == sorted(fb)
-    for name in fa:
-        if name == "run.json":
-            ja, jb = json.loads(fa[name]), json.loads(fb[name])
-            ja.pop("run"), jb.pop("run")
-            assert ja == jb
-        else:
-            assert fa[name] == fb[name], f"{name} differs"
 
 
 @pytest.fixture(scope="session")
