@@ -13,7 +13,8 @@
    and the glass noise; the low one sits just above the glass noise so pale rims join their
    cell. Small gaps in rims are closed and the central pallor is filled.
 3. **Adapting to magnification.** The typical red-cell radius ``r`` is measured per image
-   (weighted median of each object's maximum distance to the glass, white cells left out)
+   (weighted median of each object's maximum distance to the glass; a clump holding a
+   white cell contributes the distance peaks of its red cells instead, pallor holes filled)
    and the field is block-averaged so ``r`` is ~11 px; every size rule below is in units
    of ``r`` (seed spacing, hole size, debris, platelets), so fields at 40x-100x are treated
    alike. Sizes reported (px, um) are in the original pixels, and ``um`` uses the *stated*
