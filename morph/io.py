@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import MorphError
 
@@ -76,7 +76,7 @@ def _open_checked(fp: Any, name: str, limits: ImageLimits) -> np.ndarray:
         with warnings.catch_warnings():
             # our own pixel limit is checked from the header below, before any decoding
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(fp)
+            im: Image.Image = Image.open(fp)
     except UnidentifiedImageError as exc:
         raise MorphError(
             "not_an_image", "not an image this reader understands (JPEG, PNG, TIFF, BMP)", path=name
@@ -109,9 +109,7 @@ def _open_checked(fp: Any, name: str, limits: ImageLimits) -> np.ndarray:
     try:
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)  # multi-page TIFF: first page
-        # Pillow would otherwise silently pad truncated JPEGs with grey
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        im.load()
+        im.load()  # raises on truncated data (Pillow's LOAD_TRUNCATED_IMAGES stays False)
         im = ImageOps.exif_transpose(im) or im
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise MorphError(

@@ -10,7 +10,14 @@ import pytest
 from PIL import Image
 
 from morph.errors import MorphError
-from morph.io import ImageLimits, decode_image, read_image, write_bytes_atomic, write_json, read_json
+from morph.io import (
+    ImageLimits,
+    decode_image,
+    read_image,
+    read_json,
+    write_bytes_atomic,
+    write_json,
+)
 
 
 def _rgb(h: int = 60, w: int = 80) -> np.ndarray:
