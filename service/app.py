@@ -16,7 +16,8 @@ from pathlib import Path
 import anyio
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.formparsers import MultiPartParser
 
@@ -67,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=morph.__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served below from local assets: labs' networks are often offline
+        redoc_url=None,
         openapi_tags=[
             {"name": "analysis", "description": "images or counts in, findings and differentials out"},
             {"name": "model", "description": "the loaded model and the vocabularies"},
@@ -90,6 +93,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # interactive docs from the Swagger UI files shipped in the fastapi-offline package (Swagger
+    # UI 5, which reads OpenAPI 3.1), so /docs works without a CDN
+    import fastapi_offline
+
+    docs_assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/docs-assets", StaticFiles(directory=docs_assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="morph API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
 
     # middleware: the last added is the outermost
     metrics = app.state.metrics

@@ -294,7 +294,14 @@ def test_openapi_documents_endpoints_and_examples(client):
     assert "examples" in json.dumps(spec["components"]["schemas"]["DiagnoseRequest"])
     assert "ErrorResponse" in spec["components"]["schemas"]
     assert "422" in paths["/v1/analyze"]["post"]["responses"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # the docs page works offline: its script and style come from this server, not a CDN
+    assert "cdn" not in docs.text.lower()
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        assert asset in docs.text
+        r = client.get(asset)
+        assert r.status_code == 200 and len(r.content) > 1000, asset
 
 
 # ---- the review page ---------------------------------------------------------------------------
