@@ -19,6 +19,23 @@ def positive_float(text: str) -> float:
     return v
 
 
+def int_in_range(lo: int, hi: int | None = None, what: str = "") -> Any:
+    """An argparse type: a whole number in ``[lo, hi]`` (``hi=None``: no upper bound)."""
+    name = f"{what} " if what else ""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from exc
+        if v < lo or (hi is not None and v > hi):
+            bound = f"{lo}-{hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"{name}must be {bound}, got {text}")
+        return v
+
+    return parse
+
+
 def add_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default=None,

@@ -7,24 +7,7 @@ import sys
 import time
 from typing import Any
 
-from .common import add_model_arg, positive_float
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from exc
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    v = _non_negative_int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return v
+from .common import add_model_arg, int_in_range, positive_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,9 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="clinical context: a CSV with a 'case' column (the case id, e.g. the subfolder "
                    "name) and one column per context field; empty cells mean not given")
     p.add_argument("--overlays", action="store_true", help="also write overlay pictures under OUT_DIR/overlays/")
-    p.add_argument("--workers", type=_non_negative_int, default=None,
+    p.add_argument("--workers", type=int_in_range(0), default=None,
                    help="worker processes (default: all cores; 0: score in this process)")
-    p.add_argument("--batch-size", type=_positive_int, default=1,
+    p.add_argument("--batch-size", type=int_in_range(1), default=1,
                    help="cases handed to a worker at a time (Ray: cases per map_batches batch; default 1)")
     add_model_arg(p)
     p.add_argument("--force", action="store_true", help="rescore every case, even those already up to date")

@@ -5,25 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from exc
-    if not 0 < v < 65536:
-        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {v}")
-    return v
-
-
-def _workers(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"need at least 1 worker, got {v}")
-    return v
+from .common import int_in_range
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,8 +15,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Prometheus metrics. Other settings come from MORPH_* environment variables (see README).",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
-    p.add_argument("--workers", type=_workers, default=1,
+    p.add_argument("--port", type=int_in_range(1, 65535, "port"), default=8000, help="port (default: 8000)")
+    p.add_argument("--workers", type=int_in_range(1, what="workers"), default=1,
                    help="worker processes, each with its own copy of the model (default: 1)")
     p.add_argument("--model", default=None,
                    help="model folder path or name (sets MORPH_MODEL; default: the shipped model)")
