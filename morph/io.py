@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -557,6 +558,43 @@ def _check_point(
     return True
 
 
+def _label_records(
+    lf: Path, n_fields: int, layout: str, issues: list[LabelIssue]
+) -> Iterator[tuple[str, list[float]]]:
+    """Numeric records of a whitespace-separated label file, one per non-blank line, as
+    ``(where, values)``. An unreadable file or a malformed line becomes a
+    :class:`LabelIssue` (naming the file and line) and is skipped."""
+    try:
+        lines = lf.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        issues.append(LabelIssue(str(lf), f"cannot read ({exc})"))
+        return
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{lf}:{n}"
+        parts = line.split()
+        try:
+            if len(parts) != n_fields:
+                raise ValueError
+            values = [float(v) for v in parts]
+        except ValueError:
+            issues.append(LabelIssue(where, f"expected '{layout}', got {line.strip()!r}"))
+            continue
+        yield where, values
+
+
+def _map_class(
+    c: float, mapping: dict[str, str | None] | None, where: str
+) -> tuple[str | None, LabelIssue | None]:
+    """:func:`_map_label` for a numeric class field (which must be a whole number)."""
+    try:
+        cls = str(int(c))
+    except (ValueError, OverflowError):
+        return None, LabelIssue(where, f"class {c!r} is not a whole number")
+    return _map_label(cls, mapping, where)
+
+
 def read_chula_points(
     root: str | os.PathLike[str], mapping: dict[str, str | None] | None = None
 ) -> LabelledData:
@@ -574,24 +612,8 @@ def read_chula_points(
         if img is None:
             issues.append(LabelIssue(str(lf), f"no image {lf.stem}.* in {img_dir}"))
             continue
-        try:
-            lines = lf.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            issues.append(LabelIssue(str(lf), f"cannot read ({exc})"))
-            continue
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{lf}:{n}"
-            parts = line.split()
-            try:
-                if len(parts) != 3:
-                    raise ValueError
-                x, y, cls = float(parts[0]), float(parts[1]), str(int(float(parts[2])))
-            except ValueError:
-                issues.append(LabelIssue(where, f"expected 'x y class', got {line.strip()!r}"))
-                continue
-            label, issue = _map_label(cls, mapping, where)
+        for where, (x, y, c) in _label_records(lf, 3, "x y class", issues):
+            label, issue = _map_class(c, mapping, where)
             if issue:
                 issues.append(issue)
             if label is None:
@@ -643,20 +665,8 @@ def read_yolo_boxes(
             issues.append(LabelIssue(str(img), "image cannot be opened (corrupt or not an image); its labels are skipped"))
             continue
         w, h = size
-        for n, line in enumerate(lf.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{lf}:{n}"
-            parts = line.split()
-            try:
-                if len(parts) != 5:
-                    raise ValueError
-                cls = str(int(float(parts[0])))
-                cx, cy, bw, bh = (float(v) for v in parts[1:])
-            except ValueError:
-                issues.append(LabelIssue(where, f"expected 'class cx cy w h', got {line.strip()!r}"))
-                continue
-            label, issue = _map_label(cls, mapping, where)
+        for where, (c, cx, cy, bw, bh) in _label_records(lf, 5, "class cx cy w h", issues):
+            label, issue = _map_class(c, mapping, where)
             if issue:
                 issues.append(issue)
             if label is None:

@@ -93,6 +93,23 @@ def test_yolo_boxes(tmp_path: Path) -> None:
     assert any("outside its image" in s for s in msgs)
 
 
+def test_unreadable_label_file_and_odd_classes_are_issues_not_crashes(tmp_path: Path) -> None:
+    # the same line handling serves the Chula and YOLO readers
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    _img(tmp_path / "images" / "a.jpg", 100, 100)
+    _img(tmp_path / "images" / "b.jpg", 100, 100)
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\ninf 0.5 0.5 0.1 0.1\n1.5 0.2 0.2 0.1 0.1\n")
+    (tmp_path / "labels" / "b.txt").write_bytes(b"\xff\xfe not utf-8")
+    m = tmp_path / "m.yaml"
+    m.write_text("classes:\n  0: other_wbc\n  1: null\n")
+    d = read_labelled_data(tmp_path, "yolo", m)
+    assert [p.label for p in d.points] == ["other_wbc"]
+    msgs = " | ".join(f"{i.path}: {i.message}" for i in d.issues)
+    assert "a.txt:2: class inf is not a whole number" in msgs
+    assert "b.txt: cannot read" in msgs
+
+
 def test_voc(tmp_path: Path) -> None:
     (tmp_path / "Annotations").mkdir()
     (tmp_path / "JPEGImages").mkdir()
