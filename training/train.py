@@ -30,7 +30,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from morph.classify import MODEL_LABELS, CellClassifier, Preprocessing, extract_crops, resize_crops
+from morph.classify import (
+    MODEL_LABELS,
+    TTA_MODES,
+    CellClassifier,
+    Preprocessing,
+    extract_crops,
+    resize_crops,
+    tta_logits,
+)
 from morph.data import (
     AugmentConfig,
     CropSet,
@@ -128,6 +136,8 @@ class TrainConfig:
         if unknown:
             raise MorphError("bad_config", f"unknown config keys: {', '.join(sorted(unknown))}", path=path)
         kw = dict(raw)
+        if kw.get("tta", "none") not in TTA_MODES:
+            raise MorphError("bad_config", f"unknown tta {kw['tta']!r}; known: {', '.join(TTA_MODES)}", path=path)
         try:
             kw["data"] = [DataSource(**d) for d in raw.get("data") or []]
             kw["synthetic"] = SynthConfig(**(raw.get("synthetic") or {}))
@@ -429,10 +439,7 @@ def evaluate(net: torch.nn.Module, X: torch.Tensor, pre: Preprocessing, batch_si
     for i in range(0, len(X), batch_size):
         x = X[i : i + batch_size].to(dev).permute(0, 3, 1, 2).float().div_(255)
         x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-        y = net(x)
-        if pre.tta == "flips":
-            y = (y + net(torch.flip(x, dims=(3,)))) / 2
-        out.append(y.float().cpu())
+        out.append(tta_logits(net, x, pre.tta).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
@@ -574,7 +581,10 @@ def model_card(clf: CellClassifier, cfg: TrainConfig, ds: Datasets, m: dict[str,
         f"({clf.preprocessing.crop_size * clf.preprocessing.um_per_px:.1f} um across for red cells, "
         f"x{clf.preprocessing.nucleated_scale} for nucleated cells): a fixed physical scale, so cell size is "
         "kept (no scale augmentation). Kind-aware decoding: red cells over red-cell labels, nucleated cells over "
-        "nucleated and marrow labels; on NMB stain red cells over normal/reticulocyte only.",
+        "nucleated and marrow labels; on NMB stain red cells over normal/reticulocyte only."
+        + (" Test-time augmentation `flips`: the logits of each crop and of its mirror image are averaged "
+           "(twice the network cost); temperature and threshold are fitted on those averaged logits."
+           if clf.preprocessing.tta == "flips" else ""),
         "",
         "## Validation (fixed split by image, seed "
         f"{cfg.seed}, {int(cfg.val_fraction * 100)}% of Chula fields; image ids in `split.json`)",

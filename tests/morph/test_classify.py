@@ -161,3 +161,29 @@ def test_shipped_model_on_a_few_chula_validation_fields(chula_dir: Path) -> None
     pred = clf.predict_crops(cs.crops, cs.kinds, "wright")
     acc = float(np.mean(np.array(pred.raw_labels) == np.array(cs.labels)))
     assert len(cs) > 100 and acc > 0.7
+
+
+# -- test-time augmentation -------------------------------------------------------------------
+def test_flips_tta_averages_the_mirror_image(tmp_path: Path) -> None:
+    clf = build_untrained("morphnet_tiny", seed=4)
+    crops = np.random.default_rng(2).integers(0, 255, (5, 48, 48, 3), dtype=np.uint8)
+    plain, mirrored = clf.logits(crops), clf.logits(crops[:, :, ::-1].copy())
+    clf.preprocessing = Preprocessing(tta="flips").resolved()
+    both = clf.logits(crops)
+    assert np.allclose(both, (plain + mirrored) / 2, atol=1e-5)
+    assert np.allclose(clf.logits(crops[:, :, ::-1].copy()), both, atol=1e-5)  # mirror-invariant
+    clf.save(tmp_path / "m")
+    assert load_model(tmp_path / "m").preprocessing.tta == "flips"
+
+
+def test_unknown_tta_names_the_file(tmp_path: Path) -> None:
+    import json
+
+    build_untrained("morphnet_tiny").save(tmp_path / "m")
+    pre = json.loads((tmp_path / "m" / "preprocessing.json").read_text())
+    pre["tta"] = "rot17"
+    (tmp_path / "m" / "preprocessing.json").write_text(json.dumps(pre))
+    with pytest.raises(MorphError) as ei:
+        load_model(tmp_path / "m")
+    assert ei.value.code == "bad_model" and "rot17" in ei.value.message
+    assert (ei.value.path or "").endswith("preprocessing.json")

@@ -125,3 +125,24 @@ def test_shipped_configs_parse() -> None:
     for p in sorted(root.glob("*.yaml")):
         cfg = load_config(p)
         assert cfg.crop_size > 0 and cfg.data
+
+
+def test_recalibrate_for_tta_keeps_weights_and_refits(tmp_path: Path) -> None:
+    from training.calibrate import recalibrate
+
+    data = _dataset(tmp_path / "d" / "toy")
+    main(_args(_config(tmp_path, data), tmp_path, "--max-steps", "2"))
+    out = tmp_path / "model"
+    before = load_model(out)
+    old = json.loads((out / "metrics.json").read_text())
+    m = recalibrate(out, "flips", progress=False)
+    after = load_model(out)
+    assert after.preprocessing.tta == "flips" and m["temperature"] == round(after.temperature, 4)
+    assert m["train_time_s"] == old["train_time_s"] and m["history"] == old["history"]
+    crops = np.random.default_rng(0).integers(0, 255, (3, 48, 48, 3), dtype=np.uint8)
+    before.preprocessing = after.preprocessing
+    assert np.allclose(before.logits(crops), after.logits(crops))  # same weights
+    assert "tta: flips" in (out / "training_config.yaml").read_text()
+    with pytest.raises(MorphError) as ei:
+        load_config(_config(tmp_path, data, tta="spin"))
+    assert ei.value.code == "bad_config"
