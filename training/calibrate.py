@@ -44,8 +44,8 @@ def recalibrate(model: str | Path, tta: str, *, workers: int | None = None, prog
     cfg_path = folder / "training_config.yaml"
     if not cfg_path.is_file():
         raise MorphError("bad_model", "re-calibration needs the training_config.yaml the model was trained with", path=str(cfg_path))
-    cfg = load_config(cfg_path, {"tta": tta, "workers": workers})
-    ds = build_datasets(cfg, progress)
+    cfg = load_config(cfg_path, {"tta": tta})
+    ds = build_datasets(replace(cfg, workers=workers) if workers else cfg, progress)  # workers: not saved
     split_path = folder / "split.json"
     if split_path.is_file():
         old_val = read_json(split_path).get("val_images")
