@@ -12,7 +12,8 @@ Definitions:
         point counts once). Chula labels only part of the cells, so this measures recall only.
     TXL-PBC (``test`` split, class 1 = RBC boxes): one-to-one matching of red-cell detections to
         boxes, a detection may match a box when its centre lies inside the box (Hungarian
-        assignment, cost = normalised centre distance). Headline precision/recall count cells cut
+        assignment, cost = normalised centre distance); exact duplicate label rows (every box of
+        two test files is listed twice) are counted once. Headline precision/recall count cells cut
         by the image border as detections (TXL boxes many partial cells at the border, though not
         all). ``precision_unclipped_dets`` is the precision of the detections not touching the
         border alone (matched against all boxes), for reference.
@@ -139,6 +140,7 @@ def bench_txl(root: Path, limit: int | None, overlays: Path | None, split: str =
     tp = n_det = n_gt = 0
     tp_inner = n_inner = 0
     wtp = wdet = wgt = 0
+    ptp = pdet = pgt = 0
     times: list[float] = []
     per_image: list[tuple[str, int, int, int]] = []
     for p in images:
@@ -146,7 +148,8 @@ def bench_txl(root: Path, limit: int | None, overlays: Path | None, split: str =
         H, W = im.shape[:2]
         seg, dt = _timed(im)
         times.append(dt)
-        rows = _read_rows(root / "labels" / split / f"{p.stem}.txt")
+        # exact duplicate rows are annotation errors (two test files repeat every box), not cells
+        rows = [list(t) for t in dict.fromkeys(map(tuple, _read_rows(root / "labels" / split / f"{p.stem}.txt")))]
         boxes = {c: [] for c in (0, 1, 2)}
         for cls, cx, cy, bw, bh in rows:
             boxes[int(cls)].append(((cx - bw / 2) * W, (cy - bh / 2) * H, (cx + bw / 2) * W, (cy + bh / 2) * H))
@@ -167,6 +170,11 @@ def bench_txl(root: Path, limit: int | None, overlays: Path | None, split: str =
         wtp += _match(wd, wb)
         wdet += len(wd)
         wgt += len(wb)
+        pb = np.array(boxes[2], dtype=float).reshape(-1, 4)
+        pd = np.array([(c.x, c.y) for c in seg.cells if c.kind == "platelet"], dtype=float).reshape(-1, 2)
+        ptp += _match(pd, pb)
+        pdet += len(pd)
+        pgt += len(pb)
         if overlays is not None:
             _save_overlay(overlays / f"txl_{p.stem}.png", im, seg, boxes=boxes[1])
     return {
@@ -174,6 +182,7 @@ def bench_txl(root: Path, limit: int | None, overlays: Path | None, split: str =
         "precision": tp / max(n_det, 1), "recall": tp / max(n_gt, 1),
         "precision_unclipped_dets": tp_inner / max(n_inner, 1),
         "wbc_precision": wtp / max(wdet, 1), "wbc_recall": wtp / max(wgt, 1),
+        "platelet_precision": ptp / max(pdet, 1), "platelet_recall": ptp / max(pgt, 1),
         "ms_per_field": 1000 * float(np.mean(times)) if times else float("nan"),
         "per_image": per_image,
     }

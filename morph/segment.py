@@ -6,7 +6,8 @@
 1. **Glass colour and optical density.** The glass colour is the brightest well-populated
    colour mode, refined into a smooth per-pixel map (normalised convolution of the glass
    pixels on a coarse grid, two passes) so vignetting, gradients and the tint of the glass
-   (pale blue in Chula, cream in TXL-PBC) cancel out. Each channel becomes an optical density
+   (pale blue in Chula, cream in TXL-PBC) cancel out; a quadratic trend fitted to the glass
+   carries the map into vignetted corners. Each channel becomes an optical density
    ``log(glass / pixel)``; their sum is the stain signal.
 2. **Foreground.** Hysteresis threshold: the high threshold is Otsu's, re-estimated below
    itself while a dark minority (nuclei, a scratch) dominates and paler cells lie between it
@@ -30,7 +31,8 @@
    the distance transform splits touching cells. Regions much larger than the typical one
    and clearly non-convex (overlapping cells the seeds missed) are split by k-means.
 6. **Kinds.** Small regions that are more violet than the red cells are platelets
-   (label ``"platelet"``); other small regions are debris and dropped; regions cut by the
+   (label ``"platelet"``), as are platelet-sized ones of any colour; smaller specks are
+   debris and dropped; regions cut by the
    image edge are kept with ``touches_border=True`` (and left out of the median diameter).
 7. **Warnings**: no cells (blank slide), implausible median red-cell size for the stated
    scale (never rescaled: a global shift may be macro/microcytosis), out-of-focus field
@@ -108,6 +110,8 @@ class SegmentConfig:
         debris_area: regions under this area (units of the typical cell area) are debris.
         border_min_area: border-cut regions under this area (units of cell area) are dropped.
         platelet_max_area: violet regions under this area (units of cell area) are platelets.
+        platelet_min_area: regions from this area up to ``debris_area`` are platelets whatever
+            their colour (pale or grey platelets); smaller ones are dust.
         nucleus_rel_od: nuclei are pixels whose violet density exceeds this multiple of
             the typical red-cell value.
         nucleus_min_od: absolute floor (optical density) for the nucleus threshold.
@@ -117,6 +121,8 @@ class SegmentConfig:
         cytoplasm_max_reach: regions smaller than ``cytoplasm_max_area`` (cell areas) lying almost
             wholly within this reach (units of ``r``) of a nucleus are its cytoplasm.
         cytoplasm_max_area: see ``cytoplasm_max_reach``.
+        small_seed_dynamic: low distance-transform peaks (small objects touching a cell) become
+            seeds when they stand this much (units of ``r``) above the saddle to the cell.
         plausible_rbc_um: median red-cell diameter range (um) considered plausible.
         min_focus: focus measure under which the field is reported out of focus.
         dense_fraction: foreground fraction above which the field is reported too dense.
@@ -135,7 +141,7 @@ class SegmentConfig:
     dt_smooth: float = 0.12
     platelet_rel_viol: float = 0.6
     platelet_share_margin: float = 0.07
-    marker_min_distance: float = 0.55
+    marker_min_distance: float = 0.5
     vote_min: float = 0.3
     split_area: float = 1.4
     split_max_solidity: float = 0.96
@@ -146,6 +152,8 @@ class SegmentConfig:
     debris_area: float = 0.12
     border_min_area: float = 0.15
     platelet_max_area: float = 0.25
+    platelet_min_area: float = 0.05
+    small_seed_dynamic: float = 0.08
     nucleus_rel_od: float = 2.2
     nucleus_min_od: float = 0.35
     nucleus_min_area: float = 0.12
@@ -196,6 +204,8 @@ def _as_rgb_float(image: np.ndarray) -> np.ndarray | None:
         a = np.repeat(a[:, :, :1], 3, axis=2)
     elif c >= 4:
         a = a[:, :, :3]
+    if np.asarray(image).dtype in (np.uint8, np.uint16, np.bool_):
+        return a  # already within 0..255
     return np.clip(a, 0.0, 255.0)
 
 
@@ -218,7 +228,10 @@ def _block_mean(a: np.ndarray, k: int) -> np.ndarray:
 
 def _background(rgb: np.ndarray) -> np.ndarray:
     """Background (glass) colour: the median colour of the brightest well-populated mode."""
-    grey = rgb.mean(axis=2).ravel()
+    # every other pixel in each direction: the histogram mode and its median colour are the
+    # same, at a quarter of the cost
+    sub = rgb[::2, ::2] if min(rgb.shape[:2]) >= 64 else rgb
+    grey = sub.mean(axis=2).ravel()
     hist, edges = np.histogram(grey, bins=64, range=(0.0, 256.0))
     hist = ndi.uniform_filter1d(hist.astype(np.float64), 3)
     ok = np.nonzero(hist >= 0.08 * hist.max())[0]
@@ -229,7 +242,7 @@ def _background(rgb: np.ndarray) -> np.ndarray:
         peak -= 1
     lo, hi = edges[max(peak - 1, 0)], edges[min(peak + 2, 64)]
     sel = (grey >= lo) & (grey < hi)
-    flat = rgb.reshape(-1, 3)
+    flat = sub.reshape(-1, 3)
     bg = np.median(flat[sel], axis=0) if sel.any() else np.percentile(flat, 90, axis=0)
     return np.maximum(bg.astype(np.float32), 8.0)
 
@@ -239,13 +252,23 @@ def _background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
 
     The global glass colour gives a first glass mask (pixels not darker than the glass mode
     plus its spread); the glass colour is then interpolated over the cells by normalised
-    convolution on a coarse grid, twice, so vignetting and gradients are followed.
+    convolution on a coarse grid, twice, so vignetting and gradients are followed. The second
+    glass mask is taken against a map that follows a quadratic illumination trend fitted to the
+    first one (:func:`_glass_trend`), so darkened corners are recognised as glass instead of
+    growing irregular "cells" out of the field edge.
     """
     bg0 = _background(rgb)
-    bg = np.broadcast_to(bg0, rgb.shape).astype(np.float32)
+    coarse = np.broadcast_to(bg0, (1, 1, 3)).astype(np.float32)
     g = max(1, max(rgb.shape[:2]) // 40)
-    for tol in (cfg.glass_tolerance, 3.0):
-        raw = np.log(bg / np.maximum(rgb, 1.0)).sum(axis=2)
+    # summed optical density = log(product of glass channels) - log(product of pixel channels):
+    # the pixel term is computed once, the glass term on the coarse grid
+    log_px = np.log(np.maximum(rgb, 1.0)).sum(axis=2)
+    for first, tol in ((True, cfg.glass_tolerance), (False, 3.0)):
+        log_bg = np.log(np.maximum(coarse, 8.0)).sum(axis=2, keepdims=True)
+        if log_bg.shape[:2] == (1, 1):
+            raw = float(log_bg[0, 0, 0]) - log_px
+        else:
+            raw = _resize_to(log_bg, rgb.shape[:2])[:, :, 0] - log_px
         level, noise = _glass_level(raw)
         below = raw[raw < level] - level
         spread = float(np.sqrt(np.mean(below * below))) if below.size > 16 else noise
@@ -259,8 +282,34 @@ def _background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
         wsum = ndi.gaussian_filter(gl, sigma, mode="nearest")
         num = ndi.gaussian_filter(col, (sigma, sigma, 0), mode="nearest")
         coarse = np.where(wsum[:, :, None] > 0.02, num / np.maximum(wsum, 1e-6)[:, :, None], bg0)
-        bg = np.maximum(_resize_to(coarse.astype(np.float32), rgb.shape[:2]), 8.0)
-    return bg
+        trend = _glass_trend(gl, col) if first else None
+        if trend is not None:
+            # the next glass mask is taken against the trend-corrected map, which follows
+            # vignetting into the corners; the colours returned come from the glass pixels
+            num = ndi.gaussian_filter(col / trend, (sigma, sigma, 0), mode="nearest")
+            coarse = np.where(wsum[:, :, None] > 0.02, num / np.maximum(wsum, 1e-6)[:, :, None], 1.0) * trend
+        coarse = coarse.astype(np.float32)
+    if coarse.shape[:2] == (1, 1):
+        return np.broadcast_to(np.maximum(coarse, 8.0), rgb.shape).astype(np.float32)
+    return np.maximum(_resize_to(coarse, rgb.shape[:2]), 8.0)
+
+
+def _glass_trend(gl: np.ndarray, col: np.ndarray) -> np.ndarray | None:
+    """Smooth illumination trend of the glass on the coarse grid: a quadratic surface in log
+    colour fitted to the blocks that are mostly glass (vignetting, gradients), so the glass
+    colour is extrapolated correctly into corners that the cells or the darkening hide.
+    None when too few glass blocks exist for a stable fit."""
+    sel = gl > 0.5
+    if int(sel.sum()) < 24:
+        return None
+    h, w = gl.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yy, xx = yy / max(h - 1, 1) - 0.5, xx / max(w - 1, 1) - 0.5
+    basis = np.stack([np.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], axis=-1)
+    a = basis[sel] * gl[sel, None]
+    b = np.log(np.maximum(col[sel] / gl[sel, None], 1.0)) * gl[sel, None]
+    coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+    return np.exp(basis @ coef).astype(np.float32)
 
 
 def _optical_density(rgb: np.ndarray, bg: np.ndarray) -> np.ndarray:
@@ -294,7 +343,8 @@ def _resize_to(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def _glass_level(raw: np.ndarray) -> tuple[float, float]:
     """(level, noise) of the glass in a summed-OD map: the histogram mode, and the pixel noise
     (robust spread of neighbour differences, which slow illumination changes do not inflate)."""
-    lo_, hi_ = np.percentile(raw, [0.5, 60.0])
+    sub = raw[::2, ::2] if min(raw.shape) >= 64 else raw
+    lo_, hi_ = np.percentile(sub, [0.5, 60.0])
     # the glass colour was estimated beforehand, so its level is near 0 even where cells
     # outnumber glass pixels
     lo_, hi_ = max(float(lo_), -0.25), min(float(hi_), 0.25)
@@ -302,7 +352,7 @@ def _glass_level(raw: np.ndarray) -> tuple[float, float]:
     noise = max(1.4826 * float(np.median(d)) / math.sqrt(2.0), 1e-3) if d.size else 0.02
     if hi_ - lo_ < 1e-6:
         return float(hi_), noise
-    hist, edges = np.histogram(raw, bins=100, range=(float(lo_), float(hi_)))
+    hist, edges = np.histogram(sub, bins=100, range=(float(lo_), float(hi_)))
     hist = ndi.uniform_filter1d(hist.astype(np.float64), 5)
     i = int(np.argmax(hist))
     return float(0.5 * (edges[i] + edges[i + 1])), noise
@@ -366,7 +416,10 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray) -> float | None:
         # with round pallor holes filled so ring-like cells count as discs
         filled = _fill_round_holes(fg)
         dtf = ndi.distance_transform_edt(filled)
-        peaks = (dtf >= ndi.maximum_filter(dtf, size=5)) & (dtf >= 2.0)
+        # peaks at least half a provisional radius high and that far apart: a big clump's
+        # outline bumps are not red cells
+        lo = max(2.0, 0.5 * r0) if r0 else 2.0
+        peaks = (dtf >= ndi.maximum_filter(dtf, size=max(5, 2 * int(lo) + 1))) & (dtf >= lo)
         peaks &= ~ndi.binary_dilation(nuclear, iterations=3)
         lab_f, n_f = ndi.label(filled)
         keep = np.zeros(n_f + 1, dtype=bool)
@@ -465,8 +518,11 @@ def _foreground(
 
 def _radius_of(fg: np.ndarray, od: np.ndarray, cfg: SegmentConfig) -> float | None:
     viol = od[:, :, 1] - od[:, :, 2]
-    nuc = viol > _nucleus_threshold(viol, fg, cfg)
-    return _estimate_radius(ndi.binary_opening(fg), nuc)
+    # thin violet fringes on red-cell rims (chromatic aberration) are not nuclei: an opening
+    # keeps only compact violet material
+    nuc = ndi.binary_opening(viol > _nucleus_threshold(viol, fg, cfg), iterations=2)
+    opened = ndi.binary_opening(fg)
+    return _estimate_radius(opened, nuc)
 
 
 def _vote_map(fg: np.ndarray, r: float) -> np.ndarray:
@@ -506,6 +562,23 @@ def _vote_reference(r10: int) -> float:
 def _circle_votes(fg: np.ndarray, r: float) -> np.ndarray:
     """Vote map normalised so the centre of an isolated disc of radius r scores ~1."""
     return _vote_map(fg, r) / _vote_reference(int(round(10 * r)))
+
+
+def _stands_alone(dts: np.ndarray, y: int, x: int, h: float, win: int) -> bool:
+    """Whether the local maximum of ``dts`` at (y, x) rises at least ``h`` above every path to
+    a higher point (its dynamic), judged in a window of half-size ``win``: the region above
+    ``dts[y, x] - h`` that holds it contains nothing higher and stays inside the window."""
+    y0, x0 = max(0, y - win), max(0, x - win)
+    sub = dts[y0:y + win + 1, x0:x + win + 1]
+    v = float(dts[y, x])
+    lab, _ = ndi.label(sub > v - h)
+    comp = lab == lab[y - y0, x - x0]
+    if float(sub[comp].max()) > v:
+        return False
+    hh, ww = sub.shape
+    inner_y = (y0 == 0 or not comp[0].any()) and (y0 + hh == dts.shape[0] or not comp[-1].any())
+    inner_x = (x0 == 0 or not comp[:, 0].any()) and (x0 + ww == dts.shape[1] or not comp[:, -1].any())
+    return inner_y and inner_x
 
 
 def _hull_area(ys: np.ndarray, xs: np.ndarray) -> float:
@@ -688,6 +761,22 @@ def segment_field(
         peak &= ~near_nuc
     if vy.size:
         peak &= spot_dist > cfg.vote_exclusive * r
+    if cfg.small_seed_dynamic > 0:
+        # small objects pressed against a cell (platelets, fragments): a distance peak too low
+        # for a red-cell seed but separated from the cell by a neck (its dynamic, the drop to
+        # the saddle, is large); a teardrop's tail or a burr cell's spicule rises into the
+        # cell without a saddle and gets no seed
+        hdyn = cfg.small_seed_dynamic * r
+        low = (dts >= ndi.maximum_filter(dts, size=3)) & (dts <= cfg.marker_min_height * r)
+        low &= (dts >= 0.5 * hdyn) & ~peak
+        if n_nuc:
+            low &= ~near_nuc
+        if vy.size:
+            low &= spot_dist > cfg.vote_exclusive * r
+        ly, lx = np.nonzero(low)
+        for y, x in zip(ly.tolist(), lx.tolist(), strict=True):
+            if _stands_alone(dts, y, x, hdyn, int(2 * r) + 2):
+                peak[y, x] = True
     peak |= vpk
     plab, npk = ndi.label(peak, structure=np.ones((3, 3)))
     markers = np.where(plab > 0, plab + n_nuc, wbc_lab).astype(np.int32)
@@ -745,6 +834,10 @@ def segment_field(
             mean_viol[lab_id] > cfg.platelet_rel_viol * tn
             or share[lab_id] > rbc_share + cfg.platelet_share_margin
         ):
+            kind = "platelet"
+        elif not border and cfg.platelet_min_area <= rel < cfg.debris_area:
+            # platelet-sized (~2-3 um) even when its stain is not violet (pale or grey
+            # platelets); smaller specks are dust or stain precipitate
             kind = "platelet"
         elif rel < (cfg.border_min_area if border else cfg.debris_area):
             continue
