@@ -121,6 +121,8 @@ class SegmentConfig:
         cytoplasm_max_reach: regions smaller than ``cytoplasm_max_area`` (cell areas) lying almost
             wholly within this reach (units of ``r``) of a nucleus are its cytoplasm.
         cytoplasm_max_area: see ``cytoplasm_max_reach``.
+        remeasure_floor: the radius re-measured at the working scale replaces the first estimate
+            only when it is at least this fraction of it (touching cells fuse at that scale).
         small_seed_dynamic: low distance-transform peaks (small objects touching a cell) become
             seeds when they stand this much (units of ``r``) above the saddle to the cell.
         plausible_rbc_um: median red-cell diameter range (um) considered plausible.
@@ -147,13 +149,14 @@ class SegmentConfig:
     split_max_solidity: float = 0.96
     vote_min_distance: float = 0.6
     vote_fill: float = 0.7
-    vote_exclusive: float = 0.8
+    vote_exclusive: float = 1.0
     marker_min_height: float = 0.35
     debris_area: float = 0.12
     border_min_area: float = 0.15
     platelet_max_area: float = 0.25
     platelet_min_area: float = 0.05
     small_seed_dynamic: float = 0.08
+    remeasure_floor: float = 0.85
     nucleus_rel_od: float = 2.2
     nucleus_min_od: float = 0.35
     nucleus_min_area: float = 0.12
@@ -698,6 +701,10 @@ def segment_field(
         if attempt or r_new is None:
             break
         r_new *= k
+        if r_new < cfg.remeasure_floor * r_full:
+            # far smaller at the working scale: touching cells fused there (a crowded,
+            # high-magnification field); the first estimate stands
+            break
         if max(1, int(round(r_new / cfg.work_radius_px))) == k:
             r_full = r_new
             break
