@@ -495,17 +495,24 @@ def _no_cells(warnings: list[str], reason: str) -> Segmentation:
     return Segmentation(cells=[], median_rbc_diameter_px=None, warnings=warnings)
 
 
+def _density(rgb: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signed optical density per channel (H, W, 3) and its smoothed sum (H, W)."""
+    od_signed = np.log(bg / np.maximum(rgb, 1.0))
+    return od_signed, ndi.gaussian_filter(od_signed.sum(axis=2), 1.0)
+
+
 def _foreground(
     rgb: np.ndarray, bg: np.ndarray, r: float | None, cfg: SegmentConfig,
     thresholds: tuple[float, float, float] | None = None,
+    density: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Optical density (H, W, 3), summed density above glass, cell mask and the thresholds.
 
     Hysteresis thresholds from :func:`_thresholds` (measured on the coarse pass and reused);
     when the cell radius ``r`` is known, gaps in pale rims are closed and the pallor filled.
+    ``density`` is :func:`_density` of the same image and glass map, when already computed.
     """
-    od_signed = np.log(bg / np.maximum(rgb, 1.0))
-    raw = ndi.gaussian_filter(od_signed.sum(axis=2), 1.0)
+    od_signed, raw = density if density is not None else _density(rgb, bg)
     lo, hi, level = thresholds if thresholds is not None else _thresholds(raw, cfg)
     sig = np.maximum(raw - level, 0.0)
     fg = filters.apply_hysteresis_threshold(raw, lo, hi)
@@ -679,7 +686,8 @@ def segment_field(
     c = max(1, int(max(H, W) // 320))
     small = _block_mean(rgb, c)
     bg_s = _background_map(small, cfg)
-    od_s, raw_s, fg_s, thr = _foreground(small, bg_s, None, cfg)
+    dens_s = _density(small, bg_s)
+    od_s, raw_s, fg_s, thr = _foreground(small, bg_s, None, cfg, density=dens_s)
     if float(np.percentile(raw_s, 99.5)) < cfg.min_contrast_od:
         return _no_cells(warnings, "no cells found: the field has no stained objects (blank slide?)")
     r_s = _radius_of(fg_s, od_s, cfg)
@@ -692,11 +700,11 @@ def segment_field(
     for attempt in range(2):
         k = max(1, int(round(r_full / cfg.work_radius_px)))
         if k == c:
-            work, bg = small, bg_s
+            work, bg, dens = small, bg_s, dens_s
         else:
             work = _block_mean(rgb, k)
-            bg = _resize_to(bg_s, work.shape[:2])
-        od, raw, fg, _ = _foreground(work, bg, r_full / k, cfg, thr)
+            bg, dens = _resize_to(bg_s, work.shape[:2]), None
+        od, raw, fg, _ = _foreground(work, bg, r_full / k, cfg, thr, dens)
         r_new = _radius_of(fg, od, cfg)
         if attempt or r_new is None:
             break
