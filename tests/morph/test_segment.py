@@ -263,3 +263,51 @@ def test_chula_fields_recall(chula_dir: Path) -> None:
     if total == 0:
         pytest.skip("Chula fields 1/50/200 not present")
     assert found / total >= 0.95
+
+
+def test_vignetted_corners_are_glass_not_cells() -> None:
+    """Darkened corners (vignetting) must read as glass, not grow irregular 'cells'."""
+    img, centres = _grid_field()
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    r2 = ((xx / (w - 1) - 0.5) ** 2 + (yy / (h - 1) - 0.5) ** 2) / 0.5
+    seg = segment_field(_u8(img * (1.0 - 0.18 * r2)[:, :, None]))  # the renderer's worst
+    rbcs = _rbcs(seg)
+    assert len(rbcs) == len(centres)
+    for c in rbcs:
+        assert min(np.hypot(c.x - x, c.y - y) for x, y in centres) < 5
+
+
+def test_a_low_peak_behind_a_neck_stands_alone_a_shoulder_does_not() -> None:
+    """Small-object seeds: a low distance peak separated from a cell by a saddle (a platelet
+    pressed against it) qualifies; the same height on the cell's slope (a tail) does not."""
+    from morph.segment import _stands_alone
+
+    x = np.arange(60, dtype=float)
+    cell = np.clip(10.0 - np.abs(x - 20), 0, None)  # a cell's distance peak of 10 at x=20
+    bump = np.clip(3.0 - np.abs(x - 33), 0, None)  # a small peak of 3 at x=33
+    ridge = np.maximum(cell, bump)  # saddle of 1.5 between them
+    dts = np.tile(ridge, (9, 1)) * np.clip(1.0 - np.abs(np.arange(9) - 4) / 5, 0, 1)[:, None]
+    assert _stands_alone(dts, 4, 33, h=1.0, win=12)
+    shoulder = np.tile(cell, (9, 1)) * np.clip(1.0 - np.abs(np.arange(9) - 4) / 5, 0, 1)[:, None]
+    assert not _stands_alone(shoulder, 4, 27, h=1.0, win=12)
+
+
+def test_violet_rim_fringes_and_a_white_cell_do_not_shrink_the_radius() -> None:
+    """Thin violet fringes on red-cell rims (chromatic aberration) are not nuclei, and a white
+    cell's clump does not drag the typical radius down to its outline bumps."""
+    img = _field()
+    centres = [(45, 50), (110, 50), (275, 50), (45, 190), (110, 190), (275, 190)]
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    for cx, cy in centres:
+        _disc(img, cx, cy, 22)
+        d = np.hypot(xx - cx, yy - cy)
+        img[(d > 19.5) & (d <= 22)] = VIOLET
+    # a white cell touching two red cells
+    _disc(img, 190, 120, 34, color=(215, 190, 205), pallor=False)
+    _disc(img, 190, 120, 18, color=VIOLET, pallor=False)
+    _disc(img, 190 - 50, 120, 22)
+    _disc(img, 190 + 50, 120, 22)
+    seg = segment_field(_u8(img))
+    assert seg.typical_radius_px == pytest.approx(22.0, rel=0.2)
+    assert len(_rbcs(seg)) == 8
