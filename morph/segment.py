@@ -6,8 +6,8 @@
 1. **Glass colour and optical density.** The glass colour is the brightest well-populated
    colour mode, refined into a smooth per-pixel map (normalised convolution of the glass
    pixels on a coarse grid, two passes) so vignetting, gradients and the tint of the glass
-   (pale blue in Chula, cream in TXL-PBC) cancel out; a quadratic trend fitted to the glass
-   carries the map into vignetted corners. Each channel becomes an optical density
+   (pale blue in Chula, cream in TXL-PBC) cancel out; the second glass mask is taken
+   against a quadratic trend fitted to the glass, so it reaches into vignetted corners. Each channel becomes an optical density
    ``log(glass / pixel)``; their sum is the stain signal.
 2. **Foreground.** Hysteresis threshold: the high threshold is Otsu's, re-estimated below
    itself while a dark minority (nuclei, a scratch) dominates and paler cells lie between it
