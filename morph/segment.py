@@ -28,7 +28,8 @@
    within ``1.4 r`` of a nucleus (cytoplasm crescents) join the nucleated cell.
 5. **Seeds and watershed.** Circle centres voted by the outline (radial symmetry) find pale
    ring-like and overlapping cells; distance-transform maxima add the rest; a watershed on
-   the distance transform splits touching cells. Regions much larger than the typical one
+   the distance transform splits touching cells. A small region cut from a cell by a second
+   seed (same convex body, long shared border) is joined back to it. Regions much larger than the typical one
    and clearly non-convex (overlapping cells the seeds missed) are split by k-means.
 6. **Kinds.** Small regions that are more violet than the red cells are platelets
    (label ``"platelet"``), as are platelet-sized ones of any colour; smaller specks are
@@ -121,6 +122,9 @@ class SegmentConfig:
         cytoplasm_max_reach: regions smaller than ``cytoplasm_max_area`` (cell areas) lying almost
             wholly within this reach (units of ``r``) of a nucleus are its cytoplasm.
         cytoplasm_max_area: see ``cytoplasm_max_reach``.
+        fragment_area: a red-cell region under this fraction of the typical one (0 disables)...
+        fragment_solidity: ...forming a region at least this convex with a neighbour...
+        fragment_contact: ...whose border it shares over this length (units of ``r``) joins it.
         remeasure_floor: the radius re-measured at the working scale replaces the first estimate
             only when it is at least this fraction of it (touching cells fuse at that scale).
         small_seed_dynamic: low distance-transform peaks (small objects touching a cell) become
@@ -157,6 +161,9 @@ class SegmentConfig:
     platelet_min_area: float = 0.05
     small_seed_dynamic: float = 0.08
     remeasure_floor: float = 0.85
+    fragment_area: float = 0.4
+    fragment_solidity: float = 0.92
+    fragment_contact: float = 0.8
     nucleus_rel_od: float = 2.2
     nucleus_min_od: float = 0.35
     nucleus_min_area: float = 0.12
@@ -621,6 +628,55 @@ def _kmeans(pts: np.ndarray, n: int, iters: int = 8) -> np.ndarray:
     return lab
 
 
+def _merge_fragments(ws: np.ndarray, nm: int, n_nuc: int, r: float, cfg: SegmentConfig) -> np.ndarray:
+    """Join a small red-cell region to the neighbour it was cut from: a fragment (under
+    ``fragment_area`` of the typical region) sharing a long border with a region, the two
+    together convex. Two seeds in one oval or large cell otherwise leave a square notch that
+    reads as a schistocyte. Touching or overlapping cells meet at a neck and stay apart."""
+    if cfg.fragment_area <= 0:
+        return ws
+    areas = np.bincount(ws.ravel(), minlength=nm + 1).astype(np.float64)
+    cand = areas[n_nuc + 1:]
+    cand = cand[cand > 0.4 * math.pi * r * r]
+    if cand.size < 3:
+        return ws
+    typical = float(np.median(cand))
+    # shared border lengths of every pair of touching red-cell regions
+    a = np.concatenate([ws[:, :-1].ravel(), ws[:-1, :].ravel()])
+    b = np.concatenate([ws[:, 1:].ravel(), ws[1:, :].ravel()])
+    sel = (a != b) & (a > n_nuc) & (b > n_nuc)
+    if not sel.any():
+        return ws
+    lo, hi = np.minimum(a[sel], b[sel]), np.maximum(a[sel], b[sel])
+    pair_ids, contact = np.unique(lo.astype(np.int64) * (nm + 1) + hi, return_counts=True)
+    small = np.minimum(areas[pair_ids // (nm + 1)], areas[pair_ids % (nm + 1)])
+    keep = (contact >= cfg.fragment_contact * r) & (small <= cfg.fragment_area * typical)
+    if not keep.any():
+        return ws
+    lut = np.arange(nm + 1, dtype=np.int32)
+    objs = ndi.find_objects(ws, max_label=nm)
+    for pid in pair_ids[keep][np.argsort(-contact[keep])]:
+        i, j = int(lut[pid // (nm + 1)]), int(lut[pid % (nm + 1)])
+        if i == j or min(areas[i], areas[j]) > cfg.fragment_area * typical:
+            continue
+        si, sj = objs[i - 1], objs[j - 1]
+        if si is None or sj is None:
+            continue
+        frag = si if areas[i] <= areas[j] else sj
+        if frag[0].start == 0 or frag[1].start == 0 or frag[0].stop == ws.shape[0] or frag[1].stop == ws.shape[1]:
+            continue  # a small region at the image edge is a cut cell, not a fragment
+        box = tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(si, sj, strict=True))
+        sub = lut[ws[box]]
+        ys, xs = np.nonzero((sub == i) | (sub == j))
+        if ys.size / _hull_area(ys, xs) < cfg.fragment_solidity:
+            continue
+        lut[lut == j] = i
+        areas[i] += areas[j]
+        areas[j] = 0.0
+        objs[i - 1] = box
+    return lut[ws]
+
+
 def _split_large(
     ws: np.ndarray, nm: int, n_nuc: int, cell_area: float, h: int, w: int, cfg: SegmentConfig
 ) -> tuple[np.ndarray, int]:
@@ -631,7 +687,7 @@ def _split_large(
     if cand.size < 3:
         return ws, nm
     typical = float(np.median(cand))
-    objs = ndi.find_objects(ws)
+    objs = ndi.find_objects(ws, max_label=nm)
     for lab_id in range(n_nuc + 1, nm + 1):
         a = areas[lab_id]
         sl = objs[lab_id - 1]
@@ -809,6 +865,7 @@ def segment_field(
 
     # 5. overlapping cells the seeds missed: a red-cell region much larger than the typical
     #    one and clearly non-convex is split into round(area / typical) parts (k-means)
+    ws = _merge_fragments(ws, nm, n_nuc, r, cfg)
     ws, nm = _split_large(ws, nm, n_nuc, cell_area, h, w, cfg)
     if n_nuc:
         # left-over white-cell cytoplasm: small regions lying almost wholly close to a nucleus

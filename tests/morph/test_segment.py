@@ -311,3 +311,21 @@ def test_violet_rim_fringes_and_a_white_cell_do_not_shrink_the_radius() -> None:
     seg = segment_field(_u8(img))
     assert seg.typical_radius_px == pytest.approx(22.0, rel=0.2)
     assert len(_rbcs(seg)) == 8
+
+
+def test_a_fragment_cut_from_a_cell_is_joined_a_touching_small_cell_is_not() -> None:
+    """Two seeds in one oval cell leave a square notch (a false 'schistocyte'): it is joined
+    back; a small cell meeting a neighbour at a neck stays a cell of its own."""
+    from morph.segment import _merge_fragments
+
+    yy, xx = np.mgrid[0:120, 0:200]
+    ws = np.zeros((120, 200), np.int32)
+    ws[((xx - 40) / 14.0) ** 2 + ((yy - 40) / 10.0) ** 2 <= 1] = 1  # an oval cell...
+    ws[(ws == 1) & (xx < 36) & (yy < 42)] = 2  # ...with a square notch cut out of it
+    for lab, (cx, cy) in enumerate([(100, 40), (160, 40), (40, 95), (160, 95)], start=3):
+        ws[np.hypot(xx - cx, yy - cy) <= 10] = lab
+    ws[np.hypot(xx - 100, yy - 55) <= 5.5] = 7  # a small cell touching cell 3 at a neck
+    out = _merge_fragments(ws, 7, 0, 10.0, SegmentConfig())
+    assert out[35, 30] == out[45, 45]  # notch joined to its cell
+    assert len(np.unique(out[out > 0])) == 6
+    assert out[57, 100] == 7 and out[45, 100] == 3  # the small touching cell stays apart
