@@ -131,6 +131,17 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
 
 
+def _run_threads(target: Any, n: int) -> float:
+    """Run ``target(k)`` for k in 0..n-1 on n threads; return the wall time in seconds."""
+    t0 = time.perf_counter()
+    ts = [threading.Thread(target=target, args=(k,)) for k in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -159,13 +170,7 @@ def run_inprocess(model: str, uploads: list[tuple[str, bytes]], seconds: float, 
             done[k] += 1
             i += threads
 
-    t0 = time.perf_counter()
-    ts = [threading.Thread(target=_loop, args=(k,)) for k in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = _run_threads(_loop, threads)
     return {"threads": threads, "images": sum(done), "seconds": round(wall, 2),
             "images_per_s": sum(done) / wall, "model": analyzer.model_info().get("name")}
 
@@ -257,13 +262,8 @@ def run_load(server: Server, uploads: list[tuple[str, bytes]], clients: int, sec
 
     sampler = threading.Thread(target=_sampler, daemon=True)
     sampler.start()
-    t0 = time.perf_counter()
-    ts = [threading.Thread(target=_client, args=(k,)) for k in range(clients)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    wall = time.perf_counter() - t0
+    t0 = time.perf_counter()  # the sampler's timeline starts here too
+    wall = _run_threads(_client, clients)
     stop.set()
     sampler.join()
     lat = [x for xs in latencies for x in xs]
