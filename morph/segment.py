@@ -290,14 +290,16 @@ def _background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
         col = _block_mean(rgb * glass[:, :, None], g)
         sigma = max(gl.shape) / 10.0
         wsum = ndi.gaussian_filter(gl, sigma, mode="nearest")
-        num = ndi.gaussian_filter(col, (sigma, sigma, 0), mode="nearest")
-        coarse = np.where(wsum[:, :, None] > 0.02, num / np.maximum(wsum, 1e-6)[:, :, None], bg0)
+        # after the first pass the next glass mask is taken against the trend-corrected map,
+        # which follows vignetting into the corners; the colours returned (second pass) come
+        # from the glass pixels alone
         trend = _glass_trend(gl, col) if first else None
+        rel = col if trend is None else col / trend
+        num = ndi.gaussian_filter(rel, (sigma, sigma, 0), mode="nearest")
+        fallback = bg0 if trend is None else 1.0
+        coarse = np.where(wsum[:, :, None] > 0.02, num / np.maximum(wsum, 1e-6)[:, :, None], fallback)
         if trend is not None:
-            # the next glass mask is taken against the trend-corrected map, which follows
-            # vignetting into the corners; the colours returned come from the glass pixels
-            num = ndi.gaussian_filter(col / trend, (sigma, sigma, 0), mode="nearest")
-            coarse = np.where(wsum[:, :, None] > 0.02, num / np.maximum(wsum, 1e-6)[:, :, None], 1.0) * trend
+            coarse = coarse * trend
         coarse = coarse.astype(np.float32)
     if coarse.shape[:2] == (1, 1):
         return np.broadcast_to(np.maximum(coarse, 8.0), rgb.shape).astype(np.float32)
@@ -320,12 +322,6 @@ def _glass_trend(gl: np.ndarray, col: np.ndarray) -> np.ndarray | None:
     b = np.log(np.maximum(col[sel] / gl[sel, None], 1.0)) * gl[sel, None]
     coef, *_ = np.linalg.lstsq(a, b, rcond=None)
     return np.exp(basis @ coef).astype(np.float32)
-
-
-def _optical_density(rgb: np.ndarray, bg: np.ndarray) -> np.ndarray:
-    """Background-normalised optical density per channel (0 on the glass)."""
-    out = np.log(bg / np.maximum(rgb, 1.0))
-    return np.maximum(out, 0.0, out=out)
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -635,12 +631,9 @@ def _merge_fragments(ws: np.ndarray, nm: int, n_nuc: int, r: float, cfg: Segment
     reads as a schistocyte. Touching or overlapping cells meet at a neck and stay apart."""
     if cfg.fragment_area <= 0:
         return ws
-    areas = np.bincount(ws.ravel(), minlength=nm + 1).astype(np.float64)
-    cand = areas[n_nuc + 1:]
-    cand = cand[cand > 0.4 * math.pi * r * r]
-    if cand.size < 3:
+    areas, typical = _region_areas(ws, nm, n_nuc, math.pi * r * r)
+    if typical is None:
         return ws
-    typical = float(np.median(cand))
     # shared border lengths of every pair of touching red-cell regions
     a = np.concatenate([ws[:, :-1].ravel(), ws[:-1, :].ravel()])
     b = np.concatenate([ws[:, 1:].ravel(), ws[1:, :].ravel()])
@@ -677,16 +670,22 @@ def _merge_fragments(ws: np.ndarray, nm: int, n_nuc: int, r: float, cfg: Segment
     return lut[ws]
 
 
-def _split_large(
-    ws: np.ndarray, nm: int, n_nuc: int, cell_area: float, h: int, w: int, cfg: SegmentConfig
-) -> tuple[np.ndarray, int]:
-    """Split red-cell regions holding several overlapping cells (large and non-convex)."""
+def _region_areas(ws: np.ndarray, nm: int, n_nuc: int, cell_area: float) -> tuple[np.ndarray, float | None]:
+    """Pixel count of every label of ``ws``, and the typical red-cell region: the median of
+    those over 0.4 cell areas (None when fewer than three)."""
     areas = np.bincount(ws.ravel(), minlength=nm + 1).astype(np.float64)
     cand = areas[n_nuc + 1:]
     cand = cand[cand > 0.4 * cell_area]
-    if cand.size < 3:
+    return areas, (float(np.median(cand)) if cand.size >= 3 else None)
+
+
+def _split_large(
+    ws: np.ndarray, nm: int, n_nuc: int, cell_area: float, cfg: SegmentConfig
+) -> tuple[np.ndarray, int]:
+    """Split red-cell regions holding several overlapping cells (large and non-convex)."""
+    areas, typical = _region_areas(ws, nm, n_nuc, cell_area)
+    if typical is None:
         return ws, nm
-    typical = float(np.median(cand))
     objs = ndi.find_objects(ws, max_label=nm)
     for lab_id in range(n_nuc + 1, nm + 1):
         a = areas[lab_id]
@@ -866,7 +865,7 @@ def segment_field(
     # 5. overlapping cells the seeds missed: a red-cell region much larger than the typical
     #    one and clearly non-convex is split into round(area / typical) parts (k-means)
     ws = _merge_fragments(ws, nm, n_nuc, r, cfg)
-    ws, nm = _split_large(ws, nm, n_nuc, cell_area, h, w, cfg)
+    ws, nm = _split_large(ws, nm, n_nuc, cell_area, cfg)
     if n_nuc:
         # left-over white-cell cytoplasm: small regions lying almost wholly close to a nucleus
         # join that nucleated cell instead of being reported as red cells
