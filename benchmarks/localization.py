@@ -4,7 +4,7 @@ precision/recall on rendered synthetic fields, and mean time per field.
 Usage (single core, as the target is stated)::
 
     taskset -c 0 .venv/bin/python benchmarks/localization.py [--data DIR] [--limit N]
-        [--sets chula,txl,synth] [--synth-n 40] [--overlays DIR]
+        [--sets chula,txl,synth] [--synth-n 40] [--overlays DIR] [--localizer shipped|none|DIR]
 
 Definitions:
     Chula: a labelled point (``x y class``) is *found* when it falls inside exactly one detected
@@ -32,13 +32,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from morph.evaluation import match_centres_in_boxes  # noqa: E402
 from morph.io import read_image  # noqa: E402
+from morph.localize import CentreDetector, load_localizer  # noqa: E402
 from morph.segment import DEFAULT_UM_PER_PX, Segmentation, segment_field  # noqa: E402
 from morph.types import Cell  # noqa: E402
 
@@ -69,24 +71,14 @@ def _label_map(shape: tuple[int, int], cells: Iterable[Cell], kind: str = "rbc")
     return out
 
 
+#: the centre-map localizer under test (set by ``main`` from ``--localizer``; None = hand-made seeds)
+LOCALIZER: CentreDetector | None = None
+
+
 def _timed(image: np.ndarray, um: float = DEFAULT_UM_PER_PX) -> tuple[Segmentation, float]:
     t0 = time.perf_counter()
-    seg = segment_field(image, um_per_px=um)
+    seg = segment_field(image, um_per_px=um, centres=LOCALIZER)
     return seg, time.perf_counter() - t0
-
-
-def _match(dets: np.ndarray, boxes: np.ndarray) -> int:
-    """One-to-one matches: detection centre (x, y) inside box (x0, y0, x1, y1)."""
-    if len(dets) == 0 or len(boxes) == 0:
-        return 0
-    x, y = dets[:, 0:1], dets[:, 1:2]
-    inside = (x >= boxes[:, 0]) & (x < boxes[:, 2]) & (y >= boxes[:, 1]) & (y < boxes[:, 3])
-    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    sz = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    cost = np.hypot(x - cx, y - cy) / sz
-    cost = np.where(inside, cost, 1e6)
-    ri, ci = linear_sum_assignment(cost)
-    return int(inside[ri, ci].sum())
 
 
 # ----------------------------------------------------------------------------- data sets
@@ -155,24 +147,24 @@ def bench_txl(root: Path, limit: int | None, overlays: Path | None, split: str =
             boxes[int(cls)].append(((cx - bw / 2) * W, (cy - bh / 2) * H, (cx + bw / 2) * W, (cy + bh / 2) * H))
         rb = np.array(boxes[1], dtype=float).reshape(-1, 4)
         dets = np.array([(c.x, c.y) for c in seg.cells if c.kind == "rbc"], dtype=float).reshape(-1, 2)
-        m = _match(dets, rb)
+        m = match_centres_in_boxes(dets, rb)
         tp += m
         n_det += len(dets)
         inner = np.array([(c.x, c.y) for c in seg.cells if c.kind == "rbc" and not c.touches_border],
                          dtype=float).reshape(-1, 2)
-        m_in = _match(inner, rb)
+        m_in = match_centres_in_boxes(inner, rb)
         n_inner += len(inner)
         tp_inner += m_in
         n_gt += len(rb)
         per_image.append((p.stem, m, len(dets), len(rb)))
         wb = np.array(boxes[0], dtype=float).reshape(-1, 4)
         wd = np.array([(c.x, c.y) for c in seg.cells if c.kind == "nucleated"], dtype=float).reshape(-1, 2)
-        wtp += _match(wd, wb)
+        wtp += match_centres_in_boxes(wd, wb)
         wdet += len(wd)
         wgt += len(wb)
         pb = np.array(boxes[2], dtype=float).reshape(-1, 4)
         pd = np.array([(c.x, c.y) for c in seg.cells if c.kind == "platelet"], dtype=float).reshape(-1, 2)
-        ptp += _match(pd, pb)
+        ptp += match_centres_in_boxes(pd, pb)
         pdet += len(pd)
         pgt += len(pb)
         if overlays is not None:
@@ -205,19 +197,19 @@ def bench_synth(n: int, overlays: Path | None) -> dict | None:
         times.append(dt)
         gt = np.array([c.bbox for c in f.cells], dtype=float).reshape(-1, 4)
         dets = np.array([(c.x, c.y) for c in seg.cells], dtype=float).reshape(-1, 2)
-        tp += _match(dets, gt)
+        tp += match_centres_in_boxes(dets, gt)
         n_det += len(dets)
         n_gt += len(gt)
         for kind in ("nucleated", "platelet"):
             kg = np.array([c.bbox for c in f.cells if c.kind == kind], dtype=float).reshape(-1, 4)
             kd = np.array([(c.x, c.y) for c in seg.cells if c.kind == kind], dtype=float).reshape(-1, 2)
             per_kind.setdefault(kind, [0, 0, 0])
-            per_kind[kind][0] += _match(kd, kg)
+            per_kind[kind][0] += match_centres_in_boxes(kd, kg)
             per_kind[kind][1] += len(kd)
             per_kind[kind][2] += len(kg)
         rg = np.array([c.bbox for c in f.cells if c.kind == "rbc"], dtype=float).reshape(-1, 4)
         rd = np.array([(c.x, c.y) for c in seg.cells if c.kind == "rbc"], dtype=float).reshape(-1, 2)
-        rtp += _match(rd, rg)
+        rtp += match_centres_in_boxes(rd, rg)
         rdet += len(rd)
         rgt += len(rg)
         if overlays is not None:
@@ -264,11 +256,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--txl-split", default="test")
     ap.add_argument("--overlays", type=Path, default=None, help="write overlay PNGs here")
     ap.add_argument("--misses", action="store_true", help="list missed Chula points")
+    ap.add_argument("--localizer", default="shipped",
+                    help="centre-map localizer folder, 'shipped' (models/locnet-v1) or 'none' (hand-made seeds)")
     return ap
 
 
 def main(args: argparse.Namespace) -> int:
+    global LOCALIZER
     logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)  # the target is per core
+    if args.localizer != "none":
+        LOCALIZER = load_localizer(None if args.localizer == "shipped" else args.localizer)
+    print(f"localizer: {LOCALIZER.name + ' ' + LOCALIZER.version if LOCALIZER else 'hand-made seeds'}")
     sets = {s.strip() for s in args.sets.split(",") if s.strip()}
     results = []
     if "chula" in sets:

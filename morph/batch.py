@@ -52,7 +52,7 @@ from .io import (
     write_json,
 )
 from .labels import ALL_LABELS, PLATELET, UNCLASSIFIED
-from .pipeline import STAINS, AnalysisOptions, Analyzer
+from .pipeline import STAINS, AnalysisOptions, Analyzer, shipped_localizer
 
 log = logging.getLogger(__name__)
 
@@ -825,6 +825,7 @@ def run_batch(
     if classifier is None and model_loader is not None:
         classifier = model_loader()
     model_fp = model_fingerprint(classifier)
+    model_fp["localizer"] = model_fingerprint(shipped_localizer())  # its seeds shape every report
     out.mkdir(parents=True, exist_ok=True)
     for p in remove_stale_temp_files(out):
         log.info("removed a temp file left by a killed run: %s", p)

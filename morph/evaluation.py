@@ -16,6 +16,23 @@ import numpy as np
 from .labels import UNIDENTIFIED
 
 
+def match_centres_in_boxes(dets: np.ndarray, boxes: np.ndarray) -> int:
+    """Number of one-to-one matches of detection centres ``(n, 2)`` (x, y) to boxes
+    ``(m, 4)`` (x0, y0, x1, y1): a detection may match a box when its centre lies inside it
+    (Hungarian assignment on the centre distance normalised by the box size)."""
+    from scipy.optimize import linear_sum_assignment
+
+    if len(dets) == 0 or len(boxes) == 0:
+        return 0
+    x, y = dets[:, 0:1], dets[:, 1:2]
+    inside = (x >= boxes[:, 0]) & (x < boxes[:, 2]) & (y >= boxes[:, 1]) & (y < boxes[:, 3])
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    sz = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    cost = np.where(inside, np.hypot(x - cx, y - cy) / np.maximum(sz, 1e-9), 1e6)
+    ri, ci = linear_sum_assignment(cost)
+    return int(inside[ri, ci].sum())
+
+
 def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
     """ECE with equal-width confidence bins (the usual 15-bin definition)."""
     conf = np.asarray(confidences, dtype=np.float64)

@@ -192,3 +192,65 @@ def resnet18(num_classes: int, **kwargs: Any) -> nn.Module:
     from torchvision.models import resnet18 as _tv_resnet18
 
     return _tv_resnet18(weights=None, num_classes=num_classes, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# LocNet: red-cell centre maps for the localizer's seeds
+# --------------------------------------------------------------------------------------------
+def _conv_bn_d(cin: int, cout: int, dilation: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class LocNet(nn.Module):
+    """Fully convolutional centre-map network for the localizer.
+
+    Input: the field's optical density (``(N, 3, H, W)``, three channels above the glass) at
+    the localizer's working scale, where a red cell is ~11 px in radius. Output: one logit
+    map per cell kind at half that resolution (``(N, num_classes, ceil(H/2), ceil(W/2))``),
+    high at the centres of cells of that kind.
+    Two stride-2 convolutions, dilated 3x3 convolutions (receptive field ~2.5 cell diameters,
+    enough to see where one cell ends and the next begins), then back to stride 2 with a skip
+    from the first layer.
+    """
+
+    def __init__(
+        self, num_classes: int = 1, width: int = 24, stem: int = 16, dilations: Sequence[int] = (1, 2, 4, 1)
+    ) -> None:
+        super().__init__()
+        self.stem = _conv_bn(3, stem, stride=2)
+        self.down = _conv_bn(stem, width, stride=2)
+        self.body = nn.Sequential(*(_conv_bn_d(width, width, d) for d in dilations))
+        self.lateral = nn.Conv2d(width, stem, 1)
+        self.fuse = _conv_bn(stem, stem)
+        self.head = nn.Conv2d(stem, num_classes, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.normal_(self.head.weight, std=0.01)
+        if self.head.bias is not None:  # starts near "no centre anywhere" (focal loss)
+            nn.init.constant_(self.head.bias, -4.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stem(x)
+        y = self.body(self.down(s))
+        y = nn.functional.interpolate(self.lateral(y), size=s.shape[-2:], mode="nearest")
+        return self.head(self.fuse(s + y))
+
+
+@register_model
+def locnet(num_classes: int = 1, **kwargs: Any) -> nn.Module:
+    """The shipped centre-map network for the localizer (~28k parameters); ``num_classes``
+    centre maps (one per cell kind)."""
+    return LocNet(num_classes, **kwargs)
+
+
+@register_model
+def locnet_tiny(num_classes: int = 1, **kwargs: Any) -> nn.Module:
+    """A few channels, for tests (same code path as ``locnet``)."""
+    kwargs.setdefault("width", 8)
+    kwargs.setdefault("stem", 4)
+    return locnet(num_classes, **kwargs)

@@ -11,6 +11,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,22 @@ DISCLAIMER = (
 )
 
 STAINS: tuple[str, ...] = ("wright", "nmb")
+
+#: ``Analyzer(localizer=SHIPPED)``: the shipped localizer folder, when present.
+SHIPPED = "shipped"
+
+
+@lru_cache(maxsize=1)
+def shipped_localizer() -> Any:
+    """The shipped centre-map localizer (``models/locnet-v1``), loaded once; ``None`` (hand-made
+    seeds, logged) when the folder is missing or unreadable."""
+    from .localize import load_localizer
+
+    try:
+        return load_localizer(None)
+    except MorphError as exc:
+        log.warning("localizer: %s; using the hand-made seeds", exc.message)
+        return None
 
 
 @dataclass(frozen=True)
@@ -75,24 +92,33 @@ class Analyzer:
         classifier: a loaded :class:`morph.classify.CellClassifier`, or ``None`` to
             localise only (every cell ``"unclassified"``).
         segment_config: localization settings.
+        localizer: the learned red-cell centre map seeding the localizer
+            (:class:`morph.localize.CentreDetector`); ``"shipped"`` (default) loads
+            ``models/locnet-v1`` when it is there, ``None`` uses the hand-made seeds.
     """
 
-    def __init__(self, classifier: Any | None = None, segment_config: SegmentConfig | None = None):
+    def __init__(
+        self, classifier: Any | None = None, segment_config: SegmentConfig | None = None,
+        localizer: Any = SHIPPED,
+    ):
         self.classifier = classifier
         self.segment_config = segment_config or SegmentConfig()
+        self.localizer = shipped_localizer() if isinstance(localizer, str) and localizer == SHIPPED else localizer
 
     # -- model info -------------------------------------------------------------------------
     def model_info(self) -> dict[str, Any]:
         if self.classifier is None:
-            return {"name": None, "version": None, "note": "localization only; no classifier loaded"}
-        info: dict[str, Any] = self.classifier.info()
+            info: dict[str, Any] = {"name": None, "version": None, "note": "localization only; no classifier loaded"}
+        else:
+            info = dict(self.classifier.info())
+        info["localizer"] = self.localizer.info() if self.localizer is not None else {"name": "hand-made seeds"}
         return info
 
     # -- one field --------------------------------------------------------------------------
     def analyze_field(self, image: np.ndarray, path: str, options: AnalysisOptions) -> FieldResult:
         um = options.resolved_um_per_px()
         h, w = image.shape[:2]
-        seg = segment_field(image, um_per_px=um, config=self.segment_config)
+        seg = segment_field(image, um_per_px=um, config=self.segment_config, centres=self.localizer)
         cells: list[Cell] = seg.cells
         if self.classifier is not None and cells:
             self.classifier.classify_cells(image, cells, um_per_px=um, stain=options.stain)

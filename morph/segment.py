@@ -1,7 +1,7 @@
 """Cell localization: stain-aware foreground, size-adaptive seeds, watershed.
 
 :func:`segment_field` finds red cells, nucleated cells and platelets in one RGB field
-(scikit-image/scipy only, no torch):
+(scikit-image/scipy; torch only inside an optional learned centre map):
 
 1. **Glass colour and optical density.** The glass colour is the brightest well-populated
    colour mode, refined into a smooth per-pixel map (normalised convolution of the glass
@@ -26,9 +26,16 @@
    red-cell seeds are sought only outside that zone, so red cells touching a white cell keep
    their own seeds instead of being flooded by it; small left-over regions lying almost wholly
    within ``1.4 r`` of a nucleus (cytoplasm crescents) join the nucleated cell.
-5. **Seeds and watershed.** Circle centres voted by the outline (radial symmetry) find pale
-   ring-like and overlapping cells; distance-transform maxima add the rest; a watershed on
-   the distance transform splits touching cells. A small region cut from a cell by a second
+5. **Seeds and watershed.** With a learned centre map (``centres=``, a
+   :class:`morph.localize.CentreDetector`; the shipped pipeline uses ``models/locnet-v1``),
+   its red-cell peaks are the seeds, nuclear groups holding two nucleated-cell centres are
+   split between them and platelet centres pressed against a red cell get seeds of their
+   own; the watershed floods outwards from the seeds (distance from the nearest seed minus
+   the distance transform), and a red-cell region no centre seeded (a k-means split piece,
+   an object without a seed) must be large to count (``unseeded_min_area``). Without one
+   (hand-made seeds), circle centres voted by the outline (radial symmetry) find pale
+   ring-like and overlapping cells, distance-transform maxima add the rest, and a watershed
+   on the distance transform splits touching cells. A small region cut from a cell by a second
    seed (same convex body, long shared border) is joined back to it. Regions much larger than the typical one
    and clearly non-convex (overlapping cells the seeds missed) are split by k-means.
 6. **Kinds.** Small regions that are more violet than the red cells are platelets
@@ -57,6 +64,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -110,6 +118,9 @@ class SegmentConfig:
         marker_min_height: minimum distance-transform height of a seed, in units of ``r``.
         debris_area: regions under this area (units of the typical cell area) are debris.
         border_min_area: border-cut regions under this area (units of cell area) are dropped.
+        unseeded_min_area: with learned centres, a red-cell region no centre seeded (a split
+            piece, an object without a seed) needs at least this area (units of cell area)...
+        unseeded_border_min_area: ...or this much when cut by the border.
         platelet_max_area: violet regions under this area (units of cell area) are platelets.
         platelet_min_area: regions from this area up to ``debris_area`` are platelets whatever
             their colour (pale or grey platelets); smaller ones are dust.
@@ -157,6 +168,8 @@ class SegmentConfig:
     marker_min_height: float = 0.35
     debris_area: float = 0.12
     border_min_area: float = 0.15
+    unseeded_min_area: float = 0.8
+    unseeded_border_min_area: float = 0.3
     platelet_max_area: float = 0.25
     platelet_min_area: float = 0.05
     small_seed_dynamic: float = 0.08
@@ -406,8 +419,7 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray) -> float | None:
     if n == 0:
         return None
     dt = ndi.distance_transform_edt(fg)
-    idx = np.arange(1, n + 1)
-    mx = np.asarray(ndi.maximum(dt, lab, index=idx), dtype=np.float64)
+    mx = _label_max(dt, lab, n)[1:]
     size = np.bincount(lab.ravel(), minlength=n + 1)[1:].astype(np.float64)
     nuc = np.bincount(lab.ravel(), weights=nuclear.ravel(), minlength=n + 1)[1:]
     ok = mx >= 2.0
@@ -439,6 +451,14 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray) -> float | None:
     return _weighted_median(big)
 
 
+def _label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
+    """Per-label maximum of non-negative ``values`` for labels 0..n (0 where a label is empty);
+    ``ndi.maximum`` gives the same but sorts the whole image."""
+    out = np.zeros(n + 1, dtype=np.float64)
+    np.maximum.at(out, lab.ravel(), values.ravel())
+    return out
+
+
 def _weighted_median(v: np.ndarray) -> float:
     """Median of ``v`` weighted by the values themselves (large objects count more)."""
     v = np.sort(v)
@@ -452,9 +472,8 @@ def _fill_round_holes(fg: np.ndarray) -> np.ndarray:
     lab, n = ndi.label(~fg)
     if n <= 1:
         return fg
-    idx = np.arange(n + 1)
     size = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
-    mx = np.asarray(ndi.maximum(ndi.distance_transform_edt(~fg), lab, index=idx), dtype=np.float64)
+    mx = _label_max(ndi.distance_transform_edt(~fg), lab, n)
     fill = (mx >= 2.0) & (mx >= 0.7 * np.sqrt(size / math.pi)) & (size < 0.05 * fg.size)
     fill[0] = False
     edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
@@ -594,6 +613,50 @@ def _stands_alone(dts: np.ndarray, y: int, x: int, h: float, win: int) -> bool:
     return inner_y and inner_x
 
 
+def _peaks(heat: np.ndarray, threshold: float, spacing: float) -> np.ndarray:
+    """Local maxima of a centre map at least ``threshold`` high, ~``spacing`` px apart, one
+    pixel per plateau."""
+    md = max(1, int(round(spacing)))
+    return _one_per_plateau((heat >= ndi.maximum_filter(heat, size=2 * md + 1)) & (heat >= threshold))
+
+
+def _split_nuclear_groups(groups: np.ndarray, n: int, peaks: np.ndarray) -> tuple[np.ndarray, int]:
+    """Split each nuclear group holding two or more nucleated-cell centres between them
+    (each pixel to its nearest centre); groups with fewer stay whole. Returns new labels."""
+    pid = np.where(peaks & (groups > 0), groups, 0)
+    per = np.bincount(pid.ravel(), minlength=n + 1)
+    per[0] = 0
+    multi = per >= 2
+    if not multi.any():
+        return groups, n
+    py, px = np.nonzero(peaks & multi[groups])
+    seeds = np.zeros(groups.shape, dtype=np.int32)
+    seeds[py, px] = np.arange(1, py.size + 1)
+    _, (iy, ix) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
+    nearest = seeds[iy, ix]
+    # new ids: untouched groups keep a compact numbering, split groups get one id per centre
+    out = np.zeros_like(groups)
+    keep = np.nonzero(~multi[1:])[0] + 1
+    lut = np.zeros(n + 1, dtype=np.int32)
+    lut[keep] = np.arange(1, keep.size + 1)
+    out = lut[groups]
+    sel = multi[groups]
+    out[sel] = keep.size + nearest[sel]
+    return out.astype(np.int32), int(keep.size + py.size)
+
+
+def _one_per_plateau(mask: np.ndarray) -> np.ndarray:
+    """Keep one pixel (the first) of each 8-connected group of ``mask``."""
+    lab, n = ndi.label(mask, structure=np.ones((3, 3)))
+    out = np.zeros_like(mask)
+    if n:
+        flat = lab.ravel()
+        idx = np.nonzero(flat)[0]
+        _, first = np.unique(flat[idx], return_index=True)
+        out.ravel()[idx[first]] = True
+    return out
+
+
 def _hull_area(ys: np.ndarray, xs: np.ndarray) -> float:
     """Pixel count of the convex hull of a region (Pick's estimate from the hull of the pixel
     centres), for solidity; much cheaper than rasterising the hull."""
@@ -705,38 +768,21 @@ def _split_large(
     return ws, nm
 
 
-# ----------------------------------------------------------------------------- main entry
-def segment_field(
-    image: np.ndarray, um_per_px: float = DEFAULT_UM_PER_PX, config: SegmentConfig = SegmentConfig()
-) -> Segmentation:
-    """Locate red cells, nucleated cells and platelets in one RGB field.
+@dataclass
+class _Working:
+    work: np.ndarray
+    od: np.ndarray
+    raw: np.ndarray
+    fg: np.ndarray
+    thr: tuple[float, float, float]
+    k: int
+    r_full: float
 
-    Args:
-        image: (H, W, 3) RGB array (uint8 preferred; grey, RGBA, 16-bit and float are accepted).
-        um_per_px: physical scale used for ``diameter_um`` and the size-plausibility warning;
-            localization itself adapts to the cell size it measures in the image.
-        config: thresholds (see :class:`SegmentConfig`).
 
-    Returns:
-        A :class:`Segmentation`: cells (ids in reading order), the median red-cell diameter
-        (px, cells cut by the border excluded) and warnings a person should read.
-
-    Raises:
-        MorphError: ``bad_request`` for a non-positive scale, ``unsupported_image`` for an
-            array that is not an image.
-    """
-    cfg = config
-    if not (isinstance(um_per_px, int | float) and math.isfinite(um_per_px) and um_per_px > 0):
-        raise MorphError("bad_request", f"um_per_px must be a positive number, got {um_per_px!r}")
-    warnings: list[str] = []
-    rgb = _as_rgb_float(image)
-    if rgb is None:
-        shape = getattr(image, "shape", None)
-        raise MorphError("unsupported_image", f"expected an (H, W, 3) image array, got shape {shape}")
+def _working(rgb: np.ndarray, cfg: SegmentConfig) -> _Working | str:
+    """Steps 1-2: glass map, density, foreground and the typical radius, at the working scale
+    (block size ``k``); a string says why the field holds no cells."""
     H, W = rgb.shape[:2]
-    if min(H, W) < 8:
-        return _no_cells(warnings, f"no cells found: image too small to hold a cell ({W}x{H} px)")
-
     # 1. coarse pass (~320 px): glass colour map, then the typical red-cell radius of this field
     c = max(1, int(max(H, W) // 320))
     small = _block_mean(rgb, c)
@@ -744,10 +790,10 @@ def segment_field(
     dens_s = _density(small, bg_s)
     od_s, raw_s, fg_s, thr = _foreground(small, bg_s, None, cfg, density=dens_s)
     if float(np.percentile(raw_s, 99.5)) < cfg.min_contrast_od:
-        return _no_cells(warnings, "no cells found: the field has no stained objects (blank slide?)")
+        return "no cells found: the field has no stained objects (blank slide?)"
     r_s = _radius_of(fg_s, od_s, cfg)
     if r_s is None:
-        return _no_cells(warnings, "no cells found: no object large enough to be a cell")
+        return "no cells found: no object large enough to be a cell"
     r_full = r_s * c
 
     # 2. working scale: resample so the typical red cell has radius ~work_radius_px; re-measure
@@ -772,6 +818,82 @@ def segment_field(
             r_full = r_new
             break
         r_full = r_new
+    return _Working(work=work, od=od, raw=raw, fg=fg, thr=thr, k=k, r_full=float(r_full))
+
+
+@dataclass
+class WorkingView:
+    """A field as the localizer sees it (what a centre-map network reads and is trained on).
+
+    Attributes:
+        od: (h, w, 3) float32 optical density of each channel above the glass, at the
+            working scale.
+        k: block size: one working pixel averages k x k original pixels.
+        radius: typical red-cell radius in working pixels (~``work_radius_px``).
+    """
+
+    od: np.ndarray
+    k: int
+    radius: float
+
+
+def working_view(image: np.ndarray, config: SegmentConfig = SegmentConfig()) -> WorkingView | None:
+    """The working-scale optical density of ``image`` (``None`` for a field without cells)."""
+    rgb = _as_rgb_float(image)
+    if rgb is None or min(rgb.shape[:2]) < 8:
+        return None
+    wv = _working(rgb, config)
+    if isinstance(wv, str):
+        return None
+    return WorkingView(od=wv.od.astype(np.float32), k=wv.k, radius=wv.r_full / wv.k)
+
+
+#: A centre-map model: working-scale optical density (h, w, 3) -> centre probability per
+#: working pixel, one (h, w) map per cell kind ("rbc" required; "nucleated", "platelet"
+#: optional) or a bare (h, w) red-cell map. Optional attributes ``thresholds`` (per kind)
+#: and ``min_distance`` (red-cell seed spacing, units of r) set the peak rules.
+CentreMap = Callable[[np.ndarray], "Mapping[str, np.ndarray] | np.ndarray"]
+
+
+# ----------------------------------------------------------------------------- main entry
+def segment_field(
+    image: np.ndarray, um_per_px: float = DEFAULT_UM_PER_PX, config: SegmentConfig = SegmentConfig(),
+    centres: CentreMap | None = None,
+) -> Segmentation:
+    """Locate red cells, nucleated cells and platelets in one RGB field.
+
+    Args:
+        image: (H, W, 3) RGB array (uint8 preferred; grey, RGBA, 16-bit and float are accepted).
+        um_per_px: physical scale used for ``diameter_um`` and the size-plausibility warning;
+            localization itself adapts to the cell size it measures in the image.
+        config: thresholds (see :class:`SegmentConfig`).
+        centres: a learned centre map (:class:`morph.localize.CentreDetector`); its peaks
+            become the red-cell seeds instead of circle votes and distance maxima.
+
+    Returns:
+        A :class:`Segmentation`: cells (ids in reading order), the median red-cell diameter
+        (px, cells cut by the border excluded) and warnings a person should read.
+
+    Raises:
+        MorphError: ``bad_request`` for a non-positive scale, ``unsupported_image`` for an
+            array that is not an image.
+    """
+    cfg = config
+    if not (isinstance(um_per_px, int | float) and math.isfinite(um_per_px) and um_per_px > 0):
+        raise MorphError("bad_request", f"um_per_px must be a positive number, got {um_per_px!r}")
+    warnings: list[str] = []
+    rgb = _as_rgb_float(image)
+    if rgb is None:
+        shape = getattr(image, "shape", None)
+        raise MorphError("unsupported_image", f"expected an (H, W, 3) image array, got shape {shape}")
+    H, W = rgb.shape[:2]
+    if min(H, W) < 8:
+        return _no_cells(warnings, f"no cells found: image too small to hold a cell ({W}x{H} px)")
+
+    wv = _working(rgb, cfg)
+    if isinstance(wv, str):
+        return _no_cells(warnings, wv)
+    work, od, raw, fg, thr, k, r_full = wv.work, wv.od, wv.raw, wv.fg, wv.thr, wv.k, wv.r_full
     h, w = work.shape[:2]
     r = r_full / k
     cell_area = math.pi * r * r
@@ -782,7 +904,14 @@ def segment_field(
     tn = _nucleus_threshold(viol, fg, cfg)
     nuc = ndi.binary_opening(viol > tn)
     rad = max(1, int(round(0.35 * r)))
-    group = ndi.binary_closing(nuc, morphology.disk(rad), border_value=0) | nuc
+    group = nuc.copy()
+    if nuc.any():
+        # the closing on the nuclei's bounding box only (nuclei are sparse): outside it, more
+        # than the disk's radius from any nucleus, the dilation is empty, so the result is exact
+        ys, xs = np.nonzero(nuc)
+        m = rad + 1
+        box = (slice(max(0, ys.min() - m), ys.max() + m + 1), slice(max(0, xs.min() - m), xs.max() + m + 1))
+        group[box] |= ndi.binary_closing(nuc[box], morphology.disk(rad), border_value=0)
     glab, ng = ndi.label(group)
     nuc_groups = np.zeros((h, w), dtype=np.int32)
     n_nuc = 0
@@ -794,6 +923,18 @@ def segment_field(
             ids = np.cumsum(keep) * keep
             nuc_groups = ids[glab].astype(np.int32)
             n_nuc = int(keep.sum())
+
+    # learned centre maps (morph.localize): red-cell seeds; nuclear groups holding two or more
+    # nucleated-cell centres are split between them; platelet centres seed small objects
+    heats: dict[str, np.ndarray] = {}
+    cthr: dict[str, float] = {}
+    if centres is not None:
+        got = centres(od.astype(np.float32))
+        heats = {"rbc": got} if isinstance(got, np.ndarray) else dict(got)
+        cthr = dict(getattr(centres, "thresholds", {}) or {})
+        if n_nuc and "nucleated" in heats:
+            nuc_groups, n_nuc = _split_nuclear_groups(
+                nuc_groups, n_nuc, _peaks(heats["nucleated"], cthr.get("nucleated", 0.5), 1.0 * r))
 
     # 4. seeds. Circle centres voted by the foreground outline (radial symmetry: each outline
     #    pixel votes inward at distances around r) find overlapping and pale ring-like cells;
@@ -810,11 +951,16 @@ def segment_field(
         zone = (nd <= cfg.cytoplasm_reach * r) & (fg | nuc_any)
         wbc_lab = np.where(zone, nuc_groups[iy, ix], 0).astype(np.int32)
         fg_rbc = fg & ~zone
-    votes = _circle_votes(fg_rbc, r)
-    vmd = max(1, int(round(cfg.vote_min_distance * r)))
-    vpk = (votes >= ndi.maximum_filter(votes, size=2 * vmd + 1)) & (votes >= cfg.vote_min) & fg_rbc
+    if centres is None:
+        votes = _circle_votes(fg_rbc, r)
+        vmd = max(1, int(round(cfg.vote_min_distance * r)))
+        vpk = (votes >= ndi.maximum_filter(votes, size=2 * vmd + 1)) & (votes >= cfg.vote_min) & fg_rbc
+    else:
+        # learned centre map: one peak per red cell (see morph.localize)
+        spacing = float(getattr(centres, "min_distance", cfg.vote_min_distance)) * r
+        vpk = _peaks(heats["rbc"], cthr.get("rbc", 0.5), spacing)
     if n_nuc:
-        near_nuc = ndi.binary_dilation(nuc_any, morphology.disk(max(1, int(round(0.5 * r)))))
+        near_nuc = nd <= max(1, int(round(0.5 * r)))  # = dilation by that disk
         vpk &= ~near_nuc
     vy, vx = np.nonzero(vpk)
     fg_all = fg | nuc_any
@@ -826,7 +972,10 @@ def segment_field(
     dt = ndi.distance_transform_edt(fg_all & (wbc_lab == 0))
     dts = ndi.gaussian_filter(dt, sigma=max(0.5, cfg.dt_smooth * r))
     md = max(1, int(round(cfg.marker_min_distance * r)))
-    peak = (dts >= ndi.maximum_filter(dts, size=2 * md + 1)) & (dts > cfg.marker_min_height * r)
+    if centres is None:
+        peak = (dts >= ndi.maximum_filter(dts, size=2 * md + 1)) & (dts > cfg.marker_min_height * r)
+    else:
+        peak = np.zeros((h, w), dtype=bool)  # the learned centres are the red-cell seeds
     if n_nuc:
         peak &= ~near_nuc
     if vy.size:
@@ -851,6 +1000,21 @@ def segment_field(
     plab, npk = ndi.label(peak, structure=np.ones((3, 3)))
     markers = np.where(plab > 0, plab + n_nuc, wbc_lab).astype(np.int32)
     nm = n_nuc + npk
+    rbc_seed_ids = np.unique(plab[vpk]) + n_nuc
+    plt_seeded = np.zeros(0, dtype=np.int64)
+    if "platelet" in heats:
+        # platelet centres pressed against a red cell get a seed of their own (not within
+        # ~half a red cell of a red-cell seed, nor inside a nucleated cell's zone)
+        ppk = _peaks(heats["platelet"], cthr.get("platelet", 0.5), 0.25 * r) & fg_all & (wbc_lab == 0)
+        if n_nuc:
+            ppk &= ~near_nuc
+        if vy.size:
+            ppk &= spot_dist > 0.6 * r
+        ppk &= markers == 0
+        py, px = np.nonzero(ppk)
+        plt_seeded = np.arange(nm + 1, nm + 1 + py.size)
+        markers[py, px] = plt_seeded
+        nm += py.size
     # objects without a seed (small ones: platelets, fragments) get one at their deepest point
     lab_fg, nfg = ndi.label(fg_all)
     has = np.zeros(nfg + 1, dtype=bool)
@@ -860,7 +1024,13 @@ def segment_field(
         for yx in ndi.maximum_position(dts, lab_fg, index=missing):
             nm += 1
             markers[int(yx[0]), int(yx[1])] = nm
-    ws = segmentation.watershed(-dts, markers, mask=fg_all)
+    if centres is None:
+        surface = -dts
+    else:
+        # learned seeds sit where the cells are, not on distance maxima (two touching cells
+        # often make one distance hill): flood by distance from the seeds, deeper pixels first
+        surface = ndi.distance_transform_edt(markers == 0) - dts
+    ws = segmentation.watershed(surface, markers, mask=fg_all)
 
     # 5. overlapping cells the seeds missed: a red-cell region much larger than the typical
     #    one and clearly non-convex is split into round(area / typical) parts (k-means)
@@ -874,7 +1044,7 @@ def segment_field(
         cnt = np.bincount(flat, minlength=nm + 1).astype(np.float64)
         frac = np.bincount(flat, weights=near, minlength=nm + 1) / np.maximum(cnt, 1.0)
         owner = np.asarray(
-            ndi.maximum(nuc_groups[iy, ix], ws, index=np.arange(nm + 1)), dtype=np.int32)
+            _label_max(nuc_groups[iy, ix], ws, nm), dtype=np.int32)
         lut = np.arange(nm + 1, dtype=np.int32)
         sel = (frac >= 0.85) & (cnt < cfg.cytoplasm_max_area * cell_area) & (owner > 0)
         sel[: n_nuc + 1] = False
@@ -891,6 +1061,12 @@ def segment_field(
     big = stats["n"] >= 0.4 * cell_area
     big[: n_nuc + 1] = False
     rbc_share = float(np.median(share[big])) if big.any() else 0.25
+    # regions grown from a learned red-cell centre (the others must be large to count)
+    is_rbc_seed = np.zeros(nm + 1, dtype=bool)
+    if centres is not None:
+        is_rbc_seed[rbc_seed_ids] = True
+    is_plt_seed = np.zeros(nm + 1, dtype=bool)
+    is_plt_seed[plt_seeded[plt_seeded <= nm]] = True
     cells: list[Cell] = []
     for lab_id, sl in enumerate(ndi.find_objects(ws), start=1):
         if sl is None:
@@ -901,6 +1077,8 @@ def segment_field(
         rel = area_w / cell_area
         if lab_id <= n_nuc:
             kind = "nucleated"
+        elif is_plt_seed[lab_id] and cfg.platelet_min_area <= rel < cfg.platelet_max_area:
+            kind = "platelet"
         elif rel < cfg.platelet_max_area and (
             mean_viol[lab_id] > cfg.platelet_rel_viol * tn
             or share[lab_id] > rbc_share + cfg.platelet_share_margin
@@ -912,6 +1090,10 @@ def segment_field(
             kind = "platelet"
         elif rel < (cfg.border_min_area if border else cfg.debris_area):
             continue
+        elif centres is not None and not is_rbc_seed[lab_id] and rel < (
+            cfg.unseeded_border_min_area if border else cfg.unseeded_min_area
+        ):
+            continue  # the centre map saw no red cell here
         else:
             kind = "rbc"
         m = ws[sl] == lab_id

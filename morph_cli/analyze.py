@@ -10,6 +10,7 @@ from .common import (
     add_model_arg,
     expand_images,
     load_classifier,
+    localizer_arg,
     positive_float,
     print_case_summary,
 )
@@ -31,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="write an overlay picture (one per field: OUT-<name>.png when several)")
     p.add_argument("--json", metavar="OUT.json", default=None, help="write the JSON report")
     add_model_arg(p)
+    p.add_argument("--localizer", default="shipped", metavar="DIR|none",
+                   help="centre-map localizer folder or name under models/ (default: the shipped "
+                   "locnet-v1); 'none' uses the hand-made seeds")
     p.set_defaults(func=run)
 
 
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if context is not None and not isinstance(context, dict):
         raise MorphError("bad_context", "the context file must hold a JSON object", path=args.context)
     options = AnalysisOptions(um_per_px=args.um_per_px, stain=args.stain, context=context).validate()
-    analyzer = Analyzer(classifier=load_classifier(args.model))
+    analyzer = Analyzer(classifier=load_classifier(args.model), localizer=localizer_arg(args.localizer))
     paths = expand_images(args.images)
     if not paths:
         raise MorphError("bad_request", "no image files found in the given paths", path=" ".join(args.images))

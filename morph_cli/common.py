@@ -43,6 +43,20 @@ def add_model_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def localizer_arg(value: str) -> Any:
+    """``--localizer``: ``shipped`` (the default folder, when present), ``none`` (hand-made
+    seeds) or a folder path / name under models/ (loaded; errors name the folder)."""
+    if value == "shipped":
+        from morph.pipeline import SHIPPED
+
+        return SHIPPED
+    if value.lower() == "none":
+        return None
+    from morph.localize import load_localizer
+
+    return load_localizer(value)
+
+
 def load_classifier(name: str | None) -> Any:
     """Load the named model, or the shipped default. Falls back to localization
     only (with a note on stderr) when no model is shipped and none was asked for."""

@@ -88,3 +88,17 @@ def test_folder_argument_expands_to_images(tmp_path: Path, field_files) -> None:
     out_json = tmp_path / "r.json"
     assert main(["analyze", str(field_files[0].parent), "--json", str(out_json)]) == 0
     assert len(json.loads(out_json.read_text())["images"]) == 2
+
+
+def test_localizer_option(tmp_path: Path, field_files, capsys) -> None:
+    from morph.localize import build_untrained_localizer
+
+    out = tmp_path / "r.json"
+    assert main(["analyze", str(field_files[0]), "--localizer", "none", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["model"]["localizer"] == {"name": "hand-made seeds"}
+    build_untrained_localizer("locnet_tiny").save(tmp_path / "myloc")
+    assert main(["analyze", str(field_files[0]), "--localizer", str(tmp_path / "myloc"), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["model"]["localizer"]["arch"] == "locnet_tiny"
+    capsys.readouterr()
+    assert main(["analyze", str(field_files[0]), "--localizer", str(tmp_path / "nowhere")]) != 0
+    assert "nowhere" in capsys.readouterr().err

@@ -1,0 +1,163 @@
+"""Learned red-cell centre maps: the seeds of the localizer's watershed.
+
+A :class:`CentreDetector` wraps a small fully convolutional network (``locnet`` in the
+model registry) that reads a field's optical density at the localizer's working scale
+(see :func:`morph.segment.working_view`) and returns, per working pixel, the probability
+that a red-cell centre lies there. :func:`morph.segment.segment_field` takes it as
+``centres=``: its peaks replace the hand-made seeds (circle votes and distance-transform
+maxima) for red cells; the foreground, the watershed, nuclei, platelets and every size
+rule stay as they are. One peak per cell is what splits touching cells without cutting
+pale or irregular ones in two.
+
+A detector is a model folder (``models/locnet-v1``): ``config.json`` (architecture, peak
+threshold, minimum peak spacing, provenance), ``weights.pt`` and ``metrics.json``; it is
+retrained with ``python -m training.train_localizer`` on any YOLO-box data set (red-cell
+boxes) plus rendered fields.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import MorphError
+from .models import create_model
+
+#: Name of the shipped localizer folder under ``models/``.
+DEFAULT_LOCALIZER_NAME = "locnet-v1"
+
+
+@dataclass
+class CentreDetector:
+    """A centre-map network plus the peak rules tuned with it.
+
+    Attributes:
+        net: maps ``(N, 3, h, w)`` optical density to ``(N, len(kinds), ceil(h/2), ceil(w/2))``
+            logits.
+        kinds: the cell kind of each output map (``"rbc"``, ``"nucleated"``, ``"platelet"``).
+        thresholds: a peak of a kind's map is a seed when its probability reaches this.
+        min_distance: minimum spacing of two red-cell seeds, in units of the typical radius.
+    """
+
+    net: nn.Module
+    arch: str = "locnet"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    kinds: tuple[str, ...] = ("rbc",)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    min_distance: float = 0.4
+    name: str = "locnet-untrained"
+    version: str = "0.0.0"
+    metrics: dict[str, Any] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.net = self.net.eval()
+        self.kinds = tuple(self.kinds)
+        self.thresholds = {k: float(self.thresholds.get(k, 0.35)) for k in self.kinds}
+
+    @property
+    def threshold(self) -> float:
+        """The red-cell threshold."""
+        return self.thresholds.get("rbc", 0.35)
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.thresholds["rbc"] = float(value)
+
+    def centre_maps(self, od: np.ndarray) -> dict[str, np.ndarray]:
+        """Probability of a cell centre per working pixel, ``(h, w)`` float32 per kind."""
+        h, w = od.shape[:2]
+        x = torch.from_numpy(np.ascontiguousarray(od.transpose(2, 0, 1), dtype=np.float32))[None]
+        with torch.inference_mode():
+            logits = self.net(x)
+            prob = torch.sigmoid(nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False))
+        arr = prob[0].numpy()
+        return {k: arr[i] for i, k in enumerate(self.kinds)}
+
+    def centre_map(self, od: np.ndarray) -> np.ndarray:
+        """The red-cell centre map alone, ``(h, w)``."""
+        return self.centre_maps(od)["rbc"]
+
+    def __call__(self, od: np.ndarray) -> dict[str, np.ndarray]:
+        return self.centre_maps(od)
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "arch": self.arch}
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "arch": self.arch, "arch_kwargs": self.arch_kwargs,
+            "kinds": list(self.kinds), "thresholds": self.thresholds, "min_distance": self.min_distance,
+            "provenance": self.provenance,
+        }
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the model folder (config, weights, metrics)."""
+        from .io import write_json, write_torch
+
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", self.config())
+        write_torch(out / "weights.pt", {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()})
+        if self.metrics:
+            write_json(out / "metrics.json", self.metrics)
+        self.folder = out
+        return out
+
+
+def build_untrained_localizer(
+    arch: str = "locnet_tiny", seed: int = 0, kinds: tuple[str, ...] = ("rbc",), **arch_kwargs: Any
+) -> CentreDetector:
+    """A randomly initialised detector (for tests and as the start of training)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = create_model(arch, num_classes=len(kinds), **arch_kwargs)
+    return CentreDetector(net, arch=arch, arch_kwargs=dict(arch_kwargs), kinds=kinds, name=f"{arch}-untrained")
+
+
+def load_localizer(path_or_name: str | os.PathLike[str] | None = None) -> CentreDetector:
+    """Load a localizer folder: a path, a name under the models directory, or ``None`` for
+    the shipped one. Raises :class:`MorphError` (``model_not_found``, ``bad_model``)."""
+    from .classify import models_dir
+    from .io import read_json, read_torch
+
+    if path_or_name is None:
+        folder = models_dir() / DEFAULT_LOCALIZER_NAME
+    else:
+        folder = Path(path_or_name)
+        if not folder.is_dir():
+            folder = models_dir() / str(path_or_name)
+    if not folder.is_dir():
+        raise MorphError("model_not_found", f"no localizer folder {str(path_or_name or folder)!r}", path=str(folder))
+    for req in ("config.json", "weights.pt"):
+        if not (folder / req).is_file():
+            raise MorphError("bad_model", f"localizer folder is missing {req}", path=str(folder / req))
+    cfg = read_json(folder / "config.json")
+    if not isinstance(cfg, dict) or "arch" not in cfg:
+        raise MorphError("bad_model", "config.json must be an object with an 'arch'", path=str(folder / "config.json"))
+    kwargs = dict(cfg.get("arch_kwargs") or {})
+    kinds = tuple(cfg.get("kinds") or ("rbc",))
+    if "rbc" not in kinds or not set(kinds) <= {"rbc", "nucleated", "platelet"}:
+        raise MorphError("bad_model", f"kinds must include 'rbc' and name cell kinds, got {list(kinds)}",
+                         path=str(folder / "config.json"))
+    net = create_model(cfg["arch"], num_classes=len(kinds), **kwargs)
+    try:
+        net.load_state_dict(read_torch(folder / "weights.pt"))
+    except (RuntimeError, KeyError) as exc:
+        raise MorphError("bad_model", f"weights do not match the architecture ({exc})", path=str(folder / "weights.pt")) from exc
+    metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else None
+    det = CentreDetector(
+        net, arch=cfg["arch"], arch_kwargs=kwargs, kinds=kinds,
+        thresholds={k: float(v) for k, v in (cfg.get("thresholds") or {"rbc": cfg.get("threshold", 0.35)}).items()},
+        min_distance=float(cfg.get("min_distance", 0.4)), name=str(cfg.get("name") or folder.name),
+        version=str(cfg.get("version", "0.0.0")), metrics=metrics, provenance=cfg.get("provenance") or {},
+    )
+    det.folder = folder
+    return det
