@@ -980,6 +980,15 @@ def segment_field(
         peak &= ~near_nuc
     if vy.size:
         peak &= spot_dist > cfg.vote_exclusive * r
+    ppk: np.ndarray | None = None
+    if "platelet" in heats:
+        # platelet centres pressed against a red cell get a seed of their own (not within
+        # ~half a red cell of a red-cell seed, nor inside a nucleated cell's zone)
+        ppk = _peaks(heats["platelet"], cthr.get("platelet", 0.5), 0.5 * r) & fg_all & (wbc_lab == 0)
+        if n_nuc:
+            ppk &= ~near_nuc
+        if vy.size:
+            ppk &= spot_dist > 0.6 * r
     if cfg.small_seed_dynamic > 0:
         # small objects pressed against a cell (platelets, fragments): a distance peak too low
         # for a red-cell seed but separated from the cell by a neck (its dynamic, the drop to
@@ -993,6 +1002,11 @@ def segment_field(
         if vy.size:
             low &= spot_dist > cfg.vote_exclusive * r
         ly, lx = np.nonzero(low)
+        if ppk is not None and ppk.any() and ly.size:
+            # a learned platelet centre already seeds that object: one seed per platelet
+            qy, qx = np.nonzero(ppk)
+            far = np.hypot(ly[:, None] - qy[None], lx[:, None] - qx[None]).min(axis=1) > 0.5 * r
+            ly, lx = ly[far], lx[far]
         for y, x in zip(ly.tolist(), lx.tolist(), strict=True):
             if _stands_alone(dts, y, x, hdyn, int(2 * r) + 2):
                 peak[y, x] = True
@@ -1002,14 +1016,7 @@ def segment_field(
     nm = n_nuc + npk
     rbc_seed_ids = np.unique(plab[vpk]) + n_nuc
     plt_seeded = np.zeros(0, dtype=np.int64)
-    if "platelet" in heats:
-        # platelet centres pressed against a red cell get a seed of their own (not within
-        # ~half a red cell of a red-cell seed, nor inside a nucleated cell's zone)
-        ppk = _peaks(heats["platelet"], cthr.get("platelet", 0.5), 0.25 * r) & fg_all & (wbc_lab == 0)
-        if n_nuc:
-            ppk &= ~near_nuc
-        if vy.size:
-            ppk &= spot_dist > 0.6 * r
+    if ppk is not None:
         ppk &= markers == 0
         py, px = np.nonzero(ppk)
         plt_seeded = np.arange(nm + 1, nm + 1 + py.size)
