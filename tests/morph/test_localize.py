@@ -123,3 +123,41 @@ def test_analyzer_uses_and_reports_the_localizer() -> None:
     a = Analyzer()
     assert a.model_info()["localizer"]["name"] == "locnet-v1"
     assert Analyzer(localizer=None).model_info()["localizer"] == {"name": "hand-made seeds"}
+
+
+def test_shipped_localizer_on_real_fields(chula_dir, txl_dir) -> None:
+    """A few real fields: TXL-PBC test boxes (the data set it learned from, held-out split) and
+    Chula RBC-12 points (a lab it never saw)."""
+    from morph.io import read_image
+
+    det = load_localizer(None)
+    tp = nd = ng = 0
+    for img_path in sorted((txl_dir / "images" / "test").glob("*.jpg"))[:6]:
+        img = read_image(img_path)
+        H, W = img.shape[:2]
+        rows = {tuple(map(float, ln.split())) for ln in
+                (txl_dir / "labels" / "test" / f"{img_path.stem}.txt").read_text().splitlines() if ln.strip()}
+        boxes = np.array([((cx - bw / 2) * W, (cy - bh / 2) * H, (cx + bw / 2) * W, (cy + bh / 2) * H)
+                          for c, cx, cy, bw, bh in rows if c == 1], dtype=np.float64).reshape(-1, 4)
+        seg = segment_field(img, centres=det)
+        dets = np.array([(c.x, c.y) for c in seg.cells if c.kind == "rbc"], dtype=np.float64).reshape(-1, 2)
+        tp += match_centres_in_boxes(dets, boxes)
+        nd += len(dets)
+        ng += len(boxes)
+    assert ng > 50 and tp / nd >= 0.85 and tp / ng >= 0.85
+
+    found = total = 0
+    for img_path in sorted((chula_dir / "images").glob("*.jpg"), key=lambda q: int(q.stem))[:4]:
+        name = img_path.stem
+        img = read_image(img_path)
+        seg = segment_field(img, centres=det)
+        owner = np.zeros(img.shape[:2], dtype=np.int32)
+        for i, c in enumerate(c for c in seg.cells if c.kind == "rbc"):
+            x0, y0, x1, y1 = c.bbox
+            owner[y0:y1, x0:x1][c.mask] = i + 1
+        for line in (chula_dir / "labels" / f"{name}.txt").read_text().splitlines():
+            if line.strip():
+                x, y, _ = (float(v) for v in line.split())
+                total += 1
+                found += owner[min(int(y), img.shape[0] - 1), min(int(x), img.shape[1] - 1)] > 0
+    assert total > 50 and found / total >= 0.95

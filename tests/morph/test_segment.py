@@ -243,10 +243,9 @@ def test_chula_fields_recall(chula_dir: Path) -> None:
     from morph.io import read_image
 
     found = total = 0
-    for name in ("1", "50", "200"):
-        p = chula_dir / "images" / f"{name}.jpg"
-        if not p.is_file():
-            continue
+    # the first fields by number (the set has gaps: there is no 1.jpg or 50.jpg)
+    for p in sorted((chula_dir / "images").glob("*.jpg"), key=lambda q: int(q.stem))[:4]:
+        name = p.stem
         img = read_image(p)
         seg = segment_field(img)
         owner = np.zeros(img.shape[:2], dtype=np.int32)
@@ -261,7 +260,7 @@ def test_chula_fields_recall(chula_dir: Path) -> None:
         assert seg.median_rbc_diameter_px is not None
         assert 5.0 <= seg.median_rbc_diameter_px * DEFAULT_UM_PER_PX <= 10.0
     if total == 0:
-        pytest.skip("Chula fields 1/50/200 not present")
+        pytest.skip("no Chula fields")
     assert found / total >= 0.95
 
 
