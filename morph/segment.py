@@ -733,6 +733,28 @@ def _merge_fragments(ws: np.ndarray, nm: int, n_nuc: int, r: float, cfg: Segment
     return lut[ws]
 
 
+def _absorb_pieces(ws: np.ndarray, nm: int, pieces: np.ndarray, targets: np.ndarray, min_contact: float
+                   ) -> tuple[np.ndarray, bool]:
+    """Join each region in ``pieces`` to the ``targets`` region it shares the longest border
+    with (at least ``min_contact`` px); pieces with no such neighbour are left as they are."""
+    is_piece = np.zeros(nm + 1, dtype=bool)
+    is_piece[pieces] = True
+    a = np.concatenate([ws[:, :-1].ravel(), ws[:-1, :].ravel(), ws[:, 1:].ravel(), ws[1:, :].ravel()])
+    b = np.concatenate([ws[:, 1:].ravel(), ws[1:, :].ravel(), ws[:, :-1].ravel(), ws[:-1, :].ravel()])
+    sel = is_piece[a] & targets[b]
+    if not sel.any():
+        return ws, False
+    pair, contact = np.unique(a[sel].astype(np.int64) * (nm + 1) + b[sel], return_counts=True)
+    lut = np.arange(nm + 1, dtype=np.int32)
+    best = np.zeros(nm + 1, dtype=np.int64)
+    for pid, cnt in zip(pair.tolist(), contact.tolist(), strict=True):
+        i, j = divmod(pid, nm + 1)
+        if cnt >= min_contact and cnt > best[i]:
+            best[i] = cnt
+            lut[i] = j
+    return lut[ws], bool((lut != np.arange(nm + 1)).any())
+
+
 def _region_areas(ws: np.ndarray, nm: int, n_nuc: int, cell_area: float) -> tuple[np.ndarray, float | None]:
     """Pixel count of every label of ``ws``, and the typical red-cell region: the median of
     those over 0.4 cell areas (None when fewer than three)."""
@@ -1074,7 +1096,8 @@ def segment_field(
         is_rbc_seed[rbc_seed_ids] = True
     is_plt_seed = np.zeros(nm + 1, dtype=bool)
     is_plt_seed[plt_seeded[plt_seeded <= nm]] = True
-    cells: list[Cell] = []
+    kinds: dict[int, str] = {}
+    absorb: list[int] = []
     for lab_id, sl in enumerate(ndi.find_objects(ws), start=1):
         if sl is None:
             continue
@@ -1100,9 +1123,27 @@ def segment_field(
         elif centres is not None and not is_rbc_seed[lab_id] and rel < (
             cfg.unseeded_border_min_area if border else cfg.unseeded_min_area
         ):
-            continue  # the centre map saw no red cell here
+            # the centre map saw no red cell here: a piece cut from a seeded cell (a k-means
+            # split of one large cell) goes back to it, anything else is dropped
+            absorb.append(lab_id)
+            continue
         else:
             kind = "rbc"
+        kinds[lab_id] = kind
+    if absorb:
+        targets = np.zeros(nm + 1, dtype=bool)
+        targets[[i for i, kd in kinds.items() if kd == "rbc" and is_rbc_seed[i]]] = True
+        ws, changed = _absorb_pieces(ws, nm, np.asarray(absorb), targets, cfg.fragment_contact * r)
+        if changed:
+            stats = _region_stats(ws, nm)
+    objs = ndi.find_objects(ws, max_label=nm)
+    cells: list[Cell] = []
+    for lab_id, kind in sorted(kinds.items()):
+        sl = objs[lab_id - 1]
+        if sl is None:
+            continue
+        y0, y1, x0, x1 = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop
+        border = y0 == 0 or x0 == 0 or y1 == h or x1 == w
         m = ws[sl] == lab_id
         cells.append(_make_cell(m, y0, x0, k, H, W, border, kind, um_per_px,
                                 stats["cy"][lab_id], stats["cx"][lab_id], stats["ecc"][lab_id]))
