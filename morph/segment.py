@@ -733,10 +733,12 @@ def _merge_fragments(ws: np.ndarray, nm: int, n_nuc: int, r: float, cfg: Segment
     return lut[ws]
 
 
-def _absorb_pieces(ws: np.ndarray, nm: int, pieces: np.ndarray, targets: np.ndarray, min_contact: float
-                   ) -> tuple[np.ndarray, bool]:
+def _absorb_pieces(ws: np.ndarray, nm: int, pieces: np.ndarray, targets: np.ndarray, min_contact: float,
+                   min_solidity: float) -> tuple[np.ndarray, bool]:
     """Join each region in ``pieces`` to the ``targets`` region it shares the longest border
-    with (at least ``min_contact`` px); pieces with no such neighbour are left as they are."""
+    with (at least ``min_contact`` px) when the two make one convex body (solidity at least
+    ``min_solidity``: one cell cut in two, not a second, overlapping cell); other pieces are
+    left as they are."""
     is_piece = np.zeros(nm + 1, dtype=bool)
     is_piece[pieces] = True
     a = np.concatenate([ws[:, :-1].ravel(), ws[:-1, :].ravel(), ws[:, 1:].ravel(), ws[1:, :].ravel()])
@@ -747,9 +749,16 @@ def _absorb_pieces(ws: np.ndarray, nm: int, pieces: np.ndarray, targets: np.ndar
     pair, contact = np.unique(a[sel].astype(np.int64) * (nm + 1) + b[sel], return_counts=True)
     lut = np.arange(nm + 1, dtype=np.int32)
     best = np.zeros(nm + 1, dtype=np.int64)
+    objs = ndi.find_objects(ws, max_label=nm)
     for pid, cnt in zip(pair.tolist(), contact.tolist(), strict=True):
         i, j = divmod(pid, nm + 1)
-        if cnt >= min_contact and cnt > best[i]:
+        si, sj = objs[i - 1], objs[j - 1]
+        if cnt < min_contact or cnt <= best[i] or si is None or sj is None:
+            continue
+        box = tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(si, sj, strict=True))
+        sub = ws[box]
+        ys, xs = np.nonzero((sub == i) | (sub == j))
+        if ys.size / _hull_area(ys, xs) >= min_solidity:
             best[i] = cnt
             lut[i] = j
     return lut[ws], bool((lut != np.arange(nm + 1)).any())
@@ -1133,7 +1142,8 @@ def segment_field(
     if absorb:
         targets = np.zeros(nm + 1, dtype=bool)
         targets[[i for i, kd in kinds.items() if kd == "rbc" and is_rbc_seed[i]]] = True
-        ws, changed = _absorb_pieces(ws, nm, np.asarray(absorb), targets, cfg.fragment_contact * r)
+        ws, changed = _absorb_pieces(ws, nm, np.asarray(absorb), targets, cfg.fragment_contact * r,
+                                     cfg.fragment_solidity)
         if changed:
             stats = _region_stats(ws, nm)
     objs = ndi.find_objects(ws, max_label=nm)

@@ -161,3 +161,20 @@ def test_shipped_localizer_on_real_fields(chula_dir, txl_dir) -> None:
                 total += 1
                 found += owner[min(int(y), img.shape[0] - 1), min(int(x), img.shape[1] - 1)] > 0
     assert total > 50 and found / total >= 0.95
+
+
+def test_a_piece_cut_from_one_cell_goes_back_but_a_second_cell_does_not() -> None:
+    from morph.segment import _absorb_pieces
+
+    yy, xx = np.mgrid[:60, :100]
+    ws = np.zeros((60, 100), dtype=np.int32)
+    disc = (xx - 50) ** 2 + (yy - 30) ** 2 < 20**2
+    ws[disc & (xx < 56)] = 1  # the seeded part of one cell
+    ws[disc & (xx >= 56)] = 2  # a piece cut from it (no seed)
+    other = (xx - 16) ** 2 + (yy - 30) ** 2 < 18**2
+    ws[other & (ws == 0)] = 3  # a second cell overlapping it (no seed), a long shared border
+    targets = np.array([False, True, False, False])
+    out, changed = _absorb_pieces(ws, 3, np.array([2, 3]), targets, min_contact=5, min_solidity=0.92)
+    assert changed
+    assert set(np.unique(out[disc])) == {1}  # the cut piece is back in its cell
+    assert (out[other & ~disc] == 3).all()  # the other cell is not glued to it
