@@ -739,29 +739,34 @@ def _absorb_pieces(ws: np.ndarray, nm: int, pieces: np.ndarray, targets: np.ndar
     with (at least ``min_contact`` px) when the two make one convex body (solidity at least
     ``min_solidity``: one cell cut in two, not a second, overlapping cell); other pieces are
     left as they are."""
-    is_piece = np.zeros(nm + 1, dtype=bool)
-    is_piece[pieces] = True
-    a = np.concatenate([ws[:, :-1].ravel(), ws[:-1, :].ravel(), ws[:, 1:].ravel(), ws[1:, :].ravel()])
-    b = np.concatenate([ws[:, 1:].ravel(), ws[1:, :].ravel(), ws[:, :-1].ravel(), ws[:-1, :].ravel()])
-    sel = is_piece[a] & targets[b]
-    if not sel.any():
-        return ws, False
-    pair, contact = np.unique(a[sel].astype(np.int64) * (nm + 1) + b[sel], return_counts=True)
-    lut = np.arange(nm + 1, dtype=np.int32)
-    best = np.zeros(nm + 1, dtype=np.int64)
     objs = ndi.find_objects(ws, max_label=nm)
-    for pid, cnt in zip(pair.tolist(), contact.tolist(), strict=True):
-        i, j = divmod(pid, nm + 1)
-        si, sj = objs[i - 1], objs[j - 1]
-        if cnt < min_contact or cnt <= best[i] or si is None or sj is None:
+    lut = np.arange(nm + 1, dtype=np.int32)
+    H, W = ws.shape
+    for i in pieces.tolist():
+        si = objs[i - 1]
+        if si is None:
             continue
-        box = tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(si, sj, strict=True))
+        # the piece's box grown by one pixel: every pixel pair across its border lies inside
+        box = (slice(max(0, si[0].start - 1), min(H, si[0].stop + 1)),
+               slice(max(0, si[1].start - 1), min(W, si[1].stop + 1)))
         sub = ws[box]
-        ys, xs = np.nonzero((sub == i) | (sub == j))
-        if ys.size / _hull_area(ys, xs) >= min_solidity:
-            best[i] = cnt
-            lut[i] = j
-    return lut[ws], bool((lut != np.arange(nm + 1)).any())
+        a = np.concatenate([sub[:, :-1].ravel(), sub[:-1, :].ravel(), sub[:, 1:].ravel(), sub[1:, :].ravel()])
+        b = np.concatenate([sub[:, 1:].ravel(), sub[1:, :].ravel(), sub[:, :-1].ravel(), sub[:-1, :].ravel()])
+        nb = b[(a == i) & targets[b]]
+        if nb.size == 0:
+            continue
+        cand, contact = np.unique(nb, return_counts=True)
+        for j in cand[np.argsort(-contact)][contact[np.argsort(-contact)] >= min_contact].tolist():
+            sj = objs[j - 1]
+            if sj is None:
+                continue
+            both = tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(si, sj, strict=True))
+            ys, xs = np.nonzero(np.isin(ws[both], (i, j)))
+            if ys.size / _hull_area(ys, xs) >= min_solidity:
+                lut[i] = j
+                break
+    changed = bool((lut != np.arange(nm + 1)).any())
+    return (lut[ws] if changed else ws), changed
 
 
 def _region_areas(ws: np.ndarray, nm: int, n_nuc: int, cell_area: float) -> tuple[np.ndarray, float | None]:
