@@ -224,6 +224,29 @@ def bench_synth(n: int, overlays: Path | None) -> dict | None:
     }
 
 
+def compare_seeds(root: Path, limit: int | None) -> int:
+    """Per-field time of the learned and the hand-made seeds, alternating on the same fields,
+    so that the host's drift hits both alike."""
+    paths = sorted((root / "images").glob("*.jpg"))[::2][:limit]
+    if not paths or LOCALIZER is None:
+        print("compare-seeds needs the Chula images and a localizer")
+        return 1
+    hand, learned = [], []
+    for p in paths:
+        im = read_image(p)
+        hand.append(_time_seg(im, None))
+        learned.append(_time_seg(im, LOCALIZER))
+    for name, t in (("hand-made", hand), ("learned", learned)):
+        print(f"{name:<10} {len(t)} fields: mean {1000 * np.mean(t):.1f} ms, median {1000 * np.median(t):.1f} ms")
+    return 0
+
+
+def _time_seg(image: np.ndarray, centres: CentreDetector | None) -> float:
+    t0 = time.perf_counter()
+    segment_field(image, centres=centres)
+    return time.perf_counter() - t0
+
+
 def _save_overlay(path: Path, image: np.ndarray, seg: Segmentation, points=None, boxes=None) -> None:
     from PIL import Image, ImageDraw
 
@@ -256,6 +279,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--txl-split", default="test")
     ap.add_argument("--overlays", type=Path, default=None, help="write overlay PNGs here")
     ap.add_argument("--misses", action="store_true", help="list missed Chula points")
+    ap.add_argument("--compare-seeds", action="store_true",
+                    help="time the learned and the hand-made seeds alternating field by field on every 2nd Chula field")
     ap.add_argument("--localizer", default="shipped",
                     help="centre-map localizer folder, 'shipped' (models/locnet-v1) or 'none' (hand-made seeds)")
     return ap
@@ -268,6 +293,8 @@ def main(args: argparse.Namespace) -> int:
     if args.localizer != "none":
         LOCALIZER = load_localizer(None if args.localizer == "shipped" else args.localizer)
     print(f"localizer: {LOCALIZER.name + ' ' + LOCALIZER.version if LOCALIZER else 'hand-made seeds'}")
+    if args.compare_seeds:
+        return compare_seeds(args.data / "chula-rbc-12", args.limit)
     sets = {s.strip() for s in args.sets.split(",") if s.strip()}
     results = []
     if "chula" in sets:
