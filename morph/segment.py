@@ -756,7 +756,8 @@ def _absorb_pieces(ws: np.ndarray, nm: int, pieces: np.ndarray, targets: np.ndar
         if nb.size == 0:
             continue
         cand, contact = np.unique(nb, return_counts=True)
-        for j in cand[np.argsort(-contact)][contact[np.argsort(-contact)] >= min_contact].tolist():
+        order = np.argsort(-contact)  # longest shared border first
+        for j in cand[order][contact[order] >= min_contact].tolist():
             sj = objs[j - 1]
             if sj is None:
                 continue
