@@ -613,9 +613,14 @@ def _stands_alone(dts: np.ndarray, y: int, x: int, h: float, win: int) -> bool:
     return inner_y and inner_x
 
 
-def _peaks(heat: np.ndarray, threshold: float, spacing: float) -> np.ndarray:
-    """Local maxima of a centre map at least ``threshold`` high, ~``spacing`` px apart, one
-    pixel per plateau."""
+#: spacing (units of r) of the learned nucleated-cell and platelet seeds; red cells use the
+#: detector's own ``min_distance``
+PEAK_SPACING: dict[str, float] = {"nucleated": 1.0, "platelet": 0.5}
+
+
+def centre_peaks(heat: np.ndarray, threshold: float, spacing: float) -> np.ndarray:
+    """Seeds from a centre map: local maxima at least ``threshold`` high, ~``spacing`` px
+    apart, one pixel per plateau (training scores its peaks with the same rule)."""
     md = max(1, int(round(spacing)))
     return _one_per_plateau((heat >= ndi.maximum_filter(heat, size=2 * md + 1)) & (heat >= threshold))
 
@@ -635,7 +640,6 @@ def _split_nuclear_groups(groups: np.ndarray, n: int, peaks: np.ndarray) -> tupl
     _, (iy, ix) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
     nearest = seeds[iy, ix]
     # new ids: untouched groups keep a compact numbering, split groups get one id per centre
-    out = np.zeros_like(groups)
     keep = np.nonzero(~multi[1:])[0] + 1
     lut = np.zeros(n + 1, dtype=np.int32)
     lut[keep] = np.arange(1, keep.size + 1)
@@ -721,16 +725,25 @@ def _merge_fragments(ws: np.ndarray, nm: int, n_nuc: int, r: float, cfg: Segment
         frag = si if areas[i] <= areas[j] else sj
         if frag[0].start == 0 or frag[1].start == 0 or frag[0].stop == ws.shape[0] or frag[1].stop == ws.shape[1]:
             continue  # a small region at the image edge is a cut cell, not a fragment
-        box = tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(si, sj, strict=True))
-        sub = lut[ws[box]]
-        ys, xs = np.nonzero((sub == i) | (sub == j))
-        if ys.size / _hull_area(ys, xs) < cfg.fragment_solidity:
+        box = _union_box(si, sj)
+        if _union_solidity(lut[ws[box]], i, j) < cfg.fragment_solidity:
             continue
         lut[lut == j] = i
         areas[i] += areas[j]
         areas[j] = 0.0
         objs[i - 1] = box
     return lut[ws]
+
+
+def _union_box(si: tuple[slice, ...], sj: tuple[slice, ...]) -> tuple[slice, ...]:
+    """The bounding box of two regions' boxes."""
+    return tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(si, sj, strict=True))
+
+
+def _union_solidity(sub: np.ndarray, i: int, j: int) -> float:
+    """Solidity (area / convex-hull area) of labels ``i`` and ``j`` of ``sub`` taken together."""
+    ys, xs = np.nonzero((sub == i) | (sub == j))
+    return ys.size / _hull_area(ys, xs)
 
 
 def _absorb_pieces(ws: np.ndarray, nm: int, pieces: np.ndarray, targets: np.ndarray, min_contact: float,
@@ -761,9 +774,7 @@ def _absorb_pieces(ws: np.ndarray, nm: int, pieces: np.ndarray, targets: np.ndar
             sj = objs[j - 1]
             if sj is None:
                 continue
-            both = tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(si, sj, strict=True))
-            ys, xs = np.nonzero(np.isin(ws[both], (i, j)))
-            if ys.size / _hull_area(ys, xs) >= min_solidity:
+            if _union_solidity(ws[_union_box(si, sj)], i, j) >= min_solidity:
                 lut[i] = j
                 break
     changed = bool((lut != np.arange(nm + 1)).any())
@@ -971,7 +982,7 @@ def segment_field(
         cthr = dict(getattr(centres, "thresholds", {}) or {})
         if n_nuc and "nucleated" in heats:
             nuc_groups, n_nuc = _split_nuclear_groups(
-                nuc_groups, n_nuc, _peaks(heats["nucleated"], cthr.get("nucleated", 0.5), 1.0 * r))
+                nuc_groups, n_nuc, centre_peaks(heats["nucleated"], cthr.get("nucleated", 0.5), PEAK_SPACING["nucleated"] * r))
 
     # 4. seeds. Circle centres voted by the foreground outline (radial symmetry: each outline
     #    pixel votes inward at distances around r) find overlapping and pale ring-like cells;
@@ -995,7 +1006,7 @@ def segment_field(
     else:
         # learned centre map: one peak per red cell (see morph.localize)
         spacing = float(getattr(centres, "min_distance", cfg.vote_min_distance)) * r
-        vpk = _peaks(heats["rbc"], cthr.get("rbc", 0.5), spacing)
+        vpk = centre_peaks(heats["rbc"], cthr.get("rbc", 0.5), spacing)
     if n_nuc:
         near_nuc = nd <= max(1, int(round(0.5 * r)))  # = dilation by that disk
         vpk &= ~near_nuc
@@ -1021,7 +1032,8 @@ def segment_field(
     if "platelet" in heats:
         # platelet centres pressed against a red cell get a seed of their own (not within
         # ~half a red cell of a red-cell seed, nor inside a nucleated cell's zone)
-        ppk = _peaks(heats["platelet"], cthr.get("platelet", 0.5), 0.5 * r) & fg_all & (wbc_lab == 0)
+        ppk = centre_peaks(heats["platelet"], cthr.get("platelet", 0.5), PEAK_SPACING["platelet"] * r)
+        ppk &= fg_all & (wbc_lab == 0)
         if n_nuc:
             ppk &= ~near_nuc
         if vy.size:
@@ -1110,10 +1122,11 @@ def segment_field(
     if centres is not None:
         is_rbc_seed[rbc_seed_ids] = True
     is_plt_seed = np.zeros(nm + 1, dtype=bool)
-    is_plt_seed[plt_seeded[plt_seeded <= nm]] = True
+    is_plt_seed[plt_seeded] = True
     kinds: dict[int, str] = {}
     absorb: list[int] = []
-    for lab_id, sl in enumerate(ndi.find_objects(ws), start=1):
+    objs = ndi.find_objects(ws, max_label=nm)
+    for lab_id, sl in enumerate(objs, start=1):
         if sl is None:
             continue
         area_w = float(stats["n"][lab_id])
@@ -1152,7 +1165,7 @@ def segment_field(
                                      cfg.fragment_solidity)
         if changed:
             stats = _region_stats(ws, nm)
-    objs = ndi.find_objects(ws, max_label=nm)
+            objs = ndi.find_objects(ws, max_label=nm)
     cells: list[Cell] = []
     for lab_id, kind in sorted(kinds.items()):
         sl = objs[lab_id - 1]
