@@ -75,9 +75,11 @@ def _label_map(shape: tuple[int, int], cells: Iterable[Cell], kind: str = "rbc")
 LOCALIZER: CentreDetector | None = None
 
 
-def _timed(image: np.ndarray, um: float = DEFAULT_UM_PER_PX) -> tuple[Segmentation, float]:
+def _timed(image: np.ndarray, centres: CentreDetector | None, um: float = DEFAULT_UM_PER_PX
+           ) -> tuple[Segmentation, float]:
+    """Segment ``image`` with ``centres`` (None: hand-made seeds) and time it."""
     t0 = time.perf_counter()
-    seg = segment_field(image, um_per_px=um, centres=LOCALIZER)
+    seg = segment_field(image, um_per_px=um, centres=centres)
     return seg, time.perf_counter() - t0
 
 
@@ -92,7 +94,7 @@ def bench_chula(root: Path, limit: int | None, overlays: Path | None) -> dict:
     misses: list[tuple[str, float, float, int]] = []
     for p in images:
         im = read_image(p)
-        seg, dt = _timed(im)
+        seg, dt = _timed(im, LOCALIZER)
         times.append(dt)
         rows = _read_rows(root / "labels" / f"{p.stem}.txt")
         lm = _label_map(im.shape[:2], seg.cells)
@@ -138,7 +140,7 @@ def bench_txl(root: Path, limit: int | None, overlays: Path | None, split: str =
     for p in images:
         im = read_image(p)
         H, W = im.shape[:2]
-        seg, dt = _timed(im)
+        seg, dt = _timed(im, LOCALIZER)
         times.append(dt)
         # exact duplicate rows are annotation errors (two test files repeat every box), not cells
         rows = [list(t) for t in dict.fromkeys(map(tuple, _read_rows(root / "labels" / split / f"{p.stem}.txt")))]
@@ -193,7 +195,7 @@ def bench_synth(n: int, overlays: Path | None) -> dict | None:
     for seed in range(n):
         ft = field_types[seed % len(field_types)]
         f = render_field(seed, field_type=ft)
-        seg, dt = _timed(f.image, f.um_per_px)
+        seg, dt = _timed(f.image, LOCALIZER, f.um_per_px)
         times.append(dt)
         gt = np.array([c.bbox for c in f.cells], dtype=float).reshape(-1, 4)
         dets = np.array([(c.x, c.y) for c in seg.cells], dtype=float).reshape(-1, 2)
@@ -234,17 +236,11 @@ def compare_seeds(root: Path, limit: int | None) -> int:
     hand, learned = [], []
     for p in paths:
         im = read_image(p)
-        hand.append(_time_seg(im, None))
-        learned.append(_time_seg(im, LOCALIZER))
+        hand.append(_timed(im, None)[1])
+        learned.append(_timed(im, LOCALIZER)[1])
     for name, t in (("hand-made", hand), ("learned", learned)):
         print(f"{name:<10} {len(t)} fields: mean {1000 * np.mean(t):.1f} ms, median {1000 * np.median(t):.1f} ms")
     return 0
-
-
-def _time_seg(image: np.ndarray, centres: CentreDetector | None) -> float:
-    t0 = time.perf_counter()
-    segment_field(image, centres=centres)
-    return time.perf_counter() - t0
 
 
 def _save_overlay(path: Path, image: np.ndarray, seg: Segmentation, points=None, boxes=None) -> None:

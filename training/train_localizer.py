@@ -46,7 +46,7 @@ if str(REPO) not in sys.path:
 from morph.evaluation import match_centres_in_boxes  # noqa: E402
 from morph.io import read_image, read_yolo_boxes  # noqa: E402
 from morph.localize import CentreDetector, build_untrained_localizer, load_localizer  # noqa: E402
-from morph.segment import segment_field, working_view  # noqa: E402
+from morph.segment import PEAK_SPACING, centre_peaks, segment_field, working_view  # noqa: E402
 from morph.synth import render_field  # noqa: E402
 
 log = logging.getLogger("train_localizer")
@@ -72,6 +72,10 @@ class Sample:
     k: int
     boxes: Boxes
     name: str
+
+    def hwc(self) -> np.ndarray:
+        """The density as the localizer passes it to a centre map: (h, w, 3) float32."""
+        return self.od.astype(np.float32).transpose(1, 2, 0)
 
 
 def parse_classes(spec: str) -> dict[str, str]:
@@ -231,12 +235,11 @@ def peak_scores(det: CentreDetector, samples: list[Sample], thresholds: dict[str
     thresholds = thresholds or det.thresholds
     counts = {k: [0, 0, 0] for k in det.kinds}
     for i, s in enumerate(samples):
-        heats = maps[i] if maps is not None else det.centre_maps(s.od.astype(np.float32).transpose(1, 2, 0))
+        heats = maps[i] if maps is not None else det.centre_maps(s.hwc())
         for kd in det.kinds:
-            md = max(1, int(round((det.min_distance if kd == "rbc" else 0.25 if kd == "platelet" else 0.6) * s.radius)))
-            t = torch.from_numpy(heats[kd])[None, None]
-            keep = (t == F.max_pool2d(t, 2 * md + 1, stride=1, padding=md)) & (t >= thresholds[kd])
-            ys, xs = np.nonzero(keep[0, 0].numpy())
+            # the localizer's own peak rule and spacings (morph.segment)
+            spacing = det.min_distance if kd == "rbc" else PEAK_SPACING[kd]
+            ys, xs = np.nonzero(centre_peaks(heats[kd], thresholds[kd], spacing * s.radius))
             dets = np.stack([(xs + 0.5) * s.k, (ys + 0.5) * s.k], axis=1).astype(np.float64)
             c = counts[kd]
             c[0] += match_centres_in_boxes(dets, s.boxes[kd])
@@ -265,7 +268,7 @@ def tune(det: CentreDetector, val: list[Sample], val_fields: list[tuple[str, np.
     whose worst precision or recall over the sources (the data set, rendered fields) is best:
     every target counts, and easy rendered fields cannot hide a data set's misses."""
     tuned: dict[str, Any] = {}
-    maps = [det.centre_maps(s.od.astype(np.float32).transpose(1, 2, 0)) for s in val]
+    maps = [det.centre_maps(s.hwc()) for s in val]
     for kd in det.kinds:
         if kd == "rbc":
             continue
