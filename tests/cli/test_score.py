@@ -17,14 +17,10 @@ from morph.classify import build_untrained
 from morph.io import write_image
 from morph_cli.main import main
 from morph_cli.score import _Progress
-from tests.conftest import assert_same_outputs
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO, assert_same_outputs, draw_disc_field
 
 
 def _field(seed: int, **kw):
-    from tests.conftest import draw_disc_field
-
     img, _ = draw_disc_field(seed=seed, **{"n": 4, "h": 120, "w": 160, "radius": 12, **kw})
     return img
 

@@ -27,7 +27,7 @@ from morph.batch import (
 from morph.classify import build_untrained, load_model
 from morph.errors import ERROR_CODES, MorphError
 from morph.io import write_image
-from tests.conftest import assert_same_outputs, output_files
+from tests.helpers import assert_same_outputs, draw_disc_field, output_files
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -38,8 +38,6 @@ SMALL = {"n": 4, "h": 120, "w": 160, "radius": 12}
 # helpers
 # ------------------------------------------------------------------------------------------
 def make_field(seed: int, **kw: Any) -> np.ndarray:
-    from tests.conftest import draw_disc_field
-
     img, _ = draw_disc_field(seed=seed, **{**SMALL, **kw})
     return img
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, shared_data_dir
+from tests.helpers import REPO, shared_data_dir
 
 GOLDEN_DIR = REPO / "tests" / "golden"
 UPDATE = os.environ.get("MORPH_UPDATE_GOLDEN") == "1"

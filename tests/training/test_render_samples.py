@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from morph.io import read_image
+from tests.helpers import REPO
 from training.render_samples import SAMPLES, get_args_parser, main, render_sample
 
-REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "sample_images" / "manifest.json"
 
 
