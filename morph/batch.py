@@ -52,7 +52,7 @@ from .io import (
     write_json,
 )
 from .labels import ALL_LABELS, PLATELET, UNCLASSIFIED
-from .pipeline import STAINS, AnalysisOptions, Analyzer, shipped_localizer
+from .pipeline import AnalysisOptions, Analyzer, shipped_localizer
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,6 @@ class BatchOptions:
             raise MorphError("bad_request", f"workers must be >= 0, got {self.workers}", path="workers")
         if self.batch_size < 1:
             raise MorphError("bad_request", f"batch size must be >= 1, got {self.batch_size}", path="batch_size")
-        if self.stain not in STAINS:
-            raise MorphError("bad_request", f"unknown stain {self.stain!r}; use one of {', '.join(STAINS)}",
-                             path="stain")
         AnalysisOptions(um_per_px=self.um_per_px, stain=self.stain).validate()
         return self
 
@@ -355,33 +352,6 @@ def discover_cases(
 # ------------------------------------------------------------------------------------------
 # clinical context from a CSV
 # ------------------------------------------------------------------------------------------
-_TRUE = {"true", "yes", "y", "1"}
-_FALSE = {"false", "no", "n", "0"}
-
-
-def _convert_context_value(name: str, text: str) -> Any:
-    from .context import CONTEXT_FIELDS
-
-    spec = CONTEXT_FIELDS.get(name)
-    if spec is None:
-        return text  # validate_context names the unknown field
-    kind = spec.get("type")
-    if kind == "number":
-        try:
-            return float(text)
-        except ValueError:
-            raise MorphError("bad_context", f"{name} must be a number in {spec.get('unit')}, got {text!r}",
-                             path=name) from None
-    if kind == "boolean":
-        low = text.lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise MorphError("bad_context", f"{name} must be true or false (yes/no, 1/0), got {text!r}", path=name)
-    return text
-
-
 def load_context_csv(path: str | os.PathLike[str]) -> dict[str, dict[str, Any] | MorphError]:
     """Read a context CSV: one row per case (column ``case``), the other columns context fields.
 
@@ -389,7 +359,7 @@ def load_context_csv(path: str | os.PathLike[str]) -> dict[str, dict[str, Any] |
     that case only. Empty cells mean "not given". A file without a ``case`` column is a
     usage error (raised).
     """
-    from .context import validate_context
+    from .context import context_from_text
 
     name = str(path)
     header, rows = read_csv_rows(path)
@@ -406,8 +376,7 @@ def load_context_csv(path: str | os.PathLike[str]) -> dict[str, dict[str, Any] |
             out[case_id] = MorphError("bad_context", f"line {line}: a second row for case {case_id!r}", path=name)
             continue
         try:
-            raw = {k: _convert_context_value(k, v) for k, v in row.items() if v != ""}
-            out[case_id] = validate_context(raw).to_dict()
+            out[case_id] = context_from_text(row)
         except MorphError as exc:
             field_s = f" (column {exc.path})" if exc.path else ""
             out[case_id] = MorphError("bad_context", f"line {line}, case {case_id!r}: {exc.message}{field_s}",

@@ -1,4 +1,10 @@
-"""Clinical context: the optional laboratory values and history that sharpen the differentials.
+"""A case's context: its stain, its pixel scale and the optional clinical values.
+
+The one place where the CLI, the service and the batch engine learn which stains exist
+(:data:`STAINS`), which scales are plausible (:data:`UM_PER_PX_MIN` - :data:`UM_PER_PX_MAX`,
+checked by :func:`check_um_per_px`) and how a clinical context is parsed from JSON text
+(:func:`parse_context_json`, :func:`read_context_file`) or from the text cells of a CSV
+row (:func:`context_from_text`).
 
 Every field is optional and strictly validated; units are part of the field names so a
 value can never be read in the wrong unit. :func:`validate_context` rejects an unknown
@@ -9,12 +15,43 @@ value (a negative haemoglobin, donor chimerism over 100 %) with a
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import MorphError
+
+#: The stains a smear may carry: Wright/Giemsa, or new methylene blue (reticulocytes).
+STAINS: tuple[str, ...] = ("wright", "nmb")
+#: The plausible pixel scale, micrometres per pixel (inclusive): from oil immersion at
+#: high resolution to a low-power scan. The default scale lives with the segment config.
+UM_PER_PX_MIN = 0.01
+UM_PER_PX_MAX = 5.0
+
+
+def check_stain(stain: Any, *, optional: bool = False) -> Any:
+    """Return ``stain`` when it is one of :data:`STAINS` (or ``None`` when ``optional``)."""
+    if (stain is None and optional) or (isinstance(stain, str) and stain in STAINS):
+        return stain
+    raise MorphError("bad_request", f"unknown stain {stain!r}; use one of {', '.join(STAINS)}", path="stain")
+
+
+def check_um_per_px(value: Any) -> float | None:
+    """The one scale rule: ``None`` (the default scale) or a number in the plausible range."""
+    if value is None:
+        return None
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(float(value))
+    if not ok or not (UM_PER_PX_MIN <= float(value) <= UM_PER_PX_MAX):
+        raise MorphError(
+            "bad_request",
+            f"um_per_px={value!r} is outside the plausible range {UM_PER_PX_MIN:g}-{UM_PER_PX_MAX:g} "
+            "micrometres per pixel",
+            path="um_per_px",
+        )
+    return float(value)
 
 
 def _num(unit: str, lo: float, hi: float, description: str, *, lo_exclusive: bool = False) -> dict[str, Any]:
@@ -171,3 +208,69 @@ def validate_context(raw: Mapping[str, Any] | ClinicalContext | None) -> Clinica
             continue
         values[key] = _check(key, value)
     return ClinicalContext(**values)
+
+
+def parse_context_json(text: str | bytes | None, source: str = "context") -> dict[str, Any] | None:
+    """Parse a clinical context from JSON text and validate it; ``None`` when blank.
+
+    Returns the given fields as they were written (the report keeps the validated form).
+    Raises ``bad_context``: with ``path=source`` when the text is not a JSON object, with
+    the field name as ``path`` when a field is wrong.
+    """
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise MorphError("bad_context", f"context is not valid JSON ({why})", path=source) from exc
+    if not isinstance(value, dict):
+        raise MorphError("bad_context", "context must be a JSON object", path=source)
+    validate_context(value)
+    return value
+
+
+def read_context_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a clinical-context JSON file (``--context C.json``); errors name the file and
+    (as ``detail.field``) the bad field."""
+    from .io import read_text
+
+    name = str(path)
+    try:
+        return parse_context_json(read_text(path), source=name) or {}
+    except MorphError as exc:
+        if exc.path == name:
+            raise
+        raise MorphError(exc.code, exc.message, path=name, detail={"field": exc.path}) from exc
+
+
+_TRUE = {"true", "yes", "y", "1"}
+_FALSE = {"false", "no", "n", "0"}
+
+
+def _from_text(name: str, text: str) -> Any:
+    spec = CONTEXT_FIELDS.get(name)
+    if spec is None:
+        return text  # validate_context names the unknown field
+    kind = spec.get("type")
+    if kind == "number":
+        try:
+            return float(text)
+        except ValueError:
+            raise MorphError("bad_context", f"{name} must be a number in {spec.get('unit')}, got {text!r}",
+                             path=name) from None
+    if kind == "boolean":
+        low = text.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise MorphError("bad_context", f"{name} must be true or false (yes/no, 1/0), got {text!r}", path=name)
+    return text
+
+
+def context_from_text(row: Mapping[str, str]) -> dict[str, Any]:
+    """A context written as text cells (a CSV row: ``"9.5"``, ``"yes"``; empty = not given)
+    -> the validated fields."""
+    raw = {k: _from_text(k, v) for k, v in row.items() if v != ""}
+    return validate_context(raw).to_dict()

@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .context import CONTEXT_FIELDS, ClinicalContext, validate_context
+from .context import CONTEXT_FIELDS, ClinicalContext, check_stain, check_um_per_px, validate_context
 from .errors import MorphError
 from .findings import GRADES, RULES_DIR, compute_findings, finding_variables, grade_rank
 
@@ -395,11 +395,8 @@ def diagnose(
         prior_log_odds, evidence_for, evidence_against, missing, next_tests, references,
         contributions}``, sorted by score (see :data:`SCORE_NOTE`).
     """
-    if um_per_px is not None and (not _is_num(um_per_px) or not um_per_px > 0):
-        raise MorphError("bad_request", f"um_per_px must be a number > 0, got {um_per_px!r}",
-                         path="um_per_px")
-    if stain not in (None, "wright", "nmb"):
-        raise MorphError("bad_request", f"stain must be 'wright' or 'nmb', got {stain!r}", path="stain")
+    check_um_per_px(um_per_px)
+    check_stain(stain, optional=True)
     ctx = validate_context(context)
     findings = compute_findings(counts, um_per_px=um_per_px, cells=cells, stain=stain)
     findings["context"] = ctx.to_dict()

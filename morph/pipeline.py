@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .context import check_stain, check_um_per_px
 from .errors import MorphError
 from .io import DEFAULT_LIMITS, ImageLimits, read_image
 from .segment import DEFAULT_UM_PER_PX, SegmentConfig, segment_field
@@ -28,8 +29,6 @@ DISCLAIMER = (
     "known limits (see the model card); every result must be reviewed by a qualified person "
     "together with the full clinical picture."
 )
-
-STAINS: tuple[str, ...] = ("wright", "nmb")
 
 #: ``Analyzer(localizer=SHIPPED)``: the shipped localizer folder, when present.
 SHIPPED = "shipped"
@@ -61,17 +60,8 @@ class AnalysisOptions:
         return float(self.um_per_px) if self.um_per_px else DEFAULT_UM_PER_PX
 
     def validate(self) -> AnalysisOptions:
-        if self.stain not in STAINS:
-            raise MorphError(
-                "bad_request", f"unknown stain {self.stain!r}; use one of {', '.join(STAINS)}",
-                path="stain",
-            )
-        if self.um_per_px is not None and not (0.01 <= float(self.um_per_px) <= 5.0):
-            raise MorphError(
-                "bad_request",
-                f"um_per_px={self.um_per_px} is outside the plausible range 0.01-5 micrometres per pixel",
-                path="um_per_px",
-            )
+        check_stain(self.stain)
+        check_um_per_px(self.um_per_px)
         return self
 
 

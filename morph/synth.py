@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from .context import STAINS
 from .errors import MorphError
 from .labels import kind_of
 from .segment import DEFAULT_UM_PER_PX
@@ -60,7 +61,6 @@ __all__ = [
     "render_field",
 ]
 
-STAINS: tuple[str, ...] = ("wright", "nmb")
 FIELD_TYPES: tuple[str, ...] = ("blood", "nmb", "marrow")
 FIELD_STAIN: dict[str, str] = {"blood": "wright", "nmb": "nmb", "marrow": "wright"}
 

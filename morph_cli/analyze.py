@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 from .common import (
+    add_case_options,
     add_model_arg,
     expand_images,
     load_classifier,
     localizer_arg,
-    positive_float,
     print_case_summary,
 )
 
@@ -23,10 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "cell, then compute findings and ranked differentials. Folders are expanded to their images.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (or folders of images)")
-    p.add_argument("--um-per-px", type=positive_float, default=None,
-                   help="micrometres per pixel (default: the Chula 1000x scale)")
-    p.add_argument("--stain", choices=("wright", "nmb"), default="wright",
-                   help="wright (Wright/Giemsa smear) or nmb (new methylene blue reticulocyte stain)")
+    add_case_options(p)
     p.add_argument("--context", metavar="C.json", default=None, help="clinical context JSON file")
     p.add_argument("--overlay", metavar="OUT.png", default=None,
                    help="write an overlay picture (one per field: OUT-<name>.png when several)")
@@ -39,14 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    from morph.context import read_context_file
     from morph.errors import MorphError
-    from morph.io import read_image, read_json, write_image, write_json
+    from morph.io import read_image, write_image, write_json
     from morph.overlay import render_overlay
     from morph.pipeline import AnalysisOptions, Analyzer
 
-    context = read_json(args.context) if args.context else None
-    if context is not None and not isinstance(context, dict):
-        raise MorphError("bad_context", "the context file must hold a JSON object", path=args.context)
+    context = read_context_file(args.context) if args.context else None
     options = AnalysisOptions(um_per_px=args.um_per_px, stain=args.stain, context=context).validate()
     analyzer = Analyzer(classifier=load_classifier(args.model), localizer=localizer_arg(args.localizer))
     paths = expand_images(args.images)

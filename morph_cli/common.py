@@ -9,14 +9,34 @@ from pathlib import Path
 from typing import Any, TextIO
 
 
-def positive_float(text: str) -> float:
+def um_per_px_arg(text: str) -> float:
+    """``--um-per-px``: a number, checked by the library's one scale rule."""
+    from morph.context import check_um_per_px
+    from morph.errors import MorphError
+
     try:
         v = float(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
+    try:
+        return float(check_um_per_px(v))  # type: ignore[arg-type]
+    except MorphError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from exc
+
+
+def add_case_options(p: argparse.ArgumentParser, stain_default: str | None = "wright") -> None:
+    """``--um-per-px`` and ``--stain``, the same for analyze, score (and diagnose's stain)."""
+    from morph.context import STAINS
+
+    if stain_default is not None:
+        p.add_argument("--um-per-px", type=um_per_px_arg, default=None,
+                       help="micrometres per pixel (default: the Chula 1000x scale)")
+        p.add_argument("--stain", choices=STAINS, default=stain_default,
+                       help="wright (Wright/Giemsa smear) or nmb (new methylene blue reticulocyte stain)")
+    else:
+        p.add_argument("--stain", choices=STAINS, default=None,
+                       help="stain of the smear (nmb lets the smear decide whether reticulocytes are "
+                       "absent); default: from CASE.json, else unknown")
 
 
 def int_in_range(lo: int, hi: int | None = None, what: str = "") -> Any:

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from .common import print_findings
+from .common import add_case_options, print_findings
 
 _COUNTS_KEYS = ("counts", "um_per_px", "context", "stain", "cells")
 
@@ -24,14 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("case", metavar="CASE.json", help="an analyze report or a counts file")
     p.add_argument("--context", metavar="C.json", default=None,
                    help="clinical context JSON; its fields override those in CASE.json")
-    p.add_argument("--stain", choices=("wright", "nmb"), default=None,
-                   help="stain of the smear (nmb lets the smear decide whether reticulocytes are "
-                   "absent); default: from CASE.json, else unknown")
+    add_case_options(p, stain_default=None)
     p.add_argument("--json", metavar="OUT.json", default=None, help="write findings and differentials")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from morph.context import read_context_file
     from morph.differentials import SCORE_NOTE, diagnose
     from morph.errors import MorphError
     from morph.io import read_json, write_json
@@ -41,10 +40,7 @@ def run(args: argparse.Namespace) -> int:
     context = dict(case["context"] or {})
     ctx_source = args.case
     if args.context:
-        extra = read_json(args.context)
-        if not isinstance(extra, dict):
-            raise MorphError("bad_context", "the context file must hold a JSON object", path=args.context)
-        context.update(extra)
+        context.update(read_context_file(args.context))
         ctx_source = f"{args.case} + {args.context}"
     stain = args.stain or case["stain"]
     try:

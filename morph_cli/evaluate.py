@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_model_arg, positive_float
+from .common import add_model_arg, um_per_px_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--split", choices=("all", "val"), default="all",
                    help="'val': only the images in the model's validation split (split.json)")
     p.add_argument("--yolo-split", default=None, help="YOLO sub-folder (train/val/test)")
-    p.add_argument("--um-per-px", type=positive_float, default=None, help="field scale (default: Chula)")
+    p.add_argument("--um-per-px", type=um_per_px_arg, default=None, help="field scale (default: Chula)")
     p.add_argument("--stain", choices=("wright", "nmb"), default="wright")
     p.add_argument("--out", required=True, help="metrics JSON to write (the PNG goes next to it)")
     add_model_arg(p)

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from .common import add_model_arg, int_in_range, positive_float
+from .common import add_case_options, add_model_arg, int_in_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,10 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--case-mode", choices=("subfolder", "image"), default="subfolder",
                    help="subfolder (default): each folder holding images is one case, loose top-level "
                    "images are one-image cases; image: every image is its own case")
-    p.add_argument("--um-per-px", type=positive_float, default=None,
-                   help="micrometres per pixel (default: the Chula 1000x scale)")
-    p.add_argument("--stain", choices=("wright", "nmb"), default="wright",
-                   help="wright (Wright/Giemsa smear) or nmb (new methylene blue reticulocyte stain)")
+    add_case_options(p)
     p.add_argument("--context-file", metavar="CSV", default=None,
                    help="clinical context: a CSV with a 'case' column (the case id, e.g. the subfolder "
                    "name) and one column per context field; empty cells mean not given")

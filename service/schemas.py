@@ -10,9 +10,36 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from morph.context import STAINS, UM_PER_PX_MAX, UM_PER_PX_MIN, check_stain, check_um_per_px
+from morph.errors import MorphError
 from morph.pipeline import DISCLAIMER
+
+
+def _library_rule(check: Any) -> AfterValidator:
+    """A request field checked by the library's own rule (a 422 ``validation_error`` naming it)."""
+
+    def validate(value: Any) -> Any:
+        try:
+            check(value)
+        except MorphError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    return AfterValidator(validate)
+
+
+#: ``um_per_px`` at the edge: the library's one scale rule (:func:`morph.context.check_um_per_px`).
+UmPerPx = Annotated[
+    float | None,
+    _library_rule(check_um_per_px),
+    Field(description=f"micrometres per pixel, {UM_PER_PX_MIN:g}-{UM_PER_PX_MAX:g} (default: the Chula "
+          "1000x scale)", json_schema_extra={"minimum": UM_PER_PX_MIN, "maximum": UM_PER_PX_MAX},
+          examples=[0.1]),
+]
+#: ``stain`` at the edge: one of the library's :data:`morph.context.STAINS`.
+Stain = Annotated[str, _library_rule(check_stain), Field(json_schema_extra={"enum": list(STAINS)})]
 
 
 class ErrorInfo(BaseModel):
@@ -132,7 +159,7 @@ class DiagnoseRequest(BaseModel):
     counts: dict[str, Annotated[int, Field(ge=0, le=10_000_000)]] = Field(
         description="cells counted per label (labels from GET /v1/labels)"
     )
-    um_per_px: float | None = Field(default=None, ge=0.01, le=5.0, description="micrometres per pixel")
+    um_per_px: UmPerPx = None
     context: dict[str, Any] | None = Field(
         default=None, description="clinical context (fields from the differentials rules), optional"
     )

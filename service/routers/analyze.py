@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import math
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 
+from morph.context import parse_context_json
 from morph.errors import MorphError
 from morph.io import ImageLimits, decode_image, encode_png, write_bytes_atomic
 from morph.overlay import render_overlay
@@ -22,7 +22,7 @@ from morph.pipeline import AnalysisOptions, Analyzer
 from ..deps import get_analyzer, get_limiter, get_metrics, get_settings, require_content_type
 from ..errors import ServiceError, error_responses, morph_error_parts
 from ..metrics import ServiceMetrics
-from ..schemas import CaseReportOut
+from ..schemas import CaseReportOut, Stain, UmPerPx
 from ..settings import Settings
 
 log = logging.getLogger("service")
@@ -37,34 +37,6 @@ def _clean_name(raw: str | None, index: int) -> str:
     name = (raw or "").strip()
     name = PureWindowsPath(PurePosixPath(name).name).name if name else ""
     return (name or f"image{index + 1}")[:200]
-
-
-def parse_context(raw: str | None) -> dict[str, Any] | None:
-    """Parse and validate the ``context`` form field (422 naming the bad field)."""
-    if raw is None or not raw.strip():
-        return None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise MorphError("bad_context", f"context is not valid JSON ({exc.msg})", path="context") from exc
-    if not isinstance(value, dict):
-        raise MorphError("bad_context", "context must be a JSON object", path="context")
-    validate_context(value)
-    return value
-
-
-def validate_context(value: dict[str, Any]) -> None:
-    """Check a context against the library's field specs (``morph.context``)."""
-    try:
-        from morph.context import validate_context as _validate
-    except ImportError:  # pragma: no cover - until the differentials issue lands
-        return
-    try:
-        _validate(value)
-    except MorphError:
-        raise
-    except (TypeError, ValueError, KeyError) as exc:
-        raise MorphError("bad_context", f"invalid clinical context ({exc})", path="context") from exc
 
 
 def _run_case(
@@ -113,8 +85,8 @@ async def analyze(
     settings: Annotated[Settings, Depends(get_settings)],
     metrics: Annotated[ServiceMetrics, Depends(get_metrics)],
     limiter: Annotated[anyio.CapacityLimiter, Depends(get_limiter)],
-    um_per_px: Annotated[float | None, Form(ge=0.01, le=5.0, description="micrometres per pixel (default: the Chula 1000x scale)", examples=[0.1])] = None,
-    stain: Annotated[Literal["wright", "nmb"], Form(description="wright (Wright/Giemsa) or nmb (new methylene blue)")] = "wright",
+    um_per_px: Annotated[UmPerPx, Form()] = None,
+    stain: Annotated[Stain, Form(description="wright (Wright/Giemsa) or nmb (new methylene blue)")] = "wright",
     context: Annotated[str | None, Form(description="clinical context as a JSON object", examples=[_CONTEXT_EXAMPLE])] = None,
     overlay: Annotated[bool, Form(description="add a base64 PNG overlay to every analysed image")] = False,
 ) -> JSONResponse:
@@ -123,7 +95,7 @@ async def analyze(
             "too_many_images", f"{len(files)} images sent; at most {settings.max_images} per request",
             detail={"max_images": settings.max_images, "received": len(files)},
         )
-    ctx = parse_context(context)
+    ctx = parse_context_json(context)
     options = AnalysisOptions(
         um_per_px=um_per_px, stain=stain, context=ctx,
         limits=ImageLimits(max_pixels=settings.max_image_pixels),

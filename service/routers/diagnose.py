@@ -14,7 +14,6 @@ from morph.pipeline import DISCLAIMER
 from ..deps import require_content_type
 from ..errors import ServiceError, error_responses
 from ..schemas import DiagnoseRequest, DiagnoseResponse
-from .analyze import validate_context
 
 router = APIRouter(tags=["analysis"])
 
@@ -32,8 +31,6 @@ async def diagnose(body: DiagnoseRequest) -> dict[str, Any]:
             raise MorphError(
                 "bad_label", f"unknown label {label!r}; see GET /v1/labels", path=f"counts.{label}"
             )
-    if body.context is not None:
-        validate_context(body.context)
     try:
         from morph.differentials import diagnose as _diagnose
     except ImportError as exc:  # pragma: no cover - until the differentials issue lands

@@ -174,3 +174,12 @@ def test_analyze_report_round_trips_through_diagnose(tmp_path: Path, disc_field,
     # stain and context travel inside the report's findings
     assert data["stain"] == "nmb" and data["context"]["sickle_cell_disease"] is True
     assert [d["id"] for d in data["differentials"]] == [d["id"] for d in report["differentials"]]
+
+
+def test_scale_outside_the_range_is_one_rule_everywhere(tmp_path: Path, capsys) -> None:
+    case = _write(tmp_path / "c.json", {"counts": {"normal": 300}, "um_per_px": 10})
+    assert main(["diagnose", str(case)]) == 2
+    assert "um_per_px" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ei:
+        main(["analyze", str(case), "--um-per-px", "10"])
+    assert ei.value.code == 2

@@ -7,7 +7,17 @@ from typing import Any
 
 import pytest
 
-from morph.context import CONTEXT_FIELDS, ClinicalContext, validate_context
+from morph.context import (
+    CONTEXT_FIELDS,
+    STAINS,
+    ClinicalContext,
+    check_stain,
+    check_um_per_px,
+    context_from_text,
+    parse_context_json,
+    read_context_file,
+    validate_context,
+)
 from morph.errors import MorphError
 
 CONTRACT_FIELDS = (
@@ -132,3 +142,55 @@ def test_boundary_values_are_accepted() -> None:
     ctx = validate_context({"donor_chimerism_percent": 100, "reticulocyte_percent": 0,
                             "age_years": 0, "wbc_10e9_l": 0, "hb_g_dl": 0.1})
     assert ctx.donor_chimerism_percent == 100.0 and ctx.reticulocyte_percent == 0.0
+
+
+# -- the one place for stains, the scale range and context parsing ---------------------------
+
+
+@pytest.mark.parametrize("value", [0.01, 0.1, 5, 5.0, None])
+def test_scale_rule_accepts_the_plausible_range(value):
+    assert check_um_per_px(value) == (None if value is None else float(value))
+
+
+@pytest.mark.parametrize("value", [0, 0.009, 5.01, -1, float("nan"), float("inf"), "0.1", True])
+def test_scale_rule_rejects_the_rest_naming_the_field(value):
+    with pytest.raises(MorphError) as ei:
+        check_um_per_px(value)
+    assert ei.value.code == "bad_request" and ei.value.path == "um_per_px"
+
+
+def test_stains():
+    assert STAINS == ("wright", "nmb")
+    assert check_stain("nmb") == "nmb" and check_stain(None, optional=True) is None
+    for bad in ("giemsa", None):
+        with pytest.raises(MorphError) as ei:
+            check_stain(bad)
+        assert ei.value.path == "stain"
+
+
+def test_parse_context_json():
+    assert parse_context_json(None) is None and parse_context_json("  ") is None
+    assert parse_context_json('{"hb_g_dl": 9}') == {"hb_g_dl": 9}
+    for text, path in (("{oops", "context"), ("[1]", "context"), ('{"hb_g_dl": -1}', "hb_g_dl")):
+        with pytest.raises(MorphError) as ei:
+            parse_context_json(text)
+        assert (ei.value.code, ei.value.path) == ("bad_context", path)
+
+
+def test_read_context_file_names_the_file_and_field(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text('{"splenomegaly": "yes"}')
+    with pytest.raises(MorphError) as ei:
+        read_context_file(p)
+    assert ei.value.path == str(p) and ei.value.detail == {"field": "splenomegaly"}
+    with pytest.raises(MorphError) as ei:
+        read_context_file(tmp_path / "missing.json")
+    assert ei.value.code == "file_not_found"
+
+
+def test_context_from_text_cells():
+    assert context_from_text({"hb_g_dl": "9.5", "splenomegaly": "yes", "mcv_fl": ""}) == {
+        "hb_g_dl": 9.5, "splenomegaly": True}
+    with pytest.raises(MorphError) as ei:
+        context_from_text({"splenomegaly": "perhaps"})
+    assert ei.value.path == "splenomegaly"

@@ -344,3 +344,12 @@ def test_cors_closed_by_default_and_opened_by_setting(make_client):
     opened = make_client(cors_origins="https://lab.example.org")
     r = opened.get("/v1/labels", headers=origin)
     assert r.headers["access-control-allow-origin"] == "https://lab.example.org"
+
+
+def test_scale_outside_the_library_range_is_422_naming_it(client, png_bytes):
+    err = assert_error(client.post("/v1/analyze", files=_files(("a.png", png_bytes)), data={"um_per_px": "5.5"}),
+                       422, "validation_error")
+    assert "um_per_px" in err["message"] and "0.01-5" in err["message"]
+    err = assert_error(client.post("/v1/diagnose", json={"counts": {"normal": 1}, "um_per_px": 0.001}),
+                       422, "validation_error")
+    assert "um_per_px" in err["message"]
