@@ -29,6 +29,8 @@ ERROR_CODES: dict[str, str] = {
     "model_not_found": "no model folder or registered architecture of that name",
     "bad_model": "a model folder is incomplete or inconsistent",
     "symlink_loop": "a symbolic link loops, or leads back into a folder already walked (not followed)",
+    "not_found": "no stored case (or cell of a case) with that id",
+    "store_disabled": "the case store is not enabled (MORPH_STORE_DIR is not set)",
     "analysis_failed": "scoring a case failed unexpectedly (a worker died or a bug); it is retried on the next run",
 }
 

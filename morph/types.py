@@ -59,6 +59,17 @@ class Cell:
             out["top_labels"] = [[k, round(float(v), 4)] for k, v in self.top_labels]
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Cell:
+        """A cell back from :meth:`to_dict` (a stored report); the mask is not kept."""
+        return cls(
+            id=int(d["id"]), x=float(d["x"]), y=float(d["y"]), bbox=tuple(int(v) for v in d["bbox"]),  # type: ignore[arg-type]
+            kind=str(d["kind"]), area_px=float(d["area_px"]), diameter_px=float(d["diameter_px"]),
+            eccentricity=float(d["eccentricity"]), touches_border=bool(d["touches_border"]),
+            label=str(d["label"]), confidence=float(d["confidence"]), diameter_um=d.get("diameter_um"),
+            top_labels=[(str(k), float(v)) for k, v in d.get("top_labels") or []],
+        )
+
 
 @dataclass
 class FieldResult:
@@ -88,6 +99,16 @@ class FieldResult:
         if self.error is not None:
             out["error"] = self.error
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FieldResult:
+        """A field back from :meth:`to_dict` (a stored report)."""
+        return cls(
+            path=str(d["path"]), width=int(d["width"]), height=int(d["height"]), um_per_px=float(d["um_per_px"]),
+            median_rbc_diameter_um=d.get("median_rbc_diameter_um"),
+            cells=[Cell.from_dict(c) for c in d.get("cells") or []], warnings=list(d.get("warnings") or []),
+            error=d.get("error"),
+        )
 
 
 @dataclass

@@ -23,11 +23,11 @@ from starlette.formparsers import MultiPartParser
 
 import morph
 
-from .deps import load_analyzer, require_api_key
+from .deps import load_analyzer, open_store, require_api_key
 from .errors import install_error_handlers
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .middleware import BodyLimitMiddleware
-from .routers import analyze, diagnose, health, model
+from .routers import analyze, cases, diagnose, health, model
 from .routers import metrics as metrics_router
 from .settings import Settings
 
@@ -60,8 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if getattr(app.state, "analyzer", None) is None:
             app.state.analyzer = await anyio.to_thread.run_sync(load_analyzer, settings)
             log.info("model loaded: %s", app.state.analyzer.model_info().get("name"))
+        app.state.store = await anyio.to_thread.run_sync(open_store, settings)
         yield
         app.state.analyzer = None
+        if app.state.store is not None:
+            app.state.store.close()
+            app.state.store = None
 
     app = FastAPI(
         title="morph",
@@ -72,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_tags=[
             {"name": "analysis", "description": "images or counts in, findings and differentials out"},
+            {"name": "cases", "description": "stored cases and their review (when MORPH_STORE_DIR is set)"},
             {"name": "model", "description": "the loaded model and the vocabularies"},
             {"name": "health", "description": "liveness, readiness and metrics (no API key)"},
         ],
@@ -79,10 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = ServiceMetrics()
     app.state.analyzer = None
+    app.state.store = None
     install_error_handlers(app)
 
     v1 = [Depends(require_api_key)]
     app.include_router(analyze.router, prefix="/v1", dependencies=v1)
+    app.include_router(cases.router, prefix="/v1", dependencies=v1)
     app.include_router(diagnose.router, prefix="/v1", dependencies=v1)
     app.include_router(model.router, prefix="/v1", dependencies=v1)
     app.include_router(health.router)
@@ -118,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     if settings.cors_origin_list:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST"],
+            CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST", "PATCH"],
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(MetricsMiddleware, metrics=metrics)

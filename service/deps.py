@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 from fastapi import Depends, Request
@@ -21,6 +21,9 @@ from morph.pipeline import Analyzer
 from .errors import ServiceError
 from .metrics import ServiceMetrics
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from morph.store import CaseStore
 
 log = logging.getLogger("service")
 
@@ -118,3 +121,29 @@ def require_content_type(*allowed: str) -> Callable[[Request], None]:
             )
 
     return _check
+
+
+def open_store(settings: Settings) -> CaseStore | None:
+    """The case store of ``settings`` (opened and migrated once, in lifespan), or ``None`` when off."""
+    if settings.store_dir is None:
+        if settings.database_url:
+            raise MorphError("bad_config", "MORPH_DATABASE_URL needs MORPH_STORE_DIR too (the folder "
+                             "that keeps the stored images)", path="MORPH_STORE_DIR")
+        return None
+    from morph.store import CaseStore
+
+    store = CaseStore(settings.store_dir, settings.database_url or None)
+    log.info("case store: %s", settings.store_dir)
+    return store
+
+
+def get_store(request: Request) -> CaseStore:
+    """The case store; 409 with how to enable it when it is off."""
+    store: CaseStore | None = getattr(request.app.state, "store", None)
+    if store is None:
+        raise ServiceError(
+            "store_disabled",
+            "the case store is off: set MORPH_STORE_DIR to a folder (and restart the service) to "
+            "keep cases and reviews",
+        )
+    return store

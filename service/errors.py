@@ -39,6 +39,8 @@ MORPH_STATUS: dict[str, int] = {
     "bad_request": 422,
     "empty_dataset": 422,
     "symlink_loop": 422,
+    "not_found": 404,
+    "store_disabled": 409,
     "analysis_failed": 500,
     "model_not_found": 503,
     "bad_model": 503,
@@ -55,6 +57,7 @@ SERVICE_CODES: dict[str, int] = {
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,
+    "store_disabled": 409,
     "payload_too_large": 413,
     "too_many_images": 413,
     "unsupported_media_type": 415,
@@ -187,6 +190,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
     text = {
         401: "missing or invalid API key", 404: "not found", 413: "body, image or image count over a limit",
+        409: "the case store is off (MORPH_STORE_DIR not set)",
         415: "wrong request content type", 422: "unreadable image (names the file) or invalid field",
         503: "model not loaded", 504: "analysis took longer than the time limit",
     }

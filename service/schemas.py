@@ -142,6 +142,7 @@ class CaseReportOut(BaseModel):
     differentials: list[DifferentialOut]
     warnings: list[str]
     disclaimer: str
+    case_id: str | None = Field(default=None, description="with store=true: the stored case's id (GET /v1/cases/{case_id})")
 
 
 class DiagnoseRequest(BaseModel):
@@ -211,3 +212,76 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     status: str = Field(examples=["ready"])
     model: str | None = Field(default=None, description="the loaded classifier, or null (localization only)")
+
+
+# -- the case store (/v1/cases) ------------------------------------------------------------------
+class ReviewIn(BaseModel):
+    """A reviewer's decision on one cell: a new label, or a confirmation of the current one."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"label": "teardrop", "reviewer": "a.tech"},
+                                        {"confirmed": True, "reviewer": "a.tech"}]},
+    )
+
+    label: str | None = Field(default=None, max_length=64, description="the correct label (GET /v1/labels)")
+    confirmed: bool | None = Field(default=None, description="true: the cell's current label is right")
+    reviewer: str = Field(min_length=1, max_length=200, description="who reviewed (kept in the audit trail)")
+
+
+class CellReviewOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    case_id: str
+    image_index: int
+    cell_id: int
+    label: str = Field(description="the reviewed label")
+    model_label: str = Field(description="the label the model gave")
+    confirmed: bool = Field(description="the reviewed label is the model's")
+    reviewer: str
+    at: str
+
+
+class CaseSummaryOut(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    case_id: str
+    created_at: str
+    model: str | None = None
+    images: list[str | None]
+    n_cells: int
+    status: str = Field(description="unreviewed | in_review | verified (every counted cell reviewed)")
+    verified: bool
+    reviewed_cells: int = Field(description="counted (non-border) cells a reviewer labelled or confirmed")
+    counted_cells: int
+
+
+class CaseListOut(BaseModel):
+    cases: list[CaseSummaryOut] = Field(description="newest first")
+    total: int
+    limit: int
+    offset: int
+
+
+class AuditEntryOut(BaseModel):
+    image_index: int
+    cell_id: int
+    reviewer: str
+    at: str
+    action: str = Field(description="relabel | confirm")
+    old_label: str
+    new_label: str
+
+
+class CaseOut(CaseSummaryOut):
+    report: dict[str, Any] = Field(description="the report as analysed; each cell has 'review' (null until reviewed)")
+    audit: list[AuditEntryOut] = Field(description="every review of this case, oldest first (never overwritten)")
+
+
+class VerifiedReportOut(CaseSummaryOut):
+    changed_cells: int = Field(description="reviewed cells whose label differs from the model's")
+    model_counts: dict[str, int] = Field(description="the counts as the model labelled them")
+    counts: dict[str, int] = Field(description="counts with the reviewed labels")
+    findings: dict[str, Any]
+    differentials: list[DifferentialOut]
+    disclaimer: str

@@ -33,6 +33,14 @@ class Settings(BaseSettings):
         default=None, description="if set, uploaded images are ALSO written here (off by default: "
         "patient images are otherwise processed in memory only)",
     )
+    store_dir: Path | None = Field(
+        default=None, description="folder of the case store (cases, images, reviews; SQLite unless "
+        "MORPH_DATABASE_URL): enables POST /v1/analyze store=true and /v1/cases; off by default",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of a shared database (e.g. postgresql+psycopg://...) "
+        "for the case store; its images still go to MORPH_STORE_DIR",
+    )
     log_level: str = Field(default="info", description="log level of the service's own loggers")
 
     @property

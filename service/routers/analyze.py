@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from morph.context import parse_context_json
@@ -18,8 +18,16 @@ from morph.errors import MorphError
 from morph.io import ImageLimits, decode_image, encode_png, write_bytes_atomic
 from morph.overlay import render_overlay
 from morph.pipeline import AnalysisOptions, Analyzer
+from morph.store import CaseInput
 
-from ..deps import get_analyzer, get_limiter, get_metrics, get_settings, require_content_type
+from ..deps import (
+    get_analyzer,
+    get_limiter,
+    get_metrics,
+    get_settings,
+    get_store,
+    require_content_type,
+)
 from ..errors import ServiceError, error_responses, morph_error_parts
 from ..metrics import ServiceMetrics
 from ..schemas import CaseReportOut, Stain, UmPerPx
@@ -76,10 +84,11 @@ def _run_case(
     "that image only (its `error` says why); when no image can be read the answer is an error "
     "naming the file. Decision support only, not a diagnosis.",
     response_model=CaseReportOut,
-    responses=error_responses(401, 413, 415, 422, 503, 504),
+    responses=error_responses(401, 409, 413, 415, 422, 503, 504),
     dependencies=[Depends(require_content_type("multipart/form-data"))],
 )
 async def analyze(
+    request: Request,
     files: Annotated[list[UploadFile], File(description="one or more images (JPEG, PNG, TIFF, BMP) of one case")],
     analyzer: Annotated[Analyzer, Depends(get_analyzer)],
     settings: Annotated[Settings, Depends(get_settings)],
@@ -89,7 +98,10 @@ async def analyze(
     stain: Annotated[Stain, Form(description="wright (Wright/Giemsa) or nmb (new methylene blue)")] = "wright",
     context: Annotated[str | None, Form(description="clinical context as a JSON object", examples=[_CONTEXT_EXAMPLE])] = None,
     overlay: Annotated[bool, Form(description="add a base64 PNG overlay to every analysed image")] = False,
+    store: Annotated[bool, Form(description="keep the case, its images and cells in the case store for "
+                                "review (needs MORPH_STORE_DIR); the answer then has its case_id")] = False,
 ) -> JSONResponse:
+    case_store = get_store(request) if store else None  # 409 before any work when the store is off
     if len(files) > settings.max_images:
         raise ServiceError(
             "too_many_images", f"{len(files)} images sent; at most {settings.max_images} per request",
@@ -125,7 +137,11 @@ async def analyze(
     metrics.cells.inc(cells)
     if ok == 0:
         raise _all_failed(out)
-    return JSONResponse(_finite(out))
+    out = _finite(out)
+    if case_store is not None:
+        case = CaseInput(out, [data for _, data in uploads], um_per_px=um_per_px, stain=stain, context=ctx)
+        out["case_id"] = await anyio.to_thread.run_sync(case_store.add_case, case)
+    return JSONResponse(out)
 
 
 def _all_failed(report: dict[str, Any]) -> Exception:
