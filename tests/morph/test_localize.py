@@ -164,7 +164,7 @@ def test_shipped_localizer_on_real_fields(chula_dir, txl_dir) -> None:
 
 
 def test_a_piece_cut_from_one_cell_goes_back_but_a_second_cell_does_not() -> None:
-    from morph.segment import _absorb_pieces
+    from morph.segment.regions import absorb_pieces as _absorb_pieces
 
     yy, xx = np.mgrid[:60, :100]
     ws = np.zeros((60, 100), dtype=np.int32)

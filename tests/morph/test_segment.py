@@ -280,7 +280,7 @@ def test_vignetted_corners_are_glass_not_cells() -> None:
 def test_a_low_peak_behind_a_neck_stands_alone_a_shoulder_does_not() -> None:
     """Small-object seeds: a low distance peak separated from a cell by a saddle (a platelet
     pressed against it) qualifies; the same height on the cell's slope (a tail) does not."""
-    from morph.segment import _stands_alone
+    from morph.segment.seeds import _stands_alone
 
     x = np.arange(60, dtype=float)
     cell = np.clip(10.0 - np.abs(x - 20), 0, None)  # a cell's distance peak of 10 at x=20
@@ -315,7 +315,7 @@ def test_violet_rim_fringes_and_a_white_cell_do_not_shrink_the_radius() -> None:
 def test_a_fragment_cut_from_a_cell_is_joined_a_touching_small_cell_is_not() -> None:
     """Two seeds in one oval cell leave a square notch (a false 'schistocyte'): it is joined
     back; a small cell meeting a neighbour at a neck stays a cell of its own."""
-    from morph.segment import _merge_fragments
+    from morph.segment.regions import merge_fragments as _merge_fragments
 
     yy, xx = np.mgrid[0:120, 0:200]
     ws = np.zeros((120, 200), np.int32)

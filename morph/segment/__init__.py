@@ -1,0 +1,73 @@
+"""Cell localization: stain-aware foreground, size-adaptive seeds, watershed.
+
+:func:`segment_field` finds red cells, nucleated cells and platelets in one RGB field
+(scikit-image/scipy; torch only inside an optional learned centre map):
+
+1. **Glass colour and optical density.** The glass colour is the brightest well-populated
+   colour mode, refined into a smooth per-pixel map (normalised convolution of the glass
+   pixels on a coarse grid, two passes) so vignetting, gradients and the tint of the glass
+   (pale blue in Chula, cream in TXL-PBC) cancel out; the second glass mask is taken
+   against a quadratic trend fitted to the glass, so it reaches into vignetted corners. Each channel becomes an optical density
+   ``log(glass / pixel)``; their sum is the stain signal.
+2. **Foreground.** Hysteresis threshold: the high threshold is Otsu's, re-estimated below
+   itself while a dark minority (nuclei, a scratch) dominates and paler cells lie between it
+   and the glass noise; the low one sits just above the glass noise so pale rims join their
+   cell. Small gaps in rims are closed and the central pallor is filled.
+3. **Adapting to magnification.** The typical red-cell radius ``r`` is measured per image
+   (weighted median of each object's maximum distance to the glass; a clump holding a
+   white cell contributes the distance peaks of its red cells instead, pallor holes filled)
+   and the field is block-averaged so ``r`` is ~11 px; every size rule below is in units
+   of ``r`` (seed spacing, hole size, debris, platelets), so fields at 40x-100x are treated
+   alike. Sizes reported (px, um) are in the original pixels, and ``um`` uses the *stated*
+   scale, never the measured cell size.
+4. **Nuclei.** Dark-violet pixels (green absorbed, blue transmitted; well above the red-cell
+   level) grouped by a closing of ``0.35 r`` make one nucleated cell each (a neutrophil's
+   lobes are one cell). It owns the stained pixels within ``0.9 r`` of its nucleus, and
+   red-cell seeds are sought only outside that zone, so red cells touching a white cell keep
+   their own seeds instead of being flooded by it; small left-over regions lying almost wholly
+   within ``1.4 r`` of a nucleus (cytoplasm crescents) join the nucleated cell.
+5. **Seeds and watershed.** With a learned centre map (``centres=``, a
+   :class:`morph.localize.CentreDetector`; the shipped pipeline uses ``models/locnet-v1``),
+   its red-cell peaks are the seeds, nuclear groups holding two nucleated-cell centres are
+   split between them and platelet centres pressed against a red cell get seeds of their
+   own; the watershed floods outwards from the seeds (distance from the nearest seed minus
+   the distance transform), and a red-cell region no centre seeded (a k-means split piece,
+   an object without a seed) must be large to count (``unseeded_min_area``). Without one
+   (hand-made seeds), circle centres voted by the outline (radial symmetry) find pale
+   ring-like and overlapping cells, distance-transform maxima add the rest, and a watershed
+   on the distance transform splits touching cells. A small region cut from a cell by a second
+   seed (same convex body, long shared border) is joined back to it. Regions much larger than the typical one
+   and clearly non-convex (overlapping cells the seeds missed) are split by k-means.
+6. **Kinds.** Small regions that are more violet than the red cells are platelets
+   (label ``"platelet"``), as are platelet-sized ones of any colour; smaller specks are
+   debris and dropped; regions cut by the
+   image edge are kept with ``touches_border=True`` (and left out of the median diameter).
+7. **Warnings**: no cells (blank slide), implausible median red-cell size for the stated
+   scale (never rescaled: a global shift may be macro/microcytosis), out-of-focus field
+   (Laplacian energy relative to contrast at the working scale), very dense field.
+
+The package, one module per step: :mod:`.config` (settings and the default scale), :mod:`.glass`
+(glass colour, illumination, optical density), :mod:`.foreground` (thresholds, cell mask),
+:mod:`.scale` (typical radius, working scale), :mod:`.nuclei` (nucleated cells and their zones),
+:mod:`.seeds` (circle votes, distance maxima, learned centre peaks), :mod:`.regions` (watershed,
+fragments, splits, kinds, cells), :mod:`.warnings` (what a person should read) and
+:mod:`.field`, whose :func:`segment_field` runs them in that order. :mod:`.arrays` holds the
+array helpers they share.
+"""
+
+from .config import DEFAULT_UM_PER_PX, SegmentConfig
+from .field import Segmentation, segment_field
+from .scale import WorkingView, working_view
+from .seeds import PEAK_SPACING, CentreMap, centre_peaks
+
+__all__ = [
+    "DEFAULT_UM_PER_PX",
+    "PEAK_SPACING",
+    "CentreMap",
+    "SegmentConfig",
+    "Segmentation",
+    "WorkingView",
+    "centre_peaks",
+    "segment_field",
+    "working_view",
+]

@@ -1,0 +1,76 @@
+"""Array helpers shared by the localization steps: any image to RGB float, block averaging,
+resizing a coarse map, per-label maxima."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_rgb_float(image: np.ndarray) -> np.ndarray | None:
+    """Any reasonable image array -> (H, W, 3) float32 in 0..255, or None if unusable."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] == 0:
+        return None
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        return np.zeros(a.shape[:2] + (3,), dtype=np.float32)
+    if a.dtype == np.bool_:
+        a = a.astype(np.float32) * 255.0
+    elif a.dtype == np.uint16:
+        a = a.astype(np.float32) / 257.0
+    elif np.issubdtype(a.dtype, np.floating):
+        a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        if a.size and float(a.max()) <= 1.0:
+            a = a * 255.0
+    a = a.astype(np.float32, copy=False)
+    c = a.shape[2]
+    if c == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif c == 2:  # grey + alpha
+        a = np.repeat(a[:, :, :1], 3, axis=2)
+    elif c >= 4:
+        a = a[:, :, :3]
+    if np.asarray(image).dtype in (np.uint8, np.uint16, np.bool_):
+        return a  # already within 0..255
+    return np.clip(a, 0.0, 255.0)
+
+
+def block_mean(a: np.ndarray, k: int) -> np.ndarray:
+    """Downsample by an integer factor with block averaging (edge-padded)."""
+    if k <= 1:
+        return a
+    h, w = a.shape[:2]
+    ph, pw = (-h) % k, (-w) % k
+    if ph or pw:
+        pad = [(0, ph), (0, pw)] + [(0, 0)] * (a.ndim - 2)
+        a = np.pad(a, pad, mode="edge")
+    acc = np.zeros((a.shape[0] // k, a.shape[1] // k) + a.shape[2:], dtype=np.float32)
+    for i in range(k):
+        for j in range(k):
+            acc += a[i::k, j::k]
+    acc *= 1.0 / (k * k)
+    return acc
+
+
+def resize_to(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a small, smooth (h, w, c) map to ``shape`` (pixel centres aligned)."""
+
+    def axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1.0)
+        i0 = np.floor(pos).astype(np.intp)
+        return i0, np.minimum(i0 + 1, n_in - 1), (pos - i0).astype(np.float32)
+
+    a = a.astype(np.float32)
+    x0, x1, fx = axis(shape[1], a.shape[1])
+    tmp = a[:, x0] * (1.0 - fx)[None, :, None] + a[:, x1] * fx[None, :, None]
+    y0, y1, fy = axis(shape[0], a.shape[0])
+    return tmp[y0] * (1.0 - fy)[:, None, None] + tmp[y1] * fy[:, None, None]
+
+
+def label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
+    """Per-label maximum of non-negative ``values`` for labels 0..n (0 where a label is empty);
+    ``ndi.maximum`` gives the same but sorts the whole image."""
+    out = np.zeros(n + 1, dtype=np.float64)
+    np.maximum.at(out, lab.ravel(), values.ravel())
+    return out

@@ -1,0 +1,128 @@
+"""Localization settings and the default scale.
+
+**Default scale.** :data:`DEFAULT_UM_PER_PX` is the scale of the Chula RBC-12 fields,
+measured, not taken from the data set's README: over all 528 fields, the median equivalent
+diameter of the detected cells holding a point labelled *normal* (class 0) is 42.0 px
+(5,293 of the 5,319 normal points fall in a detected cell), and a normal red cell is
+~7.5 um across, so 7.5 / 42.04 = 0.178 um/px (with this localizer's own boundaries, so
+normal Chula cells read 7.5 um). Measured with::
+
+    python benchmarks/localization.py --sets chula      # row "normal_median_d_px"
+
+The scale bar burnt into many Chula fields ("20.00 um" over 104-105 px, i.e. 0.19 um/px)
+agrees within ~7 %. The README's "about 10 px per micrometre" cannot be right: it
+would make a 45-50 px normal cell 4.5-5 um across, a microcyte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Micrometres per pixel of the Chula RBC-12 fields (see module docstring).
+DEFAULT_UM_PER_PX = 0.178
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Localization settings. Sizes are relative to the typical red-cell radius ``r``
+    estimated per image, so one config serves every magnification.
+
+    Attributes:
+        work_radius_px: red-cell radius (px) the field is resampled to before the watershed.
+        glass_tolerance: first-pass glass mask: not darker than the glass mode plus this many
+            spreads (then 3), so the background map follows vignetting and gradients.
+        glass_max_od: ...but never more than this summed optical density above the mode.
+        min_contrast_od: summed optical density under which a field holds no stained cells.
+        noise_k: the low (hysteresis) foreground threshold sits this many glass-noise standard
+            deviations above the glass level.
+        seed_noise_k: the high threshold never drops below this many noise deviations.
+        min_cell_fraction: while the pixels above the high threshold cover less than this
+            fraction of the field, it is re-estimated below itself (see ``foreground._thresholds``).
+        low_high_ratio: the low threshold is at least this fraction of the high (Otsu) one.
+        max_hole_area: holes up to this area (units of cell area) are filled (central pallor).
+        ring_close: gaps in pale rims up to this size (units of ``r``) are closed.
+        dt_smooth: Gaussian smoothing of the distance transform, in units of ``r``.
+        platelet_rel_viol: small regions whose mean violet density exceeds this fraction of
+            the nucleus threshold are platelets (else debris)...
+        platelet_share_margin: ...as are small regions whose violet share of the absorbance
+            exceeds the red cells' by this margin.
+        marker_min_distance: minimum distance between watershed seeds, in units of ``r``.
+        split_area: red-cell regions larger than this multiple of the typical region...
+        split_max_solidity: ...and less convex than this are split into overlapping cells.
+        vote_min: circle centres need at least this fraction of a full circle's outline votes.
+        vote_min_distance: minimum distance between circle centres (units of ``r``).
+        vote_fill: a disc of this radius (units of ``r``) around each circle centre is added to
+            the foreground (pale interiors, broken rims).
+        vote_exclusive: distance-transform seeds closer than this (units of ``r``) to a circle
+            centre are dropped.
+        marker_min_height: minimum distance-transform height of a seed, in units of ``r``.
+        debris_area: regions under this area (units of the typical cell area) are debris.
+        border_min_area: border-cut regions under this area (units of cell area) are dropped.
+        unseeded_min_area: with learned centres, a red-cell region no centre seeded (a split
+            piece, an object without a seed) needs at least this area (units of cell area)...
+        unseeded_border_min_area: ...or this much when cut by the border.
+        platelet_max_area: violet regions under this area (units of cell area) are platelets.
+        platelet_min_area: regions from this area up to ``debris_area`` are platelets whatever
+            their colour (pale or grey platelets); smaller ones are dust.
+        nucleus_rel_od: nuclei are pixels whose violet density exceeds this multiple of
+            the typical red-cell value.
+        nucleus_min_od: absolute floor (optical density) for the nucleus threshold.
+        nucleus_min_area: nuclear groups under this area (units of cell area) are not nuclei.
+        cytoplasm_reach: a nucleated cell owns the stained pixels this far (units of ``r``)
+            from its nucleus; red-cell seeds are sought only outside.
+        cytoplasm_max_reach: regions smaller than ``cytoplasm_max_area`` (cell areas) lying almost
+            wholly within this reach (units of ``r``) of a nucleus are its cytoplasm.
+        cytoplasm_max_area: see ``cytoplasm_max_reach``.
+        fragment_area: a red-cell region under this fraction of the typical one (0 disables)...
+        fragment_solidity: ...forming a region at least this convex with a neighbour...
+        fragment_contact: ...whose border it shares over this length (units of ``r``) joins it.
+        remeasure_floor: the radius re-measured at the working scale replaces the first estimate
+            only when it is at least this fraction of it (touching cells fuse at that scale).
+        small_seed_dynamic: low distance-transform peaks (small objects touching a cell) become
+            seeds when they stand this much (units of ``r``) above the saddle to the cell.
+        plausible_rbc_um: median red-cell diameter range (um) considered plausible.
+        min_focus: focus measure under which the field is reported out of focus.
+        dense_fraction: foreground fraction above which the field is reported too dense.
+    """
+
+    work_radius_px: float = 11.0
+    glass_tolerance: float = 6.0
+    glass_max_od: float = 0.5
+    min_contrast_od: float = 0.08
+    noise_k: float = 4.0
+    seed_noise_k: float = 8.0
+    min_cell_fraction: float = 0.2
+    low_high_ratio: float = 0.5
+    max_hole_area: float = 0.5
+    ring_close: float = 0.12
+    dt_smooth: float = 0.12
+    platelet_rel_viol: float = 0.6
+    platelet_share_margin: float = 0.07
+    marker_min_distance: float = 0.5
+    vote_min: float = 0.3
+    split_area: float = 1.4
+    split_max_solidity: float = 0.96
+    vote_min_distance: float = 0.6
+    vote_fill: float = 0.7
+    vote_exclusive: float = 1.0
+    marker_min_height: float = 0.35
+    debris_area: float = 0.12
+    border_min_area: float = 0.15
+    unseeded_min_area: float = 0.8
+    unseeded_border_min_area: float = 0.3
+    platelet_max_area: float = 0.25
+    platelet_min_area: float = 0.05
+    small_seed_dynamic: float = 0.08
+    remeasure_floor: float = 0.85
+    fragment_area: float = 0.4
+    fragment_solidity: float = 0.92
+    fragment_contact: float = 0.8
+    nucleus_rel_od: float = 2.2
+    nucleus_min_od: float = 0.35
+    nucleus_min_area: float = 0.12
+    cytoplasm_reach: float = 0.9
+    cytoplasm_max_reach: float = 1.4
+    cytoplasm_max_area: float = 0.8
+    plausible_rbc_um: tuple[float, float] = (5.0, 10.0)
+    min_focus: float = 0.04
+    dense_fraction: float = 0.75

@@ -1,0 +1,141 @@
+"""segment_field: the localization steps of one field, in order (see the package docstring)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import MorphError
+from ..types import Cell
+from .arrays import as_rgb_float
+from .config import DEFAULT_UM_PER_PX, SegmentConfig
+from .nuclei import (
+    Nuclei,
+    join_cytoplasm,
+    nuclear_groups,
+    nucleated_zones,
+    nucleus_threshold,
+    split_nuclear_groups,
+    violet,
+)
+from .regions import (
+    build_cells,
+    flood,
+    measure_regions,
+    merge_fragments,
+    region_kinds,
+    rejoin_pieces,
+    split_large,
+)
+from .scale import working_scale
+from .seeds import PEAK_SPACING, CentreMap, CentreMaps, place_seeds, read_centre_maps
+from .warnings import field_warnings, focus_measure, stained_fraction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Segmentation:
+    """What :func:`segment_field` found in one field."""
+
+    cells: list[Cell] = field(default_factory=list)
+    median_rbc_diameter_px: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    #: typical red-cell radius (px) the localizer adapted to (diagnostic).
+    typical_radius_px: float | None = None
+    #: focus measure (normalised Laplacian energy at the working scale; diagnostic).
+    focus: float | None = None
+
+
+def segment_field(
+    image: np.ndarray, um_per_px: float = DEFAULT_UM_PER_PX, config: SegmentConfig = SegmentConfig(),
+    centres: CentreMap | None = None,
+) -> Segmentation:
+    """Locate red cells, nucleated cells and platelets in one RGB field.
+
+    The steps: the glass map, optical density, foreground and typical red-cell radius at the
+    working scale; the nucleated cells and their zones; seeds; the watershed, fragments joined
+    back and overlapping cells split; white-cell cytoplasm joined to its cell; the kind of each
+    region and the cells; the warnings.
+
+    Args:
+        image: (H, W, 3) RGB array (uint8 preferred; grey, RGBA, 16-bit and float are accepted).
+        um_per_px: physical scale used for ``diameter_um`` and the size-plausibility warning;
+            localization itself adapts to the cell size it measures in the image.
+        config: thresholds (see :class:`SegmentConfig`).
+        centres: a learned centre map (:class:`morph.localize.CentreDetector`); its peaks
+            become the red-cell seeds instead of circle votes and distance maxima.
+
+    Returns:
+        A :class:`Segmentation`: cells (ids in reading order), the median red-cell diameter
+        (px, cells cut by the border excluded) and warnings a person should read.
+
+    Raises:
+        MorphError: ``bad_request`` for a non-positive scale, ``unsupported_image`` for an
+            array that is not an image.
+    """
+    cfg = config
+    rgb = _checked_rgb(image, um_per_px)
+    H, W = rgb.shape[:2]
+    if min(H, W) < 8:
+        return _no_cells(f"no cells found: image too small to hold a cell ({W}x{H} px)")
+    wv = working_scale(rgb, cfg)
+    if isinstance(wv, str):
+        return _no_cells(wv)
+    r = wv.r_full / wv.k
+    cell_area = math.pi * r * r
+    maps = read_centre_maps(centres, wv.od, cfg)
+    viol = violet(wv.od)
+    nucleus_od = nucleus_threshold(viol, wv.fg, cfg)
+    nuclei = _nucleated_cells(viol > nucleus_od, maps, wv.fg, r, cell_area, cfg)
+    seeds = place_seeds(wv.fg, nuclei, maps, r, cfg)
+    ws = merge_fragments(flood(seeds, learned=maps is not None), seeds.count, nuclei.n, r, cfg)
+    ws, nm = split_large(ws, seeds.count, nuclei.n, cell_area, cfg)
+    regions = measure_regions(join_cytoplasm(ws, nm, nuclei, r, cell_area, cfg), nm)
+    kinds, pieces = region_kinds(regions, nuclei.n, wv.od, viol, nucleus_od, seeds, maps is not None, cell_area, cfg)
+    if pieces:
+        regions = rejoin_pieces(regions, pieces, kinds, seeds, r, cfg)
+    cells = build_cells(regions, kinds, wv.k, (H, W), um_per_px, wv.r_full)
+    med = _median_rbc_diameter(cells)
+    focus = focus_measure(wv.work.mean(axis=2))
+    warnings = field_warnings(cells, med, um_per_px, focus, stained_fraction(seeds.mask, wv.raw, wv.thr), cfg)
+    log.debug("segment: %d cells, r=%.1f px, k=%d, thresholds=%s, focus=%.3f",
+              len(cells), wv.r_full, wv.k, wv.thr, focus)
+    return Segmentation(
+        cells=cells, median_rbc_diameter_px=med, warnings=warnings,
+        typical_radius_px=float(wv.r_full), focus=focus,
+    )
+
+
+def _checked_rgb(image: np.ndarray, um_per_px: float) -> np.ndarray:
+    """The image as (H, W, 3) float RGB, after checking the scale and the array."""
+    if not (isinstance(um_per_px, int | float) and math.isfinite(um_per_px) and um_per_px > 0):
+        raise MorphError("bad_request", f"um_per_px must be a positive number, got {um_per_px!r}")
+    rgb = as_rgb_float(image)
+    if rgb is None:
+        shape = getattr(image, "shape", None)
+        raise MorphError("unsupported_image", f"expected an (H, W, 3) image array, got shape {shape}")
+    return rgb
+
+
+def _no_cells(reason: str) -> Segmentation:
+    return Segmentation(cells=[], median_rbc_diameter_px=None, warnings=[reason])
+
+
+def _nucleated_cells(nuclear: np.ndarray, maps: CentreMaps | None, fg: np.ndarray, r: float, cell_area: float,
+                     cfg: SegmentConfig) -> Nuclei:
+    """Nuclear groups, split between the learned nucleated-cell centres when a group holds two
+    or more, and the zone each one owns."""
+    groups, n = nuclear_groups(nuclear, r, cell_area, cfg)
+    if n and maps is not None and "nucleated" in maps.heats:
+        groups, n = split_nuclear_groups(groups, n, maps.peaks("nucleated", PEAK_SPACING["nucleated"] * r))
+    return nucleated_zones(groups, n, fg, r, cfg)
+
+
+def _median_rbc_diameter(cells: list[Cell]) -> float | None:
+    """Median diameter (px) of the red cells not cut by the border."""
+    diam = [cl.diameter_px for cl in cells if cl.kind == "rbc" and not cl.touches_border]
+    return float(np.median(diam)) if diam else None

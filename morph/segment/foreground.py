@@ -1,0 +1,91 @@
+"""Step 2: the cell mask: hysteresis thresholds of the summed optical density, pale rims
+closed, the central pallor filled."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage import filters, morphology
+
+from .config import SegmentConfig
+from .glass import glass_level, optical_density
+
+
+def _otsu(values: np.ndarray) -> float:
+    try:
+        return float(filters.threshold_otsu(values))
+    except ValueError:
+        return float(values.max()) if values.size else 0.0
+
+
+def _thresholds(raw: np.ndarray, cfg: SegmentConfig) -> tuple[float, float, float]:
+    """(low, high, glass level) hysteresis thresholds of the summed optical density ``raw``.
+
+    High: Otsu, repeated below itself while the class above it is a small minority (dark
+    nuclei or a scratch would otherwise lift it above pale red cells), never into the glass
+    noise. Low: just above the glass noise, so pale rims join their cell.
+    """
+    level, noise = glass_level(raw)
+    sig = np.maximum(raw - level, 0.0)
+    hi = _otsu(np.minimum(sig, np.percentile(sig, 99.5)))
+    floor = cfg.seed_noise_k * noise
+    for _ in range(3):
+        above = float((sig > hi).mean())
+        if above >= cfg.min_cell_fraction:
+            break
+        # re-split only when more is stained between the noise floor and the threshold
+        # (pale red cells) than above it (nuclei, a scratch)
+        if float(((sig > floor) & (sig <= hi)).mean()) < above:
+            break
+        below = sig[sig < hi]
+        if below.size < 16:
+            break
+        nxt = _otsu(below)
+        if nxt < floor:
+            break
+        hi = nxt
+    lo = max(cfg.noise_k * noise, cfg.low_high_ratio * hi)
+    lo = max(lo, 0.25 * cfg.min_contrast_od)
+    hi = max(hi, lo + 1e-3)
+    return level + lo, level + hi, level
+
+
+def _fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
+    """Fill background holes of at most ``max_area`` pixels (pallor, hollow pale cells)."""
+    lab, n = ndi.label(~mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    small = sizes <= max_area
+    small[0] = False
+    # a hole touching the image border is background, not a hole
+    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    small[edge] = False
+    return mask | small[lab]
+
+
+def foreground(
+    rgb: np.ndarray, bg: np.ndarray, r: float | None, cfg: SegmentConfig,
+    thresholds: tuple[float, float, float] | None = None,
+    density: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Optical density (H, W, 3), summed density above glass, cell mask and the thresholds.
+
+    Hysteresis thresholds from :func:`_thresholds` (measured on the coarse pass and reused);
+    when the cell radius ``r`` is known, gaps in pale rims are closed and the pallor filled.
+    ``density`` is :func:`optical_density` of the same image and glass map, when already computed.
+    """
+    od_signed, raw = density if density is not None else optical_density(rgb, bg)
+    lo, hi, level = thresholds if thresholds is not None else _thresholds(raw, cfg)
+    sig = np.maximum(raw - level, 0.0)
+    fg = filters.apply_hysteresis_threshold(raw, lo, hi)
+    fg = ndi.binary_opening(fg)
+    if r is None:
+        fg = _fill_small_holes(fg, sig.size / 200.0)
+    else:
+        rad = max(1, int(round(cfg.ring_close * r)))
+        fg = fg | ndi.binary_closing(fg, morphology.disk(rad), border_value=0)
+        fg = _fill_small_holes(fg, cfg.max_hole_area * math.pi * r * r)
+    return np.maximum(od_signed, 0.0), sig, fg, (lo, hi, level)

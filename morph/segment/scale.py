@@ -1,0 +1,173 @@
+"""Step 3, adapting to magnification: the typical red-cell radius of a field and the working
+scale (block size) at which it is ~``work_radius_px``; every size rule is in units of it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .arrays import as_rgb_float, block_mean, label_max, resize_to
+from .config import SegmentConfig
+from .foreground import foreground
+from .glass import background_map, optical_density
+from .nuclei import nucleus_threshold
+
+
+def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray) -> float | None:
+    """Typical red-cell radius (px): weighted median of per-object maximum distance to glass.
+
+    Objects holding nuclear material (white cells, often the largest objects) are left out;
+    each object is weighted by its radius so debris and platelets do not pull the estimate down.
+    """
+    lab, n = ndi.label(fg)
+    if n == 0:
+        return None
+    dt = ndi.distance_transform_edt(fg)
+    mx = label_max(dt, lab, n)[1:]
+    size = np.bincount(lab.ravel(), minlength=n + 1)[1:].astype(np.float64)
+    nuc = np.bincount(lab.ravel(), weights=nuclear.ravel(), minlength=n + 1)[1:]
+    ok = mx >= 2.0
+    rbc = ok & (nuc <= 0.05 * size)
+    big = mx[rbc]
+    # objects holding a real nucleus (at least ~a third of a provisional red cell's area)
+    r0 = _weighted_median(big) if big.size >= 3 else None
+    wbc = ok & ~rbc & (nuc >= (r0 * r0 if r0 else 0.0))
+    if wbc.any():
+        # red cells touching a white cell: the distance-transform peaks of those objects away
+        # from the nuclear material (each touching cell is one peak ~ its radius), measured
+        # with round pallor holes filled so ring-like cells count as discs
+        filled = _fill_round_holes(fg)
+        dtf = ndi.distance_transform_edt(filled)
+        # peaks at least half a provisional radius high and that far apart: a big clump's
+        # outline bumps are not red cells
+        lo = max(2.0, 0.5 * r0) if r0 else 2.0
+        peaks = (dtf >= ndi.maximum_filter(dtf, size=max(5, 2 * int(lo) + 1))) & (dtf >= lo)
+        peaks &= ~ndi.binary_dilation(nuclear, iterations=3)
+        lab_f, n_f = ndi.label(filled)
+        keep = np.zeros(n_f + 1, dtype=bool)
+        keep[np.unique(lab_f[np.isin(lab, np.nonzero(wbc)[0] + 1)])] = True
+        keep[0] = False
+        big = np.concatenate([big, dtf[peaks & keep[lab_f]]])
+    if big.size < 3:
+        big = mx[ok]
+    if big.size == 0:
+        return None
+    return _weighted_median(big)
+
+
+def _weighted_median(v: np.ndarray) -> float:
+    """Median of ``v`` weighted by the values themselves (large objects count more)."""
+    v = np.sort(v)
+    cw = np.cumsum(v)
+    return float(v[np.searchsorted(cw, 0.5 * cw[-1])])
+
+
+def _fill_round_holes(fg: np.ndarray) -> np.ndarray:
+    """Fill enclosed holes that are round (the pale centre of a ring-like red cell), not the
+    concave gaps of glass that a clump of cells encloses, so ring cells measure as discs."""
+    lab, n = ndi.label(~fg)
+    if n <= 1:
+        return fg
+    size = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
+    mx = label_max(ndi.distance_transform_edt(~fg), lab, n)
+    fill = (mx >= 2.0) & (mx >= 0.7 * np.sqrt(size / math.pi)) & (size < 0.05 * fg.size)
+    fill[0] = False
+    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    fill[edge] = False
+    return fg | fill[lab]
+
+
+def _radius_of(fg: np.ndarray, od: np.ndarray, cfg: SegmentConfig) -> float | None:
+    viol = od[:, :, 1] - od[:, :, 2]
+    # thin violet fringes on red-cell rims (chromatic aberration) are not nuclei: an opening
+    # keeps only compact violet material
+    nuc = ndi.binary_opening(viol > nucleus_threshold(viol, fg, cfg), iterations=2)
+    opened = ndi.binary_opening(fg)
+    return _estimate_radius(opened, nuc)
+
+
+@dataclass
+class Working:
+    """A field at the working scale: the block-averaged image, its optical density (per channel
+    and summed), cell mask, thresholds (low, high, glass level), block size and typical radius
+    in original pixels."""
+
+    work: np.ndarray
+    od: np.ndarray
+    raw: np.ndarray
+    fg: np.ndarray
+    thr: tuple[float, float, float]
+    k: int
+    r_full: float
+
+
+def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
+    """Steps 1-3: glass map, density, foreground and the typical radius, at the working scale
+    (block size ``k``); a string says why the field holds no cells."""
+    H, W = rgb.shape[:2]
+    # 1. coarse pass (~320 px): glass colour map, then the typical red-cell radius of this field
+    c = max(1, int(max(H, W) // 320))
+    small = block_mean(rgb, c)
+    bg_s = background_map(small, cfg)
+    dens_s = optical_density(small, bg_s)
+    od_s, raw_s, fg_s, thr = foreground(small, bg_s, None, cfg, density=dens_s)
+    if float(np.percentile(raw_s, 99.5)) < cfg.min_contrast_od:
+        return "no cells found: the field has no stained objects (blank slide?)"
+    r_s = _radius_of(fg_s, od_s, cfg)
+    if r_s is None:
+        return "no cells found: no object large enough to be a cell"
+    r_full = r_s * c
+
+    # 2. working scale: resample so the typical red cell has radius ~work_radius_px; re-measure
+    #    the radius there once (pale, ring-like cells are only filled at the right scale)
+    for attempt in range(2):
+        k = max(1, int(round(r_full / cfg.work_radius_px)))
+        if k == c:
+            work, bg, dens = small, bg_s, dens_s
+        else:
+            work = block_mean(rgb, k)
+            bg, dens = resize_to(bg_s, work.shape[:2]), None
+        od, raw, fg, _ = foreground(work, bg, r_full / k, cfg, thr, dens)
+        r_new = _radius_of(fg, od, cfg)
+        if attempt or r_new is None:
+            break
+        r_new *= k
+        if r_new < cfg.remeasure_floor * r_full:
+            # far smaller at the working scale: touching cells fused there (a crowded,
+            # high-magnification field); the first estimate stands
+            break
+        if max(1, int(round(r_new / cfg.work_radius_px))) == k:
+            r_full = r_new
+            break
+        r_full = r_new
+    return Working(work=work, od=od, raw=raw, fg=fg, thr=thr, k=k, r_full=float(r_full))
+
+
+@dataclass
+class WorkingView:
+    """A field as the localizer sees it (what a centre-map network reads and is trained on).
+
+    Attributes:
+        od: (h, w, 3) float32 optical density of each channel above the glass, at the
+            working scale.
+        k: block size: one working pixel averages k x k original pixels.
+        radius: typical red-cell radius in working pixels (~``work_radius_px``).
+    """
+
+    od: np.ndarray
+    k: int
+    radius: float
+
+
+def working_view(image: np.ndarray, config: SegmentConfig = SegmentConfig()) -> WorkingView | None:
+    """The working-scale optical density of ``image`` (``None`` for a field without cells)."""
+    rgb = as_rgb_float(image)
+    if rgb is None or min(rgb.shape[:2]) < 8:
+        return None
+    wv = working_scale(rgb, config)
+    if isinstance(wv, str):
+        return None
+    return WorkingView(od=wv.od.astype(np.float32), k=wv.k, radius=wv.r_full / wv.k)

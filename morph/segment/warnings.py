@@ -1,0 +1,53 @@
+"""Step 7, warnings a person should read: no cells (blank slide), an implausible median red-cell
+size for the stated scale (never rescaled: a global shift may be macro/microcytosis), an
+out-of-focus field, a very dense one."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..types import Cell
+from .config import SegmentConfig
+
+
+def focus_measure(grey: np.ndarray) -> float:
+    """Laplacian energy relative to the field's contrast (scale-free at the working scale)."""
+    if grey.size < 16:
+        return 0.0
+    lap = ndi.laplace(grey)
+    var = float(grey.var())
+    if var < 1e-6:
+        return 0.0
+    return float(lap.var() / var)
+
+
+def stained_fraction(mask: np.ndarray, raw: np.ndarray, thr: tuple[float, float, float]) -> float:
+    """The foreground's share of the field, or that of every pixel darker than the glass (pale
+    centres of piled-up cells included), whichever is larger."""
+    return max(float(mask.mean()), float((raw > thr[0] - thr[2]).mean()))
+
+
+def field_warnings(cells: list[Cell], med: float | None, um_per_px: float, focus: float, stained: float,
+                   cfg: SegmentConfig) -> list[str]:
+    """The warnings of a field with cells found (``med``: median red-cell diameter, px)."""
+    warnings: list[str] = []
+    if not cells:
+        warnings.append("no cells found (blank slide or unstained field?)")
+    if med is not None:
+        lo, hi = cfg.plausible_rbc_um
+        med_um = med * um_per_px
+        if not lo <= med_um <= hi:
+            warnings.append(
+                f"median red-cell diameter {med_um:.1f} um is implausible for the stated scale "
+                f"({um_per_px:g} um/px; expected {lo:g}-{hi:g} um): check um_per_px; a global size "
+                "shift may itself be macro/microcytosis (sizes were not rescaled)"
+            )
+    if cells and focus < cfg.min_focus:
+        warnings.append(f"field looks out of focus (focus measure {focus:.3f}); shapes and counts are less reliable")
+    if stained > cfg.dense_fraction:
+        warnings.append(
+            f"very dense field: cells cover {100 * stained:.0f}% of it and overlap heavily; "
+            "splitting and counts are less reliable"
+        )
+    return warnings
