@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS: tuple[str, ...] = ("analyze", "diagnose", "evaluate", "train", "score", "serve")
+SUBCOMMANDS: tuple[str, ...] = ("analyze", "diagnose", "evaluate", "train", "score", "serve", "store")
 
 
 def get_parser() -> argparse.ArgumentParser:

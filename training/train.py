@@ -15,6 +15,7 @@ metrics.json, confusion_matrix.png, split.json, MODEL_CARD.md).
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,7 @@ class DataSource:
     stain: str = "wright"
     split: str | None = None  # YOLO sub-split folder
     use: str = "train_val"  # "train_val" (split by image) | "train" | "val"
+    origin: str = "public"  # "public" | "lab": cells a lab's reviewers labelled (`morph store export`)
 
 
 @dataclass
@@ -124,6 +127,9 @@ class TrainConfig:
     device: str = "cpu"
     max_reject: float = 0.03  # at most this share of validation cells turned 'unidentified'
     tta: str = "none"
+    # fine-tuning: a model folder (path or name under models/) whose weights, labels and preprocessing
+    # are the starting point; its arch replaces the config's
+    init_from: str | None = None
     data_root: str | None = None  # None -> $MORPH_DATA_DIR or <repo>/../shared/data
     data: list[DataSource] = field(default_factory=list)
     synthetic: SynthConfig = field(default_factory=SynthConfig)
@@ -163,6 +169,8 @@ class TrainConfig:
         return float(self.field_um_per_px or DEFAULT_UM_PER_PX)
 
     def preprocessing(self, mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.25, 0.25, 0.25)) -> Preprocessing:
+        if self.init_from:  # a fine-tuned model keeps the crops its weights were trained on
+            return initial_model(self.init_from).preprocessing
         um = self.window_px * self.field_um() / self.crop_size
         return Preprocessing(
             crop_size=self.crop_size, um_per_px=um, mean=tuple(float(v) for v in mean),  # type: ignore[arg-type]
@@ -175,7 +183,30 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
     if not isinstance(raw, dict):
         raise MorphError("bad_config", "the training config must be a YAML mapping", path=str(path))
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return TrainConfig.from_dict(raw, str(path))
+    cfg = TrainConfig.from_dict(raw, str(path))
+    bad = [src.name for src in cfg.data if src.origin not in ORIGINS]
+    if bad:
+        raise MorphError("bad_config", f"data source(s) {', '.join(bad)}: origin must be one of {', '.join(ORIGINS)}",
+                         path=str(path))
+    if cfg.init_from:
+        init = initial_model(cfg.init_from)
+        cfg.arch, cfg.arch_kwargs = init.arch, dict(init.arch_kwargs)
+    return cfg
+
+
+#: Where a data source's labels come from: a public data set, or a lab's reviewers.
+ORIGINS: tuple[str, ...] = ("public", "lab")
+
+
+@lru_cache(maxsize=2)
+def initial_model(name: str) -> CellClassifier:
+    """The model a fine-tuning run starts from (a path, relative to the repo, or a name under models/)."""
+    from morph.classify import load_model
+
+    path = Path(name)
+    if not path.is_absolute() and (REPO / path).is_dir():
+        path = REPO / path
+    return load_model(path if path.is_dir() else name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +354,7 @@ def build_datasets(cfg: TrainConfig, progress: bool = True) -> Datasets:
             cs.labels = [_nmb_label(lab) for lab in cs.labels]
         skipped += [f"{i.path}: {i.message}" for i in cs.issues]
         for lab in set(cs.labels):
-            provenance.setdefault(lab, f"real: {src.name}")
+            provenance.setdefault(lab, f"real: {src.name}" + (" (lab-confirmed)" if src.origin == "lab" else ""))
         use_of.update({g: src.use for g in cs.groups})
         real.append(cs)
     if not real and not cfg.synthetic.enabled:
@@ -443,6 +474,15 @@ def evaluate(net: torch.nn.Module, X: torch.Tensor, pre: Preprocessing, batch_si
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
+def _only_labels(crops: CropSet, labels: list[str]) -> CropSet:
+    """The crops whose label the (fine-tuned) model has; the others are dropped, and logged."""
+    keep = [i for i, lab in enumerate(crops.labels) if lab in labels]
+    dropped = Counter(lab for lab in crops.labels if lab not in labels)
+    if dropped:
+        log.warning("the starting model has no class for %s: those crops are not used", dict(dropped))
+    return crops.subset(keep) if dropped else crops
+
+
 def _checkpoint_path(run_dir: Path) -> Path:
     return run_dir / "checkpoint.pt"
 
@@ -527,6 +567,7 @@ def finalize(
     metrics["train_time_s"] = round(train_time_s, 1)
     metrics["params"] = count_parameters(net)
     metrics["train_counts"] = dict(sorted(Counter(ds.train.labels).items()))
+    metrics["lab_confirmed_counts"] = lab_confirmed_counts(cfg, ds)
     metrics.update(extra or {})
     clf.metrics = metrics
     clf.extra_config = {"training": {"config": "training_config.yaml", "seed": cfg.seed, "epochs": cfg.epochs}}
@@ -543,14 +584,16 @@ def model_card(clf: CellClassifier, cfg: TrainConfig, ds: Datasets, m: dict[str,
     """MODEL_CARD.md: provenance per class, intended use, limits, numbers."""
     counts = Counter(ds.train.labels)
     vcounts = Counter(ds.val.labels)
+    lab_counts = lab_confirmed_counts(cfg, ds)
     real = [lab for lab in clf.labels if not clf.provenance.get(lab, "").startswith("SYNTH")]
     synth = [lab for lab in clf.labels if clf.provenance.get(lab, "").startswith("SYNTH")]
     missing = [lab for lab in MODEL_LABELS if lab not in clf.labels]
     lines = [
         f"# Model card: {clf.name} {clf.version}",
         "",
-        f"Architecture `{clf.arch}` ({m.get('params', 0):,} parameters), trained from scratch on {cfg.device.upper()} "
-        f"(no pretrained weights) in {m.get('train_time_s', 0) / 60:.1f} min with `python -m training.train --config "
+        f"Architecture `{clf.arch}` ({m.get('params', 0):,} parameters), "
+        + (f"fine-tuned from `{cfg.init_from}`" if cfg.init_from else "trained from scratch (no pretrained weights)")
+        + f" on {cfg.device.upper()} in {m.get('train_time_s', 0) / 60:.1f} min with `python -m training.train --config "
         f"<config> --out models/{clf.name}` (the resolved config is `training_config.yaml`).",
         "",
         "## Intended use",
@@ -559,14 +602,18 @@ def model_card(clf: CellClassifier, cfg: TrainConfig, ds: Datasets, m: dict[str,
         "reviewed by a qualified person. Not a diagnostic device.",
         "",
         "## Data provenance per class",
-        "| label | provenance | train crops | val crops |",
-        "|---|---|---:|---:|",
+        "| label | provenance | train crops | val crops | lab-confirmed cells |",
+        "|---|---|---:|---:|---:|",
     ]
-    for lab in clf.labels:
-        lines.append(f"| {lab} | {clf.provenance.get(lab, '?')} | {counts.get(lab, 0)} | {vcounts.get(lab, 0)} |")
+    for label in clf.labels:
+        lines.append(f"| {label} | {clf.provenance.get(label, '?')} | {counts.get(label, 0)} | "
+                     f"{vcounts.get(label, 0)} | {lab_counts.get(label, 0)} |")
     lines += [
         "",
         f"**Real data** (Chula RBC-12, Wright stain, hand-labelled points): {', '.join(real) or 'none'}.",
+        "",
+        f"**Lab-confirmed** (cells the lab's reviewers labelled or confirmed in morph's case store, exported "
+        f"with `morph store export`): {', '.join(f'{k} {v}' for k, v in lab_counts.items()) or 'none'}.",
         "",
         f"**SYNTHETIC ONLY** (rendered by `morph.synth`, never validated on real cells): {', '.join(synth) or 'none'}. "
         "Numbers for these classes are measured on synthetic fields and say nothing about real slides.",
@@ -613,6 +660,15 @@ def model_card(clf: CellClassifier, cfg: TrainConfig, ds: Datasets, m: dict[str,
     return "\n".join(lines)
 
 
+def lab_confirmed_counts(cfg: TrainConfig, ds: Datasets) -> dict[str, int]:
+    """Crops per class (training and validation) from sources a lab's reviewers labelled."""
+    lab_sources = {src.name for src in cfg.data if src.origin == "lab"}
+    counts: Counter[str] = Counter()
+    for crops in (ds.train, ds.val):
+        counts.update(lab for lab, src in zip(crops.labels, crops.sources, strict=False) if src in lab_sources)
+    return dict(sorted(counts.items()))
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train a morph cell classifier", add_help=add_help)
     add_train_arguments(p)
@@ -651,6 +707,12 @@ def run_training(
 ) -> dict[str, Any]:
     """Train on prepared crops, then calibrate, measure and write the model folder."""
     labels = [lab for lab in MODEL_LABELS if lab in set(ds.train.labels)]
+    init = initial_model(cfg.init_from) if cfg.init_from else None
+    if init is not None:  # fine-tuning: the starting model's head, so its weights fit
+        labels = list(init.labels)
+        ds.train = _only_labels(ds.train, labels)
+        if not len(ds.train):
+            raise MorphError("empty_dataset", f"no training crop has a class of {cfg.init_from}", path="data")
     missing_val = sorted(set(ds.val.labels) - set(labels))
     if missing_val:
         log.warning("classes in validation but with no training example (they cannot be learnt): %s", ", ".join(missing_val))
@@ -662,7 +724,10 @@ def run_training(
     pre = cfg.preprocessing(mean, std)
     X = X.to(dev)
     y = torch.tensor([labels.index(lab) for lab in ds.train.labels], device=dev)
-    net = create_model(cfg.arch, num_classes=len(labels), **cfg.arch_kwargs).to(dev).to(memory_format=torch.channels_last)
+    if init is not None:
+        net = copy.deepcopy(init.net).to(dev).to(memory_format=torch.channels_last)
+    else:
+        net = create_model(cfg.arch, num_classes=len(labels), **cfg.arch_kwargs).to(dev).to(memory_format=torch.channels_last)
     tmp = CellClassifier(net, labels, arch=cfg.arch)
     mask_bias = torch.from_numpy(np.where(_masks_for(labels, ds.train.kinds, ds.train.stains, tmp), 0.0, -1e4).astype(np.float32)).to(dev)
     weights = torch.from_numpy(class_weights(y.cpu().numpy(), len(labels), cfg.balance_power))

@@ -3,7 +3,8 @@
 ``OUT/annotations.csv`` has the columns of the ``csv`` label format (``image,x,y,label``,
 image paths relative to ``OUT``) plus ``confirmed`` (1: the reviewer agreed with the
 model, 0: corrected) and provenance columns the reader ignores; ``OUT/images/`` holds
-the stored images; ``OUT/export.json`` counts cells per class.
+the stored images; ``OUT/export.json`` counts cells per class. Platelets are left out
+(the classifier does not label them, and the label readers do not take them).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from ..errors import MorphError
 from ..io import write_csv, write_json
+from ..labels import PLATELET
 from .blobs import make_group_readable
 from .repository import CaseStore
 
@@ -37,6 +39,7 @@ class ExportSummary:
     per_class: dict[str, int] = field(default_factory=dict)
     confirmed_per_class: dict[str, int] = field(default_factory=dict)
     um_per_px: list[float] = field(default_factory=list)
+    platelets_left_out: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,7 +59,11 @@ def export_reviewed(store: CaseStore, out: str | os.PathLike[str]) -> ExportSumm
     scales: set[float] = set()
     per_class: Counter[str] = Counter()
     confirmed: Counter[str] = Counter()
+    platelets = 0
     for image, cell in store.reviewed_cells():
+        if cell.label == PLATELET:
+            platelets += 1
+            continue
         name = f"images/{Path(image.file).name}"
         if name not in copied:
             _copy_image(store.image_file(image.file), out_dir / name)
@@ -77,6 +84,7 @@ def export_reviewed(store: CaseStore, out: str | os.PathLike[str]) -> ExportSumm
         out=str(out_dir), cells=len(rows), confirmed=n_confirmed, corrected=len(rows) - n_confirmed,
         images=len(copied), cases=len(cases), per_class=dict(sorted(per_class.items())),
         confirmed_per_class={k: v for k, v in sorted(confirmed.items()) if v}, um_per_px=sorted(scales),
+        platelets_left_out=platelets,
     )
     write_json(out_dir / "export.json", summary.to_dict())
     make_group_readable(out_dir / "export.json")

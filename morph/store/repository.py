@@ -204,7 +204,7 @@ class CaseStore:
                 .where(CellRow.label.is_not(None))
                 .order_by(ImageRow.id, CellRow.cell_id)
             )
-            return [(image, cell) for image, cell in session.execute(query).tuples()]
+            return [(image, cell) for image, cell in session.execute(query).all()]
 
 
 # -- helpers ------------------------------------------------------------------------------------
