@@ -1,7 +1,7 @@
 """Load test of the web service on loopback, against the in-process engine.
 
 1. **in-process**: the same :class:`morph.pipeline.Analyzer` the server loads
-   (``service.deps.load_analyzer``), decoding the same uploaded bytes and analysing one
+   (``morph.pipeline.build_analyzer``), decoding the same uploaded bytes and analysing one
    field per case, with as many threads as the server runs analyses at once
    (``--max-concurrency``), for ``--inproc-seconds`` split before and after the load run
    (background load on a shared machine drifts); the better of the two is the bar;
@@ -150,15 +150,11 @@ def _free_port() -> int:
 
 # ---- 1. in-process ---------------------------------------------------------------------------
 def run_inprocess(model: str, uploads: list[tuple[str, bytes]], seconds: float, threads: int) -> dict[str, Any]:
-    from morph.io import decode_image
-    from morph.pipeline import AnalysisOptions
-    from service.deps import load_analyzer
-    from service.settings import Settings
+    from morph.pipeline import AnalysisOptions, build_analyzer
 
-    analyzer = load_analyzer(Settings(model=model or None))
+    analyzer = build_analyzer(model)
     options = AnalysisOptions()
-    name, data = uploads[0]
-    analyzer.analyze_case([(name, decode_image(data, name))], options)  # warm-up
+    analyzer.run_case(uploads[:1], options)  # warm-up
     done = [0] * threads
     deadline = time.perf_counter() + seconds
 
@@ -166,7 +162,7 @@ def run_inprocess(model: str, uploads: list[tuple[str, bytes]], seconds: float, 
         i = k
         while time.perf_counter() < deadline and done[k] < 1_000_000:
             name, data = uploads[i % len(uploads)]
-            analyzer.analyze_case([(name, decode_image(data, name))], options).to_dict()
+            analyzer.run_case([(name, data)], options).report.to_dict()
             done[k] += 1
             i += threads
 

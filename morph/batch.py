@@ -25,6 +25,7 @@ never printed.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -52,7 +53,7 @@ from .io import (
     write_json,
 )
 from .labels import ALL_LABELS, PLATELET, UNCLASSIFIED
-from .pipeline import AnalysisOptions, Analyzer, shipped_localizer
+from .pipeline import SHIPPED, AnalysisOptions, Analyzer, load_classifier, load_localizer
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class BatchOptions:
     ``workers``: processes (``None`` = all cores; ``0`` = score in this process, for
     debugging). ``batch_size``: cases handed to a worker at a time (Ray: cases per
     ``map_batches`` batch). ``force``: rescore cases even when their output is current.
+    ``model`` and ``localizer``: model choices (:func:`morph.pipeline.model_choice`).
     """
 
     case_mode: str = "subfolder"
@@ -100,6 +102,8 @@ class BatchOptions:
     force: bool = False
     engine: str = "local"
     ray_address: str | None = None
+    model: str = SHIPPED
+    localizer: str = SHIPPED
 
     def resolved_workers(self) -> int:
         return _usable_cores() if self.workers is None else int(self.workers)
@@ -440,33 +444,25 @@ def _hash_input(path: str) -> str:
 class CaseScorer:
     """Scores :class:`CaseTask` s with one :class:`Analyzer` (the model loaded once)."""
 
-    def __init__(self, model_loader: ModelLoader | None = None, classifier: Any | None = None) -> None:
+    def __init__(
+        self, model_loader: ModelLoader | None = None, classifier: Any | None = None, localizer: str = SHIPPED,
+    ) -> None:
         if classifier is None and model_loader is not None:
             classifier = model_loader()
-        self.analyzer = Analyzer(classifier=classifier)
+        self.analyzer = Analyzer(classifier=classifier, localizer=localizer)
 
     def __call__(self, task: CaseTask) -> CaseOutcome:
-        from .overlay import render_overlay
-
         t0 = time.perf_counter()
-        inputs: list[tuple[str, Any]] = []
-        images: dict[str, Any] = {}
-        for _rel, shown, real in task.images:
-            try:
-                img = read_image(real, task.options.limits)
-            except MorphError as exc:
-                inputs.append((shown, MorphError(exc.code, exc.message, path=shown, detail=exc.detail)))
-                continue
-            images[shown] = img
-            inputs.append((shown, img))
         try:
-            report = self.analyzer.analyze_case(inputs, task.options)
-            overlays: dict[str, bytes] = {}
-            if task.overlays:
-                rel_of = {shown: rel for rel, shown, _ in task.images}
-                for f in report.images:
-                    if f.error is None and f.path in images:
-                        overlays[rel_of[f.path]] = encode_png(render_overlay(images[f.path], f))
+            result = self.analyzer.run_case(
+                [(shown, real) for _rel, shown, real in task.images], task.options, overlays=task.overlays,
+            )
+            report = result.report
+            overlays = {
+                rel: encode_png(picture)
+                for (rel, _shown, _real), picture in zip(task.images, result.overlays, strict=False)
+                if picture is not None
+            }
         except MorphError as exc:
             return CaseOutcome(task.case_id, None, error=InputError.from_exc(exc, task.case_id),
                                seconds=time.perf_counter() - t0)
@@ -518,14 +514,14 @@ def _watch_driver(driver_pid: int) -> None:
             os._exit(1)
 
 
-def _init_worker(model_loader: ModelLoader | None, driver_pid: int) -> None:
+def _init_worker(model_loader: ModelLoader | None, driver_pid: int, localizer: str = SHIPPED) -> None:
     global _WORKER
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     single_thread_torch()
     threading.Thread(target=_watch_driver, args=(driver_pid,), daemon=True).start()
-    _WORKER = CaseScorer(model_loader)
+    _WORKER = CaseScorer(model_loader, localizer=localizer)
 
 
 def _mp_context() -> Any:
@@ -568,6 +564,7 @@ def run_local(
     workers: int,
     batch_size: int = 1,
     classifier: Any | None = None,
+    localizer: str = SHIPPED,
 ) -> Iterator[CaseOutcome]:
     """Score tasks in ``workers`` processes (forkserver or spawn; ``0`` = this process).
 
@@ -585,7 +582,7 @@ def run_local(
         n = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            scorer = CaseScorer(model_loader, classifier)
+            scorer = CaseScorer(model_loader, classifier, localizer)
             for t in tasks:
                 yield scorer(t)
         finally:
@@ -603,7 +600,7 @@ def run_local(
         broken = False
         n_done = 0
         with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(model_loader, os.getpid())) as ex:
+                                 initargs=(model_loader, os.getpid(), localizer)) as ex:
             in_flight: dict[Future[list[CaseOutcome]], list[CaseTask]] = {}
             while pending_chunks or in_flight:
                 while pending_chunks and len(in_flight) < 2 * n_workers and not broken:
@@ -764,7 +761,7 @@ def run_batch(
     Args:
         model_loader: a picklable no-argument callable returning the classifier (for
             example ``functools.partial(morph.classify.load_model, "morphnet-v1")``); each
-            worker calls it once. ``None`` localises only.
+            worker calls it once. ``None``: the classifier ``options.model`` names.
         classifier: the same model already loaded here (saves loading it again in this
             process for its fingerprint); optional.
         progress: called with :class:`BatchProgress` events.
@@ -791,10 +788,12 @@ def run_batch(
         log.warning("the context file has a row for %r, which is not a case of this run", cid)
 
     warm_up(options)
-    if classifier is None and model_loader is not None:
+    if model_loader is None:
+        model_loader = functools.partial(load_classifier, options.model)
+    if classifier is None:
         classifier = model_loader()
     model_fp = model_fingerprint(classifier)
-    model_fp["localizer"] = model_fingerprint(shipped_localizer())  # its seeds shape every report
+    model_fp["localizer"] = model_fingerprint(load_localizer(options.localizer))  # its seeds shape every report
     out.mkdir(parents=True, exist_ok=True)
     for p in remove_stale_temp_files(out):
         log.info("removed a temp file left by a killed run: %s", p)
@@ -846,11 +845,11 @@ def run_batch(
 
         outcomes: Iterable[CaseOutcome] = run_ray(
             tasks, model_loader, address=options.ray_address, workers=options.resolved_workers(),
-            batch_size=options.batch_size,
+            batch_size=options.batch_size, localizer=options.localizer,
         )
     else:
         outcomes = run_local(tasks, model_loader, options.resolved_workers(), options.batch_size,
-                             classifier=classifier)
+                             classifier=classifier, localizer=options.localizer)
     for oc in outcomes:
         pl = by_id[oc.case_id]
         failed = True

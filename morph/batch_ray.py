@@ -43,9 +43,9 @@ class RayCaseScorer:
     """A Ray Data callable class: one model per actor, a batch of pickled tasks in,
     a batch of pickled :class:`~morph.batch.CaseOutcome` s out."""
 
-    def __init__(self, model_loader: ModelLoader | None) -> None:
+    def __init__(self, model_loader: ModelLoader | None, localizer: str = "shipped") -> None:
         single_thread_torch()
-        self.scorer = CaseScorer(model_loader)
+        self.scorer = CaseScorer(model_loader, localizer=localizer)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
@@ -61,6 +61,7 @@ def run_ray(
     address: str | None = None,
     workers: int = 1,
     batch_size: int = 1,
+    localizer: str = "shipped",
 ) -> Iterator[CaseOutcome]:
     """Score ``tasks`` with Ray Data, yielding outcomes as batches finish.
 
@@ -94,7 +95,7 @@ def run_ray(
         )
         ds = ds.map_batches(
             RayCaseScorer,
-            fn_constructor_kwargs={"model_loader": model_loader},
+            fn_constructor_kwargs={"model_loader": model_loader, "localizer": localizer},
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=n_actors),

@@ -1,7 +1,15 @@
 """The analysis engine: image -> cells -> per-cell labels -> counts -> findings -> differentials.
 
 The CLI (``morph analyze``), the service (``POST /v1/analyze``) and the batch
-engine (``morph score``) all call :class:`Analyzer`; none re-implements a step.
+engine (``morph score``) build their analyzer with :func:`build_analyzer` and run a case
+with :meth:`Analyzer.run_case`; none re-implements a step.
+
+Model choices use one vocabulary everywhere (CLI ``--model``/``--localizer``, service
+``MORPH_MODEL``/``MORPH_LOCALIZER``, batch options), read by :func:`model_choice`:
+``shipped`` (default: the shipped folder, falling back, logged, when it is missing),
+``none`` (no classifier: cells are localised only; no localizer: hand-made seeds), or a
+model folder path or name under ``models/``; ``tiny`` builds an untrained tiny classifier
+(tests, demos).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import numpy as np
 
 from .context import check_stain, check_um_per_px
 from .errors import MorphError
-from .io import DEFAULT_LIMITS, ImageLimits, read_image
+from .io import DEFAULT_LIMITS, ImageLimits, decode_image, read_image
 from .segment import DEFAULT_UM_PER_PX, SegmentConfig, segment_field
 from .types import CaseReport, Cell, FieldResult
 
@@ -30,8 +38,59 @@ DISCLAIMER = (
     "together with the full clinical picture."
 )
 
-#: ``Analyzer(localizer=SHIPPED)``: the shipped localizer folder, when present.
+#: The model-choice vocabulary (see the module docstring).
 SHIPPED = "shipped"
+NONE = "none"
+TINY = "tiny"
+
+#: One input of a case: a path, or ``(name, path | bytes | decoded RGB array)``.
+FieldInput = str | os.PathLike[str] | tuple[str, "str | os.PathLike[str] | bytes | np.ndarray"]
+
+
+def model_choice(value: str | os.PathLike[str] | None) -> str:
+    """Normalise a model choice, mapping the older spellings onto the one vocabulary:
+    unset, ``""`` and ``shipped`` -> ``shipped``; ``none`` and ``tiny`` in any case; any
+    other value is a folder path or a name under ``models/``, kept as given."""
+    text = "" if value is None else str(value).strip()
+    if text.lower() in ("", SHIPPED, NONE, TINY):
+        return text.lower() or SHIPPED
+    return text
+
+
+def load_classifier(choice: str | os.PathLike[str] | None = SHIPPED) -> Any | None:
+    """The classifier a model choice names; ``None`` localises only. A missing shipped
+    model falls back to localization only (logged); a named one that is missing raises."""
+    from .classify import build_untrained, load_model
+
+    name = model_choice(choice)
+    if name == NONE:
+        return None
+    if name == TINY:
+        return build_untrained("morphnet_tiny")
+    if name != SHIPPED:
+        return load_model(name)
+    try:
+        return load_model(None)
+    except MorphError as exc:
+        if exc.code != "model_not_found":
+            raise
+        log.warning("%s; cells are localised only", exc)
+        return None
+
+
+def load_localizer(choice: str | os.PathLike[str] | None = SHIPPED) -> Any | None:
+    """The centre-map localizer a model choice names; ``None`` means the hand-made seeds."""
+    name = model_choice(choice)
+    if name == NONE:
+        return None
+    if name == SHIPPED:
+        return shipped_localizer()
+    if name == TINY:
+        raise MorphError("bad_request", "'tiny' names a test classifier, not a localizer; use "
+                         "shipped, none or a localizer folder", path="localizer")
+    from .localize import load_localizer as load_folder
+
+    return load_folder(name)
 
 
 @lru_cache(maxsize=1)
@@ -83,8 +142,8 @@ class Analyzer:
             localise only (every cell ``"unclassified"``).
         segment_config: localization settings.
         localizer: the learned red-cell centre map seeding the localizer
-            (:class:`morph.localize.CentreDetector`); ``"shipped"`` (default) loads
-            ``models/locnet-v1`` when it is there, ``None`` uses the hand-made seeds.
+            (:class:`morph.localize.CentreDetector`), ``None`` for the hand-made seeds, or a
+            model choice (``"shipped"``, the default, loads ``models/locnet-v1`` when it is there).
     """
 
     def __init__(
@@ -93,7 +152,7 @@ class Analyzer:
     ):
         self.classifier = classifier
         self.segment_config = segment_config or SegmentConfig()
-        self.localizer = shipped_localizer() if isinstance(localizer, str) and localizer == SHIPPED else localizer
+        self.localizer = load_localizer(localizer) if isinstance(localizer, str) else localizer
 
     # -- model info -------------------------------------------------------------------------
     def model_info(self) -> dict[str, Any]:
@@ -154,18 +213,32 @@ class Analyzer:
             differentials=differentials, warnings=warnings, disclaimer=DISCLAIMER,
         )
 
-    def analyze_paths(
-        self, paths: Sequence[str | os.PathLike[str]], options: AnalysisOptions | None = None
-    ) -> CaseReport:
-        """Read each path (errors kept per field) and analyse them as one case."""
-        options = options or AnalysisOptions()
-        inputs: list[tuple[str, np.ndarray | MorphError]] = []
-        for p in paths:
-            try:
-                inputs.append((str(p), read_image(p, options.limits)))
-            except MorphError as exc:
-                inputs.append((str(p), exc))
-        return self.analyze_case(inputs, options)
+    def run_case(
+        self, inputs: Sequence[FieldInput], options: AnalysisOptions | None = None, overlays: bool = False,
+        *, legend: bool = True,
+    ) -> CaseResult:
+        """Read a case's inputs and analyse them: the one entry point of the CLI, the service
+        and the batch engine.
+
+        Each input is a path or ``(name, path | bytes | RGB array)``; the report names it by
+        ``name``. A field that cannot be read is reported in the case (its error names it)
+        and the others are still analysed. With ``overlays``, every analysed field's picture
+        (cells outlined in their label colours, with a legend unless ``legend=False``) comes
+        back in :attr:`CaseResult.overlays`, aligned with the report's images.
+        """
+        options = (options or AnalysisOptions()).validate()
+        named = [_read_input(item, options) for item in inputs]
+        report = self.analyze_case(named, options)
+        pictures: list[np.ndarray | None] = []
+        if overlays:
+            from .overlay import render_overlay
+
+            for (_, image), f in zip(named, report.images, strict=True):
+                if f.error is None and isinstance(image, np.ndarray):
+                    pictures.append(render_overlay(image, f, legend=legend))
+                else:
+                    pictures.append(None)
+        return CaseResult(report, pictures)
 
     # -- findings and differentials ---------------------------------------------------------
     def diagnose(
@@ -185,6 +258,37 @@ class Analyzer:
             counts, um_per_px=options.resolved_um_per_px(), context=options.context, cells=cells,
             stain=options.stain,
         )
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """What :meth:`Analyzer.run_case` returns: the report and, when asked, one overlay
+    picture per field of ``report.images`` (``None`` for a field that failed)."""
+
+    report: CaseReport
+    overlays: list[np.ndarray | None] = field(default_factory=list)
+
+
+def build_analyzer(
+    model: str | os.PathLike[str] | None = SHIPPED, localizer: str | os.PathLike[str] | None = SHIPPED,
+    segment_config: SegmentConfig | None = None,
+) -> Analyzer:
+    """The analyzer two model choices name (see :func:`model_choice`)."""
+    return Analyzer(classifier=load_classifier(model), segment_config=segment_config,
+                    localizer=load_localizer(localizer))
+
+
+def _read_input(item: FieldInput, options: AnalysisOptions) -> tuple[str, np.ndarray | MorphError]:
+    """One case input -> ``(name, decoded image | the error naming it)``."""
+    name, source = (item if isinstance(item, tuple) else (str(item), item))
+    try:
+        if isinstance(source, np.ndarray):
+            return name, source
+        if isinstance(source, bytes | bytearray | memoryview):
+            return name, decode_image(bytes(source), name=name, limits=options.limits)
+        return name, read_image(source, options.limits)
+    except MorphError as exc:
+        return name, exc if exc.path == name else MorphError(exc.code, exc.message, path=name, detail=exc.detail)
 
 
 def _failed_field(name: str, um: float, exc: MorphError) -> FieldResult:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from .common import (
     add_case_options,
+    add_localizer_arg,
     add_model_arg,
     expand_images,
-    load_classifier,
-    localizer_arg,
     print_case_summary,
 )
 
@@ -29,35 +28,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="write an overlay picture (one per field: OUT-<name>.png when several)")
     p.add_argument("--json", metavar="OUT.json", default=None, help="write the JSON report")
     add_model_arg(p)
-    p.add_argument("--localizer", default="shipped", metavar="DIR|none",
-                   help="centre-map localizer folder or name under models/ (default: the shipped "
-                   "locnet-v1); 'none' uses the hand-made seeds")
+    add_localizer_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from morph.context import read_context_file
     from morph.errors import MorphError
-    from morph.io import read_image, write_image, write_json
-    from morph.overlay import render_overlay
-    from morph.pipeline import AnalysisOptions, Analyzer
+    from morph.io import write_image, write_json
+    from morph.pipeline import AnalysisOptions, build_analyzer
 
     context = read_context_file(args.context) if args.context else None
     options = AnalysisOptions(um_per_px=args.um_per_px, stain=args.stain, context=context).validate()
-    analyzer = Analyzer(classifier=load_classifier(args.model), localizer=localizer_arg(args.localizer))
     paths = expand_images(args.images)
     if not paths:
         raise MorphError("bad_request", "no image files found in the given paths", path=" ".join(args.images))
-    inputs = []
-    images = {}
-    for p in paths:
-        try:
-            img = read_image(p, options.limits)
-            images[str(p)] = img
-            inputs.append((str(p), img))
-        except MorphError as exc:
-            inputs.append((str(p), exc))
-    report = analyzer.analyze_case(inputs, options)
+    analyzer = build_analyzer(args.model, args.localizer)
+    result = analyzer.run_case([str(p) for p in paths], options, overlays=bool(args.overlay))
+    report = result.report
     data = report.to_dict()
     print_case_summary(data)
     if args.json:
@@ -65,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"report written to {args.json}")
     if args.overlay:
         out = Path(args.overlay)
-        ok = [f for f in report.images if f.error is None]
-        for f in ok:
-            target = out if len(ok) == 1 else out.with_name(f"{out.stem}-{Path(f.path).stem}{out.suffix or '.png'}")
-            write_image(target, render_overlay(images[f.path], f))
+        drawn = [(f, pic) for f, pic in zip(report.images, result.overlays, strict=True) if pic is not None]
+        for f, pic in drawn:
+            target = out if len(drawn) == 1 else out.with_name(f"{out.stem}-{Path(f.path).stem}{out.suffix or '.png'}")
+            write_image(target, pic)
             print(f"overlay written to {target}")
     failed = [f for f in report.images if f.error is not None]
     if failed:

@@ -58,44 +58,18 @@ def int_in_range(lo: int, hi: int | None = None, what: str = "") -> Any:
 
 def add_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--model", default=None,
-        help="model folder path or name under models/ (default: the shipped default model)",
+        "--model", default="shipped", metavar="DIR|shipped|none",
+        help="classifier: a model folder path or name under models/, 'shipped' (default: the "
+        "shipped model) or 'none' (localise cells only)",
     )
 
 
-def localizer_arg(value: str) -> Any:
-    """``--localizer``: ``shipped`` (the default folder, when present), ``none`` (hand-made
-    seeds) or a folder path / name under models/ (loaded; errors name the folder)."""
-    if value == "shipped":
-        from morph.pipeline import SHIPPED
-
-        return SHIPPED
-    if value.lower() == "none":
-        return None
-    from morph.localize import load_localizer
-
-    return load_localizer(value)
-
-
-def load_classifier(name: str | None) -> Any:
-    """Load the named model, or the shipped default. Falls back to localization
-    only (with a note on stderr) when no model is shipped and none was asked for."""
-    from morph.errors import MorphError
-
-    try:
-        from morph.classify import load_model
-    except ImportError:
-        if name:
-            raise
-        print("note: no classifier available; cells are localised only", file=sys.stderr)
-        return None
-    try:
-        return load_model(name)
-    except MorphError as exc:
-        if name or exc.code != "model_not_found":
-            raise
-        print(f"note: {exc}; cells are localised only", file=sys.stderr)
-        return None
+def add_localizer_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--localizer", default="shipped", metavar="DIR|shipped|none",
+        help="centre-map localizer: a folder path or name under models/, 'shipped' (default: the "
+        "shipped locnet-v1) or 'none' (the hand-made seeds)",
+    )
 
 
 def expand_images(items: list[str]) -> list[Path]:

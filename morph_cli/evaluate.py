@@ -9,6 +9,8 @@ from .common import add_model_arg, um_per_px_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from morph.context import STAINS
+
     p = sub.add_parser(
         "evaluate", help="measure a classifier on labelled data (per-class P/R/F1, macro-F1, ECE)",
         description="Classify crops at labelled points (--mode points) or run the whole pipeline and match "
@@ -22,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="'val': only the images in the model's validation split (split.json)")
     p.add_argument("--yolo-split", default=None, help="YOLO sub-folder (train/val/test)")
     p.add_argument("--um-per-px", type=um_per_px_arg, default=None, help="field scale (default: Chula)")
-    p.add_argument("--stain", choices=("wright", "nmb"), default="wright")
+    p.add_argument("--stain", choices=STAINS, default="wright")
     p.add_argument("--out", required=True, help="metrics JSON to write (the PNG goes next to it)")
     add_model_arg(p)
     p.set_defaults(func=run)
@@ -31,11 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from morph.classify import load_model
+    from morph.errors import MorphError
     from morph.evaluation import confusion_png, evaluate_labelled
     from morph.io import read_labelled_data, write_bytes_atomic, write_json
+    from morph.pipeline import load_classifier
 
-    clf = load_model(args.model)
+    clf = load_classifier(args.model)
+    if clf is None:
+        raise MorphError("bad_request", "evaluate measures a classifier; --model none has none", path="--model")
     data = read_labelled_data(args.data, args.format, args.mapping, args.yolo_split)
     metrics = evaluate_labelled(clf, data, mode=args.mode, split=args.split, um_per_px=args.um_per_px, stain=args.stain)
     out = Path(args.out)

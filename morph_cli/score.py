@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from .common import add_case_options, add_model_arg, int_in_range
+from .common import add_case_options, add_localizer_arg, add_model_arg, int_in_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int_in_range(1), default=1,
                    help="cases handed to a worker at a time (Ray: cases per map_batches batch; default 1)")
     add_model_arg(p)
+    add_localizer_arg(p)
     p.add_argument("--force", action="store_true", help="rescore every case, even those already up to date")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local (default): a process pool on this machine; ray: Ray Data "
@@ -115,30 +116,20 @@ def _summary_table(s: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import functools
-
     from morph.batch import BatchOptions, run_batch, warm_up
-
-    from .common import load_classifier
 
     options = BatchOptions(
         case_mode=args.case_mode, um_per_px=args.um_per_px, stain=args.stain,
         context_file=args.context_file, overlays=args.overlays, workers=args.workers,
         batch_size=args.batch_size, force=args.force, engine=args.engine, ray_address=args.ray_address,
+        model=args.model, localizer=args.localizer,
     ).validate()
     if args.engine == "ray":
         from morph.batch_ray import _import_ray
 
         _import_ray()  # a missing optional dependency is a usage error, before any work
     warm_up(options)  # worker processes import torch while this one loads the model
-    classifier = load_classifier(args.model)
-    loader = None
-    if classifier is not None:
-        from morph.classify import load_model
-
-        loader = functools.partial(load_model, args.model)
-    summary = run_batch(args.input_dir, args.out, options, loader, classifier=classifier,
-                        progress=_Progress())
+    summary = run_batch(args.input_dir, args.out, options, progress=_Progress())
     print("morph score: summary")
     print(_summary_table(summary))
     if summary.errors:

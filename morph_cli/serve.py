@@ -18,8 +18,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int_in_range(1, 65535, "port"), default=8000, help="port (default: 8000)")
     p.add_argument("--workers", type=int_in_range(1, what="workers"), default=1,
                    help="worker processes, each with its own copy of the model (default: 1)")
-    p.add_argument("--model", default=None,
-                   help="model folder path or name (sets MORPH_MODEL; default: the shipped model)")
+    p.add_argument("--model", default=None, metavar="DIR|shipped|none",
+                   help="classifier folder path or name, 'shipped' or 'none' (sets MORPH_MODEL; "
+                   "default: the shipped model)")
+    p.add_argument("--localizer", default=None, metavar="DIR|shipped|none",
+                   help="centre-map localizer folder path or name, 'shipped' or 'none' (sets "
+                   "MORPH_LOCALIZER; default: the shipped locnet-v1)")
     p.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug"), help="uvicorn log level")
     p.set_defaults(func=run)
@@ -30,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model:
         os.environ["MORPH_MODEL"] = args.model  # read by every worker's Settings()
+    if args.localizer:
+        os.environ["MORPH_LOCALIZER"] = args.localizer
     uvicorn.run(
         "service.app:app", host=args.host, port=args.port, workers=args.workers,
         log_level=args.log_level, proxy_headers=False,

@@ -22,8 +22,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.formparsers import MultiPartParser
 
 import morph
+from morph.pipeline import build_analyzer
 
-from .deps import load_analyzer, open_store, require_api_key
+from .deps import open_store, require_api_key
 from .errors import install_error_handlers
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .middleware import BodyLimitMiddleware
@@ -58,7 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.limiter = anyio.CapacityLimiter(settings.max_concurrency)
         if getattr(app.state, "analyzer", None) is None:
-            app.state.analyzer = await anyio.to_thread.run_sync(load_analyzer, settings)
+            app.state.analyzer = await anyio.to_thread.run_sync(
+                build_analyzer, settings.model, settings.localizer)
             log.info("model loaded: %s", app.state.analyzer.model_info().get("name"))
         app.state.store = await anyio.to_thread.run_sync(open_store, settings)
         yield

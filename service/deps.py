@@ -30,36 +30,6 @@ log = logging.getLogger("service")
 _bearer = HTTPBearer(auto_error=False, description="one of the keys in MORPH_API_KEYS (when set)")
 
 
-def load_analyzer(settings: Settings) -> Analyzer:
-    """Build the app's one :class:`Analyzer` from ``settings.model`` (called once, in lifespan).
-
-    ``"tiny"`` builds the untrained tiny test model; ``"none"`` localises only; any
-    other value is a model folder path or name; unset loads the shipped default,
-    falling back to localization only (logged) when no model is shipped.
-    """
-    name = (settings.model or "").strip()
-    if name.lower() == "none":
-        return Analyzer(classifier=None)
-    if name.lower() == "tiny":
-        from morph.classify import build_untrained
-
-        return Analyzer(classifier=build_untrained("morphnet_tiny"))
-    try:
-        from morph.classify import load_model
-    except ImportError:
-        if name:
-            raise
-        log.warning("no classifier available; cells are localised only")
-        return Analyzer(classifier=None)
-    try:
-        return Analyzer(classifier=load_model(name or None))
-    except MorphError as exc:
-        if name or exc.code != "model_not_found":
-            raise
-        log.warning("%s; cells are localised only", exc)
-        return Analyzer(classifier=None)
-
-
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings

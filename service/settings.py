@@ -18,9 +18,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MORPH_", extra="ignore")
 
     model: str | None = Field(
-        default=None,
-        description="model folder path or name under models/; empty = the shipped default; "
-        "'tiny' = an untrained tiny model (tests, demos); 'none' = localization only",
+        default="shipped",
+        description="classifier: a model folder path or name under models/; 'shipped' (or empty) = "
+        "the shipped default; 'none' = localization only; 'tiny' = an untrained tiny model (tests, demos)",
+    )
+    localizer: str | None = Field(
+        default="shipped",
+        description="centre-map localizer: a folder path or name under models/; 'shipped' (or empty) "
+        "= the shipped locnet-v1; 'none' = the hand-made seeds",
     )
     api_keys: str = Field(default="", description="comma-separated API keys; empty = no auth")
     cors_origins: str = Field(default="", description="comma-separated allowed origins; empty = CORS closed")

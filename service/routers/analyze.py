@@ -9,14 +9,12 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Any
 
 import anyio
-import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from morph.context import parse_context_json
 from morph.errors import MorphError
-from morph.io import ImageLimits, decode_image, encode_png, write_bytes_atomic
-from morph.overlay import render_overlay
+from morph.io import ImageLimits, encode_png, write_bytes_atomic
 from morph.pipeline import AnalysisOptions, Analyzer
 from morph.store import CaseInput
 
@@ -50,28 +48,19 @@ def _clean_name(raw: str | None, index: int) -> str:
 def _run_case(
     analyzer: Analyzer, uploads: list[tuple[str, bytes]], options: AnalysisOptions, overlay: bool
 ) -> tuple[dict[str, Any], int, int, int]:
-    """Decode, analyse and (optionally) draw overlays; runs in a worker thread."""
-    inputs: list[tuple[str, np.ndarray | MorphError]] = []
-    images: dict[int, np.ndarray] = {}
-    for i, (name, data) in enumerate(uploads):
-        try:
-            img = decode_image(data, name=name, limits=options.limits)
-            images[i] = img
-            inputs.append((name, img))
-        except MorphError as exc:
-            inputs.append((name, exc))
-    report = analyzer.analyze_case(inputs, options)
-    out = report.to_dict()
+    """Analyse (and optionally draw) one case with the library; runs in a worker thread."""
+    result = analyzer.run_case(uploads, options, overlays=overlay, legend=False)
+    out = result.report.to_dict()
     ok = failed = cells = 0
-    for i, (field, field_dict) in enumerate(zip(report.images, out["images"], strict=True)):
+    for i, (field, field_dict) in enumerate(zip(result.report.images, out["images"], strict=True)):
         if field.error is not None:
             failed += 1
             continue
         ok += 1
         cells += len(field.cells)
-        if overlay and i in images:
-            png = encode_png(render_overlay(images[i], field, legend=False))
-            field_dict["overlay_png"] = base64.b64encode(png).decode("ascii")
+        picture = result.overlays[i] if overlay else None
+        if picture is not None:
+            field_dict["overlay_png"] = base64.b64encode(encode_png(picture)).decode("ascii")
     return out, ok, failed, cells
 
 

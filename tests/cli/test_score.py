@@ -185,3 +185,14 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path: Path, tiny: str) 
     assert main(["score", str(root), "--out", str(clean), "--workers", "0", "--model", tiny, "--overlays"]) == 1
     assert_same_outputs(clean, out)  # a killed + resumed 2-worker run == an uninterrupted in-process run
     assert json.loads((out / "run.json").read_text())["run"]["skipped"] == finished_before
+
+
+def test_localizer_choice_shapes_the_fingerprint(good_dir: Path, tmp_path: Path, tiny: str, capsys) -> None:
+    out = tmp_path / "out"
+    base = ["score", str(good_dir), "--out", str(out), "--workers", "0", "--model", tiny]
+    assert main(base + ["--localizer", "none"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"]["localizer"]["name"] is None  # the hand-made seeds
+    capsys.readouterr()
+    assert main(base) == 0  # the shipped localizer: another fingerprint, every case scored again
+    assert "0 already up to date; scoring 2 case(s)" in capsys.readouterr().err

@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 
 from morph.errors import MorphError
+from morph.io import encode_png, write_image
 from morph.labels import UNCLASSIFIED
 from morph.overlay import label_color, render_overlay
-from morph.pipeline import AnalysisOptions, Analyzer, count_cells
+from morph.pipeline import (
+    AnalysisOptions,
+    Analyzer,
+    build_analyzer,
+    count_cells,
+    load_localizer,
+    model_choice,
+)
 
 
 def test_case_keeps_bad_fields_and_analyses_the_rest(disc_field) -> None:
@@ -66,3 +74,44 @@ def test_overlay_draws_outlines_and_legend(disc_field) -> None:
     colour = np.array(label_color(UNCLASSIFIED), np.uint8)
     assert (ov[: img.shape[0], : img.shape[1]] == colour).all(axis=-1).sum() > 50
     assert render_overlay(img, f, legend=False).shape == img.shape
+
+
+# -- one entry point per case and one model-choice vocabulary -------------------------------------
+def test_run_case_reads_paths_bytes_and_arrays_with_errors_kept(disc_field, tmp_path) -> None:
+    img, _ = disc_field(n=6)
+    path = tmp_path / "a.png"
+    write_image(path, img)
+    analyzer = Analyzer(localizer=None)
+    inputs = [str(path), ("b.png", encode_png(img)), ("c", img), ("bad.jpg", b"not an image"),
+              ("shown.png", tmp_path / "missing.png")]
+    result = analyzer.run_case(inputs, AnalysisOptions(), overlays=True)
+    rep = result.report
+    assert [f.path for f in rep.images] == [str(path), "b.png", "c", "bad.jpg", "shown.png"]
+    assert rep.images[3].error["code"] == "not_an_image" and rep.images[3].error["path"] == "bad.jpg"
+    assert rep.images[4].error["code"] == "file_not_found" and rep.images[4].error["path"] == "shown.png"
+    # the same cells as analysing the decoded arrays directly
+    direct = analyzer.analyze_case([("c", img)], AnalysisOptions())
+    assert [c.to_dict() for c in rep.images[2].cells] == [c.to_dict() for c in direct.images[0].cells]
+    assert [p is None for p in result.overlays] == [False, False, False, True, True]
+    assert result.overlays[0].shape[0] == img.shape[0]  # the legend widens it
+    assert analyzer.run_case(inputs[:1]).overlays == []
+
+
+@pytest.mark.parametrize("given, choice", [
+    (None, "shipped"), ("", "shipped"), ("  Shipped ", "shipped"), ("NONE", "none"), ("Tiny", "tiny"),
+    ("models/morphnet-v1", "models/morphnet-v1"),
+])
+def test_model_choice_maps_every_spelling_onto_one_vocabulary(given, choice) -> None:
+    assert model_choice(given) == choice
+
+
+def test_build_analyzer_from_choices() -> None:
+    a = build_analyzer("none", "none")
+    assert a.classifier is None and a.localizer is None
+    assert a.model_info()["localizer"] == {"name": "hand-made seeds"}
+    assert build_analyzer("tiny", "none").classifier is not None
+    with pytest.raises(MorphError) as ei:
+        load_localizer("tiny")
+    assert ei.value.path == "localizer"
+    with pytest.raises(MorphError):
+        build_analyzer("/no/such/model", "none")

@@ -353,3 +353,14 @@ def test_scale_outside_the_library_range_is_422_naming_it(client, png_bytes):
     err = assert_error(client.post("/v1/diagnose", json={"counts": {"normal": 1}, "um_per_px": 0.001}),
                        422, "validation_error")
     assert "um_per_px" in err["message"]
+
+
+def test_localizer_setting_uses_the_model_vocabulary():
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    with TestClient(create_app(Settings(model="none", localizer="none"))) as c:
+        info = c.get("/v1/model").json()
+        assert info["localizer"] == {"name": "hand-made seeds"} and info["name"] is None

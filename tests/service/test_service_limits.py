@@ -124,7 +124,7 @@ class _Slow:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def analyze_case(self, inputs, options):
+    def run_case(self, inputs, options, overlays=False, **kwargs):
         time.sleep(self.seconds)
         raise AssertionError("should have been abandoned")
 
