@@ -35,8 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import MorphError
+from .io import write_json, write_torch
 from .labels import MARROW_LABELS, NUCLEATED_LABELS, RBC_LABELS, UNIDENTIFIED
+from .model_folder import ModelFolder
 from .models import create_model, fuse_for_inference
+from .segment import DEFAULT_UM_PER_PX
 from .types import Cell
 
 log = logging.getLogger(__name__)
@@ -68,14 +71,6 @@ def tta_logits(net: nn.Module, x: torch.Tensor, mode: str = "none") -> torch.Ten
     return y
 
 
-def models_dir() -> Path:
-    """Where model folders live: ``$MORPH_MODELS_DIR``, else ``<repo>/models``."""
-    env = os.environ.get("MORPH_MODELS_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1] / "models"
-
-
 @dataclass(frozen=True)
 class Preprocessing:
     """How a crop is made and normalised; travels with the weights.
@@ -101,8 +96,6 @@ class Preprocessing:
     def resolved(self) -> Preprocessing:
         if self.um_per_px > 0:
             return self
-        from .segment import DEFAULT_UM_PER_PX
-
         um = DEFAULT_WINDOW_PX * float(DEFAULT_UM_PER_PX) / self.crop_size
         return replace(self, um_per_px=um)
 
@@ -385,8 +378,6 @@ class CellClassifier:
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write the model folder (config, labels, preprocessing, thresholds, weights, metrics)."""
-        from .io import write_json, write_torch
-
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", self.config())
@@ -401,67 +392,32 @@ class CellClassifier:
         return out
 
 
-def _resolve_folder(path_or_name: str | os.PathLike[str] | None) -> Path:
-    if path_or_name is None:
-        cand = models_dir() / DEFAULT_MODEL_NAME
-        if not cand.is_dir():
-            raise MorphError(
-                "model_not_found",
-                f"the shipped default model {DEFAULT_MODEL_NAME!r} is not in {models_dir()}",
-                path=str(cand),
-            )
-        return cand
-    p = Path(path_or_name)
-    if p.is_dir():
-        return p
-    cand = models_dir() / str(path_or_name)
-    if cand.is_dir():
-        return cand
-    raise MorphError(
-        "model_not_found",
-        f"no model folder {str(path_or_name)!r} (looked in the current folder and {models_dir()})",
-        path=str(path_or_name),
-    )
-
-
 def load_model(path_or_name: str | os.PathLike[str] | None = None, **_: Any) -> CellClassifier:
     """Load a model folder: a path, a name under the models directory, or ``None`` for the default."""
-    from .io import read_json, read_torch
-
-    folder = _resolve_folder(path_or_name)
-    for req in ("config.json", "labels.json", "preprocessing.json", "weights.pt"):
-        if not (folder / req).is_file():
-            raise MorphError("bad_model", f"model folder is missing {req}", path=str(folder / req))
-    cfg = read_json(folder / "config.json")
-    labels = read_json(folder / "labels.json")
-    if not isinstance(cfg, dict) or "arch" not in cfg:
-        raise MorphError("bad_model", "config.json must be an object with an 'arch'", path=str(folder / "config.json"))
+    folder = ModelFolder.open(path_or_name, DEFAULT_MODEL_NAME, "model",
+                              required=("config.json", "labels.json", "preprocessing.json", "weights.pt"))
+    cfg = folder.config()
+    labels = folder.read("labels.json")
     if not isinstance(labels, list) or not labels:
-        raise MorphError("bad_model", "labels.json must be a non-empty list", path=str(folder / "labels.json"))
+        raise folder.error("labels.json", "labels.json must be a non-empty list")
     try:
-        pre = Preprocessing.from_dict(read_json(folder / "preprocessing.json"))
+        pre = Preprocessing.from_dict(folder.read("preprocessing.json"))
     except (MorphError, KeyError, TypeError, ValueError) as exc:
         msg = exc.message if isinstance(exc, MorphError) else f"bad preprocessing.json ({exc!r})"
-        raise MorphError("bad_model", msg, path=str(folder / "preprocessing.json")) from exc
-    thresholds = read_json(folder / "thresholds.json") if (folder / "thresholds.json").is_file() else None
-    metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else None
+        raise folder.error("preprocessing.json", msg) from exc
     kwargs = dict(cfg.get("arch_kwargs") or {})
     net = create_model(cfg["arch"], num_classes=len(labels), **kwargs)
-    state = read_torch(folder / "weights.pt")
-    try:
-        net.load_state_dict(state)
-    except (RuntimeError, KeyError) as exc:
-        raise MorphError("bad_model", f"weights do not match the architecture ({exc})", path=str(folder / "weights.pt")) from exc
+    folder.load_weights(net)
     net = net.to(memory_format=torch.channels_last).eval()
     known = {"name", "version", "arch", "arch_kwargs", "num_classes", "temperature", "provenance"}
     clf = CellClassifier(
         net, labels, arch=cfg["arch"], arch_kwargs=kwargs, preprocessing=pre,
-        temperature=float(cfg.get("temperature", 1.0)), thresholds=thresholds,
-        name=str(cfg.get("name") or folder.name), version=str(cfg.get("version", "0.0.0")),
-        metrics=metrics, provenance=cfg.get("provenance") or {},
+        temperature=float(cfg.get("temperature", 1.0)), thresholds=folder.read_optional("thresholds.json"),
+        name=str(cfg.get("name") or folder.path.name), version=str(cfg.get("version", "0.0.0")),
+        metrics=folder.read_optional("metrics.json"), provenance=cfg.get("provenance") or {},
         extra_config={k: v for k, v in cfg.items() if k not in known},
     )
-    clf.folder = folder
+    clf.folder = folder.path
     return clf
 
 

@@ -9,8 +9,9 @@ maxima) for red cells; the foreground, the watershed, nuclei, platelets and ever
 rule stay as they are. One peak per cell is what splits touching cells without cutting
 pale or irregular ones in two.
 
-A detector is a model folder (``models/locnet-v1``): ``config.json`` (architecture, peak
-threshold, minimum peak spacing, provenance), ``weights.pt`` and ``metrics.json``; it is
+A detector is a model folder (``models/locnet-v1``): ``config.json`` (architecture, cell
+kinds, minimum peak spacing, provenance), ``thresholds.json`` (the peak threshold of each kind,
+tuned with the localizer), ``weights.pt`` and ``metrics.json``; it is
 retrained with ``python -m training.train_localizer`` on any YOLO-box data set (red-cell
 boxes) plus rendered fields.
 """
@@ -26,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import MorphError
+from .io import write_json, write_torch
+from .model_folder import ModelFolder
 from .models import create_model
 
 #: Name of the shipped localizer folder under ``models/``.
@@ -94,17 +96,15 @@ class CentreDetector:
     def config(self) -> dict[str, Any]:
         return {
             "name": self.name, "version": self.version, "arch": self.arch, "arch_kwargs": self.arch_kwargs,
-            "kinds": list(self.kinds), "thresholds": self.thresholds, "min_distance": self.min_distance,
-            "provenance": self.provenance,
+            "kinds": list(self.kinds), "min_distance": self.min_distance, "provenance": self.provenance,
         }
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write the model folder (config, weights, metrics)."""
-        from .io import write_json, write_torch
-
+        """Write the model folder (config, thresholds, weights, metrics)."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", self.config())
+        write_json(out / "thresholds.json", self.thresholds)
         write_torch(out / "weights.pt", {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()})
         if self.metrics:
             write_json(out / "metrics.json", self.metrics)
@@ -125,39 +125,32 @@ def build_untrained_localizer(
 def load_localizer(path_or_name: str | os.PathLike[str] | None = None) -> CentreDetector:
     """Load a localizer folder: a path, a name under the models directory, or ``None`` for
     the shipped one. Raises :class:`MorphError` (``model_not_found``, ``bad_model``)."""
-    from .classify import models_dir
-    from .io import read_json, read_torch
-
-    if path_or_name is None:
-        folder = models_dir() / DEFAULT_LOCALIZER_NAME
-    else:
-        folder = Path(path_or_name)
-        if not folder.is_dir():
-            folder = models_dir() / str(path_or_name)
-    if not folder.is_dir():
-        raise MorphError("model_not_found", f"no localizer folder {str(path_or_name or folder)!r}", path=str(folder))
-    for req in ("config.json", "weights.pt"):
-        if not (folder / req).is_file():
-            raise MorphError("bad_model", f"localizer folder is missing {req}", path=str(folder / req))
-    cfg = read_json(folder / "config.json")
-    if not isinstance(cfg, dict) or "arch" not in cfg:
-        raise MorphError("bad_model", "config.json must be an object with an 'arch'", path=str(folder / "config.json"))
+    folder = ModelFolder.open(path_or_name, DEFAULT_LOCALIZER_NAME, "localizer")
+    cfg = folder.config()
     kwargs = dict(cfg.get("arch_kwargs") or {})
     kinds = tuple(cfg.get("kinds") or ("rbc",))
     if "rbc" not in kinds or not set(kinds) <= {"rbc", "nucleated", "platelet"}:
-        raise MorphError("bad_model", f"kinds must include 'rbc' and name cell kinds, got {list(kinds)}",
-                         path=str(folder / "config.json"))
+        raise folder.error("config.json", f"kinds must include 'rbc' and name cell kinds, got {list(kinds)}")
     net = create_model(cfg["arch"], num_classes=len(kinds), **kwargs)
-    try:
-        net.load_state_dict(read_torch(folder / "weights.pt"))
-    except (RuntimeError, KeyError) as exc:
-        raise MorphError("bad_model", f"weights do not match the architecture ({exc})", path=str(folder / "weights.pt")) from exc
-    metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else None
+    folder.load_weights(net)
     det = CentreDetector(
-        net, arch=cfg["arch"], arch_kwargs=kwargs, kinds=kinds,
-        thresholds={k: float(v) for k, v in (cfg.get("thresholds") or {"rbc": cfg.get("threshold", 0.35)}).items()},
-        min_distance=float(cfg.get("min_distance", 0.4)), name=str(cfg.get("name") or folder.name),
-        version=str(cfg.get("version", "0.0.0")), metrics=metrics, provenance=cfg.get("provenance") or {},
+        net, arch=cfg["arch"], arch_kwargs=kwargs, kinds=kinds, thresholds=_thresholds(folder, cfg),
+        min_distance=float(cfg.get("min_distance", 0.4)), name=str(cfg.get("name") or folder.path.name),
+        version=str(cfg.get("version", "0.0.0")), metrics=folder.read_optional("metrics.json"),
+        provenance=cfg.get("provenance") or {},
     )
-    det.folder = folder
+    det.folder = folder.path
     return det
+
+
+def _thresholds(folder: ModelFolder, cfg: dict[str, Any]) -> dict[str, float]:
+    """The peak threshold of each kind: ``thresholds.json``; folders written before it kept
+    them in ``config.json`` (``thresholds``, or one red-cell ``threshold``)."""
+    got = folder.read_optional("thresholds.json")
+    name = "thresholds.json"
+    if got is None:
+        got, name = cfg.get("thresholds") or {"rbc": cfg.get("threshold", 0.35)}, "config.json"
+    try:
+        return {str(k): float(v) for k, v in dict(got).items()}
+    except (TypeError, ValueError) as exc:
+        raise folder.error(name, f"thresholds must map cell kinds to numbers, got {got!r}") from exc

@@ -19,7 +19,8 @@ the data set's test split.
 
 The epoch with the best validation F1 (network peaks alone) is kept; the peak threshold and
 spacing are then tuned on the validation fields through the whole localizer
-(:func:`morph.segment.segment_field`) and written into the folder's ``config.json``.
+(:func:`morph.segment.segment_field`) and written into the folder's ``thresholds.json`` (the spacing
+into ``config.json``).
 """
 
 from __future__ import annotations

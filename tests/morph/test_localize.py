@@ -105,6 +105,24 @@ def test_folder_round_trip_and_errors(tmp_path) -> None:
     assert e.value.code == "bad_model"
 
 
+def test_thresholds_live_in_their_own_file(tmp_path) -> None:
+    """Like the classifier's, a localizer's tuned thresholds are in thresholds.json; a folder
+    written before that (thresholds in config.json) still loads; a bad file names itself."""
+    det = build_untrained_localizer("locnet_tiny", kinds=("rbc", "platelet"))
+    det.thresholds = {"rbc": 0.4, "platelet": 0.25}
+    folder = det.save(tmp_path / "loc")
+    assert json.loads((folder / "thresholds.json").read_text()) == {"rbc": 0.4, "platelet": 0.25}
+    assert "thresholds" not in json.loads((folder / "config.json").read_text())
+    (folder / "thresholds.json").unlink()
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "thresholds": {"rbc": 0.3, "platelet": 0.5}}))
+    assert load_localizer(folder).thresholds == {"rbc": 0.3, "platelet": 0.5}
+    (folder / "thresholds.json").write_text('{"rbc": "high"}')
+    with pytest.raises(MorphError) as e:
+        load_localizer(folder)
+    assert e.value.code == "bad_model" and e.value.path.endswith("thresholds.json")
+
+
 def test_shipped_localizer_finds_rendered_cells() -> None:
     det = load_localizer(None)
     assert isinstance(det, CentreDetector) and det.name == "locnet-v1"
