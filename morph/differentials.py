@@ -25,7 +25,14 @@ from typing import Any
 
 from .context import CONTEXT_FIELDS, ClinicalContext, check_stain, check_um_per_px, validate_context
 from .errors import MorphError
-from .findings import GRADES, RULES_DIR, compute_findings, finding_variables, grade_rank
+from .findings import (
+    GRADES,
+    RULES_DIR,
+    abnormal_findings,
+    compute_findings,
+    finding_variables,
+    grade_rank,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +49,19 @@ DIFFERENTIAL_IDS: tuple[str, ...] = (
     "post_transplant_graft_failure",
     "post_transplant_relapse",
     "drug_induced_marrow_suppression",
+    "hereditary_spherocytosis",
+    "hereditary_elliptocytosis",
+    "thrombotic_microangiopathy",
+    "sickle_cell_disease",
     "no_significant_abnormality",
     "insufficient_evidence",
 )
+
+#: Put first (and only then present) when no listed differential reaches the floor of evidence
+#: although abnormal findings were seen (see ``top_answer`` in ``differentials.yaml``).
+NO_LISTED_FIT = "no_listed_differential_fits"
+#: Entries that are not clinical diagnoses: they keep their place at the top when they lead.
+_META_IDS = ("no_significant_abnormality", "insufficient_evidence")
 
 SCORE_NOTE = (
     "score = logistic(log-odds): a relative ranking score from expert-set weights, "
@@ -65,6 +82,7 @@ class Criterion:
     says: str
     form: str  # "steps" | "linear" | "op" | "map" | "any_of"
     spec: Mapping[str, Any]
+    source: str | None = None  # full citation of the reference the criterion rests on
 
     @property
     def variables(self) -> list[str]:
@@ -85,9 +103,21 @@ class Differential:
 
 
 @dataclass(frozen=True)
+class TopAnswer:
+    """The floor of evidence under which no listed differential is ranked first."""
+
+    floor_score: float
+    name: str
+    summary: str
+    next_tests: tuple[str, ...]
+    references: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class KnowledgeBase:
     differentials: tuple[Differential, ...]
     path: str
+    top_answer: TopAnswer | None = None
 
 
 def known_variables() -> set[str]:
@@ -132,7 +162,7 @@ def _parse_kb(data: Any, path: str) -> KnowledgeBase:
         cids: set[str] = set()
         for j, raw in enumerate(entry.get("criteria") or []):
             where = f"{did}.criteria[{j}]"
-            crit = _parse_criterion(raw, where, variables, bad)
+            crit = _parse_criterion(raw, where, variables, bad, refs)
             if crit.id in cids:
                 raise bad(f"{where}: duplicate criterion id {crit.id!r}")
             cids.add(crit.id)
@@ -154,14 +184,35 @@ def _parse_kb(data: Any, path: str) -> KnowledgeBase:
             next_tests=tuple(str(t) for t in entry.get("next_tests") or []),
             references=tuple(str(refs[k]) for k in ref_keys),
         ))
-    return KnowledgeBase(differentials=tuple(out), path=path)
+    return KnowledgeBase(differentials=tuple(out), path=path,
+                         top_answer=_parse_top_answer(data.get("top_answer"), refs, bad))
+
+
+def _parse_top_answer(raw: Any, refs: Mapping[str, str], bad: Any) -> TopAnswer | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or raw.get("id") != NO_LISTED_FIT:
+        raise bad(f"top_answer must be a mapping with id {NO_LISTED_FIT!r}")
+    floor: Any = raw.get("floor_score")
+    if not _is_num(floor) or not 0.0 < float(floor) < 1.0:
+        raise bad("top_answer.floor_score must be a number between 0 and 1")
+    for key in raw.get("references") or []:
+        if key not in refs:
+            raise bad(f"top_answer: reference {key!r} is not in the 'references' section")
+    return TopAnswer(
+        floor_score=float(floor), name=str(raw.get("name") or NO_LISTED_FIT),
+        summary=" ".join(str(raw.get("summary") or "").split()),
+        next_tests=tuple(str(t) for t in raw.get("next_tests") or []),
+        references=tuple(str(refs[k]) for k in raw.get("references") or []),
+    )
 
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _parse_criterion(raw: Any, where: str, variables: set[str], bad: Any) -> Criterion:
+def _parse_criterion(raw: Any, where: str, variables: set[str], bad: Any,
+                     refs: Mapping[str, str] | None = None) -> Criterion:
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
         raise bad(f"{where}: a criterion needs an 'id'")
     forms = [f for f in ("steps", "linear", "map", "any_of", "op") if f in raw]
@@ -203,7 +254,11 @@ def _parse_criterion(raw: Any, where: str, variables: set[str], bad: Any) -> Cri
     else:
         _check_op(raw, where, bad)
         _check_weights(raw, where, bad)
-    return Criterion(id=raw["id"], says=str(raw.get("says") or raw["id"]), form=form, spec=raw)
+    source = raw.get("source")
+    if source is not None and source not in (refs or {}):
+        raise bad(f"{where}: source {source!r} is not in the 'references' section")
+    return Criterion(id=raw["id"], says=str(raw.get("says") or raw["id"]), form=form, spec=raw,
+                     source=None if source is None else str((refs or {})[source]))
 
 
 def _check_op(c: Any, where: str, bad: Any) -> None:
@@ -281,7 +336,7 @@ def _fmt(var: str, value: Any) -> str:
         if var.startswith("context."):
             unit = CONTEXT_FIELDS[var.split(".", 1)[1]]["unit"]
             return f"{num}{'%' if unit == '%' else ' ' + unit}"
-        if var.endswith(".percent") or var.endswith("cv_percent"):
+        if var.endswith(".percent") or var.endswith("cv_percent") or ".ci95_" in var:
             return f"{num}%"
         return num
     return str(value).replace("_", " ")
@@ -325,6 +380,7 @@ def _evaluate(diff: Differential, variables: Mapping[str, Any]) -> dict[str, Any
             "text": f"{crit.says}: {shown}",
             "value": value,
             "log_odds": round(w, 3),
+            "source": crit.source,
         })
     for_ = sorted((c for c in contributions if c["log_odds"] > 0), key=lambda c: -c["log_odds"])
     against = sorted((c for c in contributions if c["log_odds"] < 0), key=lambda c: c["log_odds"])
@@ -367,7 +423,41 @@ def rank(findings: Mapping[str, Any], context: ClinicalContext,
     order = {d.id: i for i, d in enumerate(kb.differentials)}
     out = [_evaluate(d, variables) for d in kb.differentials]
     out.sort(key=lambda d: (-d["log_odds"], order[d["id"]]))
+    if kb.top_answer is not None:
+        honest = _no_listed_fit(out, findings, kb.top_answer)
+        if honest is not None:
+            out.insert(0, honest)
     return out
+
+
+def _no_listed_fit(ranked: Sequence[Mapping[str, Any]], findings: Mapping[str, Any],
+                   top: TopAnswer) -> dict[str, Any] | None:
+    """The honest first line when the best listed entry is under the floor although abnormal
+    findings were seen; ``None`` when a listed entry (or a meta entry) may lead."""
+    if not ranked or ranked[0]["id"] == "insufficient_evidence" or ranked[0]["score"] >= top.floor_score:
+        return None
+    seen = abnormal_findings(findings)
+    if not seen:
+        return None  # a normal smear: no_significant_abnormality (or the context) speaks
+    closest = [d for d in ranked if d["id"] not in _META_IDS][:2]
+    log_odds = math.log(top.floor_score / (1.0 - top.floor_score))
+    return {
+        "id": NO_LISTED_FIT,
+        "name": top.name,
+        "score": round(top.floor_score, 4),
+        "log_odds": round(log_odds, 3),
+        "prior_log_odds": round(log_odds, 3),
+        "evidence_for": [f"abnormal finding seen: {f}" for f in seen],
+        "evidence_against": [
+            f"closest listed: {d['id']} (score {d['score']:.2f}, under the floor {top.floor_score:g})"
+            for d in closest],
+        "missing": [],
+        "next_tests": list(top.next_tests),
+        "references": list(top.references),
+        "contributions": [],
+        "floor_score": top.floor_score,
+        "abnormal_findings": seen,
+    }
 
 
 # -- public API ------------------------------------------------------------------------------
@@ -408,9 +498,14 @@ def diagnose(
 def list_differentials() -> list[dict[str, Any]]:
     """``[{id, name, summary}]`` for every differential the engine can rank.
 
-    Besides the ten clinical differentials this includes ``insufficient_evidence``
-    ("Not enough evidence: analyse more fields"), which ranks first when too few cells were
-    assessed and the clinical context supports nothing else.
+    Besides the clinical differentials this includes ``no_significant_abnormality``,
+    ``insufficient_evidence`` ("Not enough evidence: analyse more fields"), which ranks first
+    when too few cells were assessed and the clinical context supports nothing else, and last
+    ``no_listed_differential_fits``, put first (and only then) when abnormal findings were seen
+    but no listed entry reaches the floor of evidence.
     """
-    return [{"id": d.id, "name": d.name, "summary": d.summary}
-            for d in load_knowledge_base().differentials]
+    kb = load_knowledge_base()
+    out = [{"id": d.id, "name": d.name, "summary": d.summary} for d in kb.differentials]
+    if kb.top_answer is not None:
+        out.append({"id": NO_LISTED_FIT, "name": kb.top_answer.name, "summary": kb.top_answer.summary})
+    return out

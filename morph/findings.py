@@ -142,7 +142,8 @@ def _validate_rules(data: Any, path: str) -> None:
     if not isinstance(data, dict):
         raise bad("the findings rules file must hold a mapping")
     for key in ("evidence", "grading", "poikilocytes", "red_cell_destruction", "macro_ovalocytes", "reticulocytes",
-                "nucleated_rbc", "hypersegmented_neutrophils", "megaloblasts", "anisocytosis"):
+                "nucleated_rbc", "hypersegmented_neutrophils", "megaloblasts", "anisocytosis",
+                "elliptocytes", "pencil_cells", "teardrops", "field_agreement", "abnormal_rbc"):
         if not isinstance(data.get(key), dict):
             raise bad(f"missing section {key!r}")
     for lab, spec in data["grading"].items():
@@ -150,9 +151,11 @@ def _validate_rules(data: Any, path: str) -> None:
             raise bad(f"grading names {lab!r}, which is not a red-cell label")
         if spec is not None:
             _check_grades(spec.get("grades"), f"grading.{lab}", bad)
-    for sect in ("poikilocytes", "macro_ovalocytes", "anisocytosis"):
+    for sect in ("poikilocytes", "macro_ovalocytes", "anisocytosis", "elliptocytes", "pencil_cells",
+                 "teardrops"):
         _check_grades(data[sect].get("grades"), sect, bad)
-    for sect in ("poikilocytes", "red_cell_destruction", "macro_ovalocytes"):
+    for sect in ("poikilocytes", "red_cell_destruction", "macro_ovalocytes", "elliptocytes",
+                 "pencil_cells"):
         for lab in data[sect].get("labels", []):
             if lab not in RBC_LABELS:
                 raise bad(f"{sect}.labels names {lab!r}, which is not a red-cell label")
@@ -211,11 +214,13 @@ def _clean_cells(cells: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                              path=f"cells[{i}]")
         d = _num_or_none(c.get("diameter_um"))
         e = _num_or_none(c.get("eccentricity"))
+        fld = c.get("field")
         out.append({
             "label": c["label"],
             "kind": c.get("kind"),
             "diameter_um": d if d is not None and d > 0 else None,
             "eccentricity": e,
+            "field": fld if isinstance(fld, (int, str)) and not isinstance(fld, bool) else None,
         })
     return out
 
@@ -234,8 +239,9 @@ def compute_findings(
     Args:
         counts: label -> number of cells (non-border cells of the whole case).
         um_per_px: the scale the sizes were measured at (reported; sizes come in ``cells``).
-        cells: ``[{"label", "kind", "diameter_um", "eccentricity"}]`` for size findings
-            (macro-ovalocytes, anisocytosis); ``None`` leaves those ``not_assessed``.
+        cells: ``[{"label", "kind", "diameter_um", "eccentricity", "field"}]`` for size
+            findings (macro-ovalocytes, elliptocytes, pencil cells, anisocytosis) and, when
+            ``field`` is given, per-field checks; ``None`` leaves size findings ``not_assessed``.
         stain: ``"nmb"`` (supravital: reticulocytes assessed); ``"wright"`` or ``None``
             (unknown) leave reticulocytes ``not_assessed`` - zero reticulocytes on a Wright
             smear says nothing about the reticulocyte count.
@@ -244,46 +250,120 @@ def compute_findings(
     r = rules if rules is not None else load_findings_rules()
     c = validate_counts(counts)
     cell_list = _clean_cells(cells) if cells is not None else None
+    agreement = _field_agreement(cell_list, r.get("field_agreement"))
+    if agreement["set_aside"]:
+        c, cell_list = _without_fields(c, cell_list, set(agreement["set_aside"]))
+    n = _tally(c)
+    warnings = _left_out_warning(n, r["evidence"]) + agreement["warnings"]
+    morph_out, max_grade = _rbc_morphology(c, n["rbc"], r["grading"])
+    shapes = _shape_findings(c, cell_list, n["rbc"], r)
     get = c.get
-    warnings: list[str] = []
+    return {
+        "assessed_rbc": n["rbc"],
+        "counted": {
+            "red_cells": n["rbc"],
+            "white_cells": n["wbc"],
+            "neutrophils": n["neut"],
+            "nucleated_rbc": n["nrbc"],
+            "erythroid_precursors": n["ery"],
+            "platelets": get(PLATELET, 0),
+            "unidentified": n["unid"],
+            "unclassified": n["uncl"],
+        },
+        "unidentified_policy": UNIDENTIFIED_POLICY,
+        "evidence": _evidence(n, r["evidence"], cell_list),
+        "rbc_morphology": morph_out,
+        "rbc_max_grade": max_grade,
+        "poikilocytes": _graded_group(c, n["rbc"], r["poikilocytes"]),
+        "red_cell_destruction": _graded_group(c, n["rbc"], r["red_cell_destruction"]),
+        "abnormal_rbc": _abnormal_rbc(c, n["rbc"], r["abnormal_rbc"]),
+        **shapes,
+        "reticulocytes": _reticulocytes(get("reticulocyte", 0), n["rbc"], stain, r["reticulocytes"]),
+        "nucleated_rbc": _nrbc(n["nrbc"], n["wbc"], r["nucleated_rbc"]),
+        "hypersegmented_neutrophils": _hyperseg(get("hypersegmented_neutrophil", 0), n["neut"],
+                                                r["hypersegmented_neutrophils"]),
+        "megaloblasts": _megaloblasts(get("megaloblast", 0), n["ery"], r["megaloblasts"]),
+        "anisocytosis": _anisocytosis(cell_list, r["anisocytosis"]),
+        "field_agreement": agreement["report"],
+        "scale": {"um_per_px": um_per_px},
+        "stain": stain,
+        "warnings": warnings,
+        "rules_file": "morph/rules/findings.yaml",
+    }
 
-    n_rbc = sum(get(lab, 0) for lab in RBC_LABELS)
-    n_wbc = sum(get(lab, 0) for lab in WHITE_CELL_LABELS)
-    n_neut = sum(get(lab, 0) for lab in NEUTROPHIL_LABELS)
-    n_nrbc = get("nucleated_rbc", 0)
-    n_ery = sum(get(lab, 0) for lab in MARROW_LABELS)
-    n_unid, n_uncl = get(UNIDENTIFIED, 0), get(UNCLASSIFIED, 0)
 
-    # evidence block
-    ev = r["evidence"]
+def _tally(c: Mapping[str, int]) -> dict[str, int]:
+    """The denominators: assessed red cells, white cells, neutrophils, precursors, left out."""
+    get = c.get
+    return {
+        "rbc": sum(get(lab, 0) for lab in RBC_LABELS),
+        "wbc": sum(get(lab, 0) for lab in WHITE_CELL_LABELS),
+        "neut": sum(get(lab, 0) for lab in NEUTROPHIL_LABELS),
+        "nrbc": get("nucleated_rbc", 0),
+        "ery": sum(get(lab, 0) for lab in MARROW_LABELS),
+        "unid": get(UNIDENTIFIED, 0),
+        "uncl": get(UNCLASSIFIED, 0),
+    }
+
+
+def _evidence(n: Mapping[str, int], ev: Mapping[str, Any],
+              cells: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Are there enough cells to read the smear at all, and if not, how many more fields."""
+    n_rbc, n_ery = n["rbc"], n["ery"]
     min_rbc, min_ery = int(ev["min_assessed_rbc"]), int(ev["min_erythroid_precursors"])
     enough_rbc = n_rbc >= min_rbc
     enough_marrow = n_ery >= min_ery
     enough = enough_rbc or enough_marrow
+    fields = _fields_of(cells)
+    per_field = n_rbc / len(fields) if fields else None
+    more = None
+    if not enough_rbc and per_field:
+        more = math.ceil((min_rbc - n_rbc) / per_field)
     if enough:
         msg = f"{n_rbc} red cells assessed (minimum {min_rbc})" if enough_rbc else (
             f"{n_ery} marrow erythroid precursors assessed (minimum {min_ery})")
-    elif n_rbc == 0 and n_uncl > 0:
+    elif n_rbc == 0 and n["uncl"] > 0:
         msg = ("not enough evidence: no cell was classified (localization only); "
                "load a classifier model")
     else:
         msg = (f"not enough evidence: only {n_rbc} red cells assessed (minimum {min_rbc}); "
                "analyse more fields")
-    left_out = n_unid + n_uncl
-    if left_out and left_out / (left_out + n_rbc + n_wbc + n_nrbc + n_ery) > float(
-            ev["max_unidentified_fraction"]):
-        warnings.append(
-            f"{left_out} cells were unidentified or unclassified and are left out of all fractions; "
-            "findings may be biased"
-        )
+        if more is not None:
+            msg += (f" (about {more} more field{'s' if more > 1 else ''} at this case's "
+                    f"{per_field:.0f} red cells per field)")
+    return {
+        "enough": enough,
+        "enough_rbc": enough_rbc,
+        "enough_marrow": enough_marrow,
+        "assessed_rbc": n_rbc,
+        "min_assessed_rbc": min_rbc,
+        "erythroid_precursors": n_ery,
+        "min_erythroid_precursors": min_ery,
+        "fields": len(fields) if cells is not None and fields else None,
+        "rbc_per_field": None if per_field is None else round(per_field, 1),
+        "more_fields_needed": more,
+        "message": msg,
+    }
 
-    # red-cell morphology
-    morph_out: dict[str, Any] = {}
+
+def _left_out_warning(n: Mapping[str, int], ev: Mapping[str, Any]) -> list[str]:
+    left_out = n["unid"] + n["uncl"]
+    total = left_out + n["rbc"] + n["wbc"] + n["nrbc"] + n["ery"]
+    if left_out and left_out / total > float(ev["max_unidentified_fraction"]):
+        return [f"{left_out} cells were unidentified or unclassified and are left out of all fractions; "
+                "findings may be biased"]
+    return []
+
+
+def _rbc_morphology(c: Mapping[str, int], n_rbc: int, grading: Mapping[str, Any]
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each red-cell label's fraction and ICSH grade, and the highest grade seen."""
+    out: dict[str, Any] = {}
     max_grade, max_lab = "none" if n_rbc else "not_assessed", None
     for lab in RBC_LABELS:
-        k = get(lab, 0)
+        k = c.get(lab, 0)
         entry = _fraction(k, n_rbc)
-        spec = r["grading"].get(lab)
+        spec = grading.get(lab)
         if spec is not None:
             entry["grade"] = grade_of(entry["percent"], k, spec["grades"])
             entry["grade_source"] = spec.get("source")
@@ -291,56 +371,70 @@ def compute_findings(
             mr = grade_rank(max_grade)
             if gr is not None and mr is not None and gr > mr:
                 max_grade, max_lab = entry["grade"], lab
-        morph_out[lab] = entry
+        out[lab] = entry
+    return out, {"grade": max_grade, "morphology": max_lab}
 
-    poik_spec = r["poikilocytes"]
-    k_poik = sum(get(lab, 0) for lab in poik_spec["labels"])
-    poik = _fraction(k_poik, n_rbc)
-    poik["grade"] = grade_of(poik["percent"], k_poik, poik_spec["grades"])
-    poik["labels"] = list(poik_spec["labels"])
-    destr_labels = r["red_cell_destruction"]["labels"]
-    destr = _fraction(sum(get(lab, 0) for lab in destr_labels), n_rbc)
-    destr["labels"] = list(destr_labels)
 
+def _abnormal_rbc(c: Mapping[str, int], n_rbc: int, spec: Mapping[str, Any]) -> dict[str, Any]:
+    labels = [lab for lab in RBC_LABELS if lab not in spec["not_counted"]]
+    return {**_fraction(sum(c.get(lab, 0) for lab in labels), n_rbc), "labels": labels,
+            "source": spec.get("source")}
+
+
+def _graded_group(c: Mapping[str, int], n_rbc: int, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Several labels together (poikilocytes; signs of red-cell destruction)."""
+    k = sum(c.get(lab, 0) for lab in spec["labels"])
+    out = _fraction(k, n_rbc)
+    if "grades" in spec:
+        out["grade"] = grade_of(out["percent"], k, spec["grades"])
+    out["labels"] = list(spec["labels"])
+    return out
+
+
+def _shape_findings(c: Mapping[str, int], cells: list[dict[str, Any]] | None, n_rbc: int,
+                    r: Mapping[str, Any]) -> dict[str, Any]:
+    """Findings that need each cell's size and shape: they separate the mimics (macro-ovalocytes
+    against normal-sized elliptocytes, pencil cells against teardrops)."""
     return {
-        "assessed_rbc": n_rbc,
-        "counted": {
-            "red_cells": n_rbc,
-            "white_cells": n_wbc,
-            "neutrophils": n_neut,
-            "nucleated_rbc": n_nrbc,
-            "erythroid_precursors": n_ery,
-            "platelets": get(PLATELET, 0),
-            "unidentified": n_unid,
-            "unclassified": n_uncl,
+        "macro_ovalocytes": _macro_ovalocytes(cells, r["macro_ovalocytes"]),
+        "elliptocytes": _elliptocytes(c, cells, n_rbc, r),
+        "pencil_cells": _pencil_cells(cells, r["pencil_cells"]),
+        "teardrops": _teardrops(c, cells, n_rbc, r),
+        "basophilic_stippling": {
+            "status": "not_assessed", "source": r.get("basophilic_stippling", {}).get("source"),
+            "reason": "the classifier has no label for basophilic stippling; look for it on the film",
         },
-        "unidentified_policy": UNIDENTIFIED_POLICY,
-        "evidence": {
-            "enough": enough,
-            "enough_rbc": enough_rbc,
-            "enough_marrow": enough_marrow,
-            "assessed_rbc": n_rbc,
-            "min_assessed_rbc": min_rbc,
-            "erythroid_precursors": n_ery,
-            "min_erythroid_precursors": min_ery,
-            "message": msg,
-        },
-        "rbc_morphology": morph_out,
-        "rbc_max_grade": {"grade": max_grade, "morphology": max_lab},
-        "poikilocytes": poik,
-        "red_cell_destruction": destr,
-        "macro_ovalocytes": _macro_ovalocytes(cell_list, r["macro_ovalocytes"]),
-        "reticulocytes": _reticulocytes(get("reticulocyte", 0), n_rbc, stain, r["reticulocytes"]),
-        "nucleated_rbc": _nrbc(n_nrbc, n_wbc, r["nucleated_rbc"]),
-        "hypersegmented_neutrophils": _hyperseg(get("hypersegmented_neutrophil", 0), n_neut,
-                                                r["hypersegmented_neutrophils"]),
-        "megaloblasts": _megaloblasts(get("megaloblast", 0), n_ery, r["megaloblasts"]),
-        "anisocytosis": _anisocytosis(cell_list, r["anisocytosis"]),
-        "scale": {"um_per_px": um_per_px},
-        "stain": stain,
-        "warnings": warnings,
-        "rules_file": "morph/rules/findings.yaml",
     }
+
+
+def _sized_rbc(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in cells if c["label"] in RBC_LABELS and c["diameter_um"] is not None]
+
+
+def _not_sized(cells: list[dict[str, Any]] | None, base: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The not_assessed answer when no red cell has a size; ``None`` when sizes are there."""
+    if cells is None:
+        return {**base, "count": None, "of": None, "percent": None, "ci95_percent": None,
+                "grade": "not_assessed", "reason": "cell sizes not given"}
+    if _sized_rbc(cells):
+        return None
+    rbc = [c for c in cells if c["label"] in RBC_LABELS]
+    why = "no classified red cells" if not rbc else "no red cell has a measured diameter"
+    return {**base, "count": None, "of": len(rbc), "percent": None, "ci95_percent": None,
+            "grade": "not_assessed", "reason": why}
+
+
+def _is_pencil(cell: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+    return (cell["label"] in spec["labels"] and cell["diameter_um"] is not None
+            and cell["diameter_um"] < float(spec["max_diameter_um"])
+            and (cell["eccentricity"] or 0.0) >= float(spec["min_eccentricity"]))
+
+
+def _graded_fraction(k: int, n: int, grades: Mapping[str, float], base: Mapping[str, Any]
+                     ) -> dict[str, Any]:
+    out = {**base, **_fraction(k, n)}
+    out["grade"] = grade_of(out["percent"], k, grades)
+    return out
 
 
 def _macro_ovalocytes(cells: list[dict[str, Any]] | None, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -351,24 +445,144 @@ def _macro_ovalocytes(cells: list[dict[str, Any]] | None, spec: Mapping[str, Any
         ),
         "source": spec.get("source"),
     }
-    if cells is None:
-        return {**base, "count": None, "of": None, "percent": None, "ci95_percent": None,
-                "grade": "not_assessed", "reason": "cell sizes not given"}
-    rbc = [c for c in cells if c["label"] in RBC_LABELS]
-    sized = [c for c in rbc if c["diameter_um"] is not None]
-    if not sized:
-        why = "no classified red cells" if not rbc else "no red cell has a measured diameter"
-        return {**base, "count": None, "of": len(rbc), "percent": None, "ci95_percent": None,
-                "grade": "not_assessed", "reason": why}
+    missing = _not_sized(cells, base)
+    if missing is not None:
+        return missing
+    sized = _sized_rbc(cells or [])
     k = sum(
         1 for c in sized
         if c["label"] in spec["labels"]
         and c["diameter_um"] >= float(spec["min_diameter_um"])
         and (c["eccentricity"] or 0.0) >= float(spec["min_eccentricity"])
     )
-    out = {**base, **_fraction(k, len(sized))}
-    out["grade"] = grade_of(out["percent"], k, spec["grades"])
+    return _graded_fraction(k, len(sized), spec["grades"], base)
+
+
+def _elliptocytes(c: Mapping[str, int], cells: list[dict[str, Any]] | None, n_rbc: int,
+                  r: Mapping[str, Any]) -> dict[str, Any]:
+    spec, pencil = r["elliptocytes"], r["pencil_cells"]
+    max_d = float(r["macro_ovalocytes"]["min_diameter_um"])
+    base = {"definition": (f"cells labelled {'/'.join(spec['labels'])} under {max_d:g} um "
+                           "(normal size), pencil cells left out"), "source": spec.get("source")}
+    if cells is None or not _sized_rbc(cells):
+        labels = spec["labels_without_sizes"]
+        out = _graded_fraction(sum(c.get(lab, 0) for lab in labels), n_rbc, spec["grades"], base)
+        out["definition"] = f"cells labelled {'/'.join(labels)} (sizes not given: ovalocytes left out)"
+        return out
+    sized = _sized_rbc(cells)
+    k = sum(1 for x in sized if x["label"] in spec["labels"] and x["diameter_um"] < max_d
+            and not _is_pencil(x, pencil))
+    return _graded_fraction(k, len(sized), spec["grades"], base)
+
+
+def _pencil_cells(cells: list[dict[str, Any]] | None, spec: Mapping[str, Any]) -> dict[str, Any]:
+    base = {"definition": (
+        f"cells labelled {'/'.join(spec['labels'])} with eccentricity >= {spec['min_eccentricity']} "
+        f"(long axis about 3x the short one) and diameter under {spec['max_diameter_um']} um; "
+        "derived from cell geometry (the classifier has no pencil-cell label)"),
+        "source": spec.get("source")}
+    missing = _not_sized(cells, base)
+    if missing is not None:
+        return missing
+    sized = _sized_rbc(cells or [])
+    k = sum(1 for x in sized if _is_pencil(x, spec))
+    return _graded_fraction(k, len(sized), spec["grades"], base)
+
+
+def _teardrops(c: Mapping[str, int], cells: list[dict[str, Any]] | None, n_rbc: int,
+               r: Mapping[str, Any]) -> dict[str, Any]:
+    spec, pencil = r["teardrops"], r["pencil_cells"]
+    pencil_shaped = 0 if cells is None else sum(
+        1 for x in cells if x["label"] == "teardrop" and _is_pencil(x, pencil))
+    k = max(c.get("teardrop", 0) - pencil_shaped, 0)
+    base = {"definition": "cells labelled teardrop that are not pencil-shaped"
+            if cells is not None else "cells labelled teardrop (sizes not given: pencil cells not checked)",
+            "pencil_shaped_left_out": pencil_shaped, "source": spec.get("source")}
+    return _graded_fraction(k, n_rbc, spec["grades"], base)
+
+
+# -- fields that disagree ----------------------------------------------------------------------
+def _fields_of(cells: list[dict[str, Any]] | None) -> list[Any]:
+    if not cells:
+        return []
+    seen: dict[Any, None] = {}
+    for x in cells:
+        if x["field"] is not None:
+            seen.setdefault(x["field"], None)
+    return list(seen)
+
+
+def _field_agreement(cells: list[dict[str, Any]] | None, spec: Mapping[str, Any] | None
+                     ) -> dict[str, Any]:
+    """Set aside a field that is mostly artefact; name fields that disagree on a morphology."""
+    out: dict[str, Any] = {"set_aside": [], "warnings": [], "report": {
+        "assessed": False, "fields": 0, "set_aside": [], "disagreements": [],
+        "source": None if spec is None else spec.get("source")}}
+    fields = _fields_of(cells)
+    if spec is None or cells is None or len(fields) < int(spec["min_fields"]):
+        return out
+    per_field = {f: [x for x in cells if x["field"] == f and x["kind"] == "rbc"] for f in fields}
+    artefact = set(spec["artefact_labels"])
+    set_aside = []
+    for f, fcells in per_field.items():
+        rest = [x for g, xs in per_field.items() if g != f for x in xs]
+        if len(fcells) < int(spec["min_cells_per_field"]) or not rest:
+            continue
+        share = sum(x["label"] in artefact for x in fcells) / len(fcells)
+        rest_share = sum(x["label"] in artefact for x in rest) / len(rest)
+        if share > float(spec["max_artefact_share"]) and share >= float(spec["min_ratio"]) * rest_share:
+            set_aside.append({"field": f, "artefact_percent": round(100 * share, 1),
+                              "other_fields_percent": round(100 * rest_share, 1)})
+    if len(set_aside) >= len(fields):
+        set_aside = []  # every field looks the same: nothing to weigh against
+    out["set_aside"] = [s["field"] for s in set_aside]
+    kept = {f: xs for f, xs in per_field.items() if f not in out["set_aside"]}
+    disagreements = _disagreements(kept, float(spec["disagree_z"]), int(spec["min_cells_per_field"]))
+    out["report"].update(assessed=True, fields=len(fields), set_aside=set_aside,
+                         disagreements=disagreements)
+    for s in set_aside:
+        out["warnings"].append(
+            f"field {s['field']} set aside: {s['artefact_percent']}% of its red-cell-sized cells are "
+            f"unidentified, uncategorised or crenated (other fields {s['other_fields_percent']}%)")
+    for d in disagreements:
+        out["warnings"].append(
+            f"fields disagree on {d['label']}: field {d['field']} {d['field_percent']}% against "
+            f"{d['other_fields_percent']}% in the other fields (kept; review that field)")
     return out
+
+
+def _disagreements(per_field: Mapping[Any, list[dict[str, Any]]], z_min: float, min_cells: int
+                   ) -> list[dict[str, Any]]:
+    """Two-proportion z test of each field against the others, per abnormal red-cell label."""
+    out = []
+    labels = sorted({x["label"] for xs in per_field.values() for x in xs} & set(RBC_LABELS) - {"normal"})
+    for f, xs in per_field.items():
+        n1 = sum(x["label"] in RBC_LABELS for x in xs)
+        rest = [x for g, ys in per_field.items() if g != f for x in ys]
+        n2 = sum(x["label"] in RBC_LABELS for x in rest)
+        if n1 < min_cells or n2 < min_cells:
+            continue
+        for lab in labels:
+            k1 = sum(x["label"] == lab for x in xs)
+            k2 = sum(x["label"] == lab for x in rest)
+            p = (k1 + k2) / (n1 + n2)
+            se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2)) if 0 < p < 1 else 0.0
+            if se > 0 and abs(k1 / n1 - k2 / n2) / se > z_min:
+                out.append({"field": f, "label": lab, "field_percent": round(100 * k1 / n1, 1),
+                            "other_fields_percent": round(100 * k2 / n2, 1)})
+    return out
+
+
+def _without_fields(c: Mapping[str, int], cells: list[dict[str, Any]] | None, drop: set[Any]
+                    ) -> tuple[dict[str, int], list[dict[str, Any]] | None]:
+    """Counts and cells with the set-aside fields' cells taken out."""
+    if cells is None:
+        return dict(c), None
+    out = dict(c)
+    for x in cells:
+        if x["field"] in drop and out.get(x["label"], 0) > 0:
+            out[x["label"]] -= 1
+    return out, [x for x in cells if x["field"] not in drop]
 
 
 def _reticulocytes(k: int, n: int, stain: str | None, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -449,6 +663,32 @@ def _anisocytosis(cells: list[dict[str, Any]] | None, spec: Mapping[str, Any]) -
             "grade": grade_of(cv, n, spec["grades"])}
 
 
+# -- what was abnormal --------------------------------------------------------------------------
+_SHAPE_NAMES = {"macro_ovalocytes": "macro-ovalocytes", "elliptocytes": "elliptocytes of normal size",
+                "pencil_cells": "pencil cells"}
+
+
+def abnormal_findings(findings: Mapping[str, Any]) -> list[str]:
+    """Plain-language list of the abnormal findings (graded 1+ or more, present, absent
+    reticulocytes, anisocytosis 2+ or more); empty for a normal smear."""
+    out = []
+    for lab, e in findings["rbc_morphology"].items():
+        if grade_rank(e.get("grade")) and e["percent"] is not None:
+            out.append(f"{lab.replace('_', ' ')} {e['grade']} ({e['percent']:g}%)")
+    for key, name in _SHAPE_NAMES.items():
+        e = findings.get(key) or {}
+        if grade_rank(e.get("grade")) and e.get("percent") is not None:
+            out.append(f"{name} {e['grade']} ({e['percent']:g}%)")
+    for key in ("nucleated_rbc", "hypersegmented_neutrophils", "megaloblasts"):
+        if findings[key]["status"] == "present":
+            out.append(f"{key.replace('_', ' ')} present")
+    if findings["reticulocytes"]["status"] == "absent":
+        out.append("reticulocytes absent")
+    if (grade_rank(findings["anisocytosis"]["grade"]) or 0) >= 2:
+        out.append(f"anisocytosis {findings['anisocytosis']['grade']}")
+    return out
+
+
 # -- variables for the rules engine ------------------------------------------------------------
 def finding_variables(findings: Mapping[str, Any]) -> dict[str, Any]:
     """Flatten findings into the dotted names the rules file uses (``None`` = not known)."""
@@ -457,13 +697,25 @@ def finding_variables(findings: Mapping[str, Any]) -> dict[str, Any]:
         v[f"rbc.{lab}.percent"] = e["percent"]
         if "grade" in e:
             v[f"rbc.{lab}.grade"] = e["grade"]
+        lo_hi = e.get("ci95_percent")
+        v[f"rbc.{lab}.ci95_low"] = lo_hi[0] if lo_hi else None
+        v[f"rbc.{lab}.ci95_high"] = lo_hi[1] if lo_hi else None
+    for key in ("elliptocytes", "pencil_cells", "teardrops"):
+        e = findings[key]
+        v[f"{key}.percent"] = e["percent"]
+        v[f"{key}.grade"] = e["grade"]
+        v[f"{key}.ci95_low"] = e["ci95_percent"][0] if e["ci95_percent"] else None
+    v["basophilic_stippling.status"] = findings["basophilic_stippling"]["status"]
     v["rbc.max_grade"] = findings["rbc_max_grade"]["grade"]
     v["poikilocytes.percent"] = findings["poikilocytes"]["percent"]
     v["poikilocytes.grade"] = findings["poikilocytes"]["grade"]
     v["red_cell_destruction.percent"] = findings["red_cell_destruction"]["percent"]
+    ab = findings["abnormal_rbc"]["ci95_percent"]
+    v["abnormal_rbc.ci95_low"] = ab[0] if ab else None
     mo = findings["macro_ovalocytes"]
     v["macro_ovalocytes.percent"] = mo["percent"]
     v["macro_ovalocytes.grade"] = mo["grade"]
+    v["macro_ovalocytes.ci95_low"] = mo["ci95_percent"][0] if mo["ci95_percent"] else None
     ret = findings["reticulocytes"]
     v["reticulocytes.status"] = ret["status"]
     v["reticulocytes.percent"] = ret["percent"] if ret["status"] != "not_assessed" else None

@@ -248,8 +248,9 @@ class Analyzer:
             from .differentials import diagnose
         except ImportError:  # pragma: no cover - until the findings engine lands
             return {}, []
-        cells = [
-            {"label": c.label, "kind": c.kind, "diameter_um": c.diameter_um, "eccentricity": c.eccentricity}
+        cells = [  # "field" lets the findings weigh fields that disagree and count fields needed
+            {"label": c.label, "kind": c.kind, "diameter_um": c.diameter_um, "eccentricity": c.eccentricity,
+             "field": f.path}
             for f in fields
             for c in f.cells
             if not c.touches_border

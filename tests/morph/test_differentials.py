@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from morph.context import validate_context
 from morph.differentials import (
     DIFFERENTIAL_IDS,
+    NO_LISTED_FIT,
     _parse_kb,
     diagnose,
     list_differentials,
@@ -258,7 +259,7 @@ def test_contributions_add_up_to_the_log_odds() -> None:
 
 def test_list_differentials_has_the_stable_ids() -> None:
     items = list_differentials()
-    assert [i["id"] for i in items] == list(DIFFERENTIAL_IDS)
+    assert [i["id"] for i in items] == [*DIFFERENTIAL_IDS, NO_LISTED_FIT]
     assert all(i["name"] and i["summary"] for i in items)
     ins = next(i for i in items if i["id"] == "insufficient_evidence")
     assert "analyse more fields" in ins["name"]
@@ -500,6 +501,8 @@ def test_missing_inputs_are_never_evidence(counts, context, data) -> None:
     before = by_id(diagnose(counts, context=context)[1])
     after = by_id(diagnose(counts, context={k: v for k, v in context.items() if k != field})[1])
     for did, d in before.items():
+        if did == NO_LISTED_FIT:
+            continue  # not scored from inputs: it says whether a scored entry reaches the floor
         uses = {c.id for c in kb[did].criteria if c.variables == [var]}
         lost = sum(c["log_odds"] for c in d["contributions"] if c["criterion"] in uses)
         assert after[did]["log_odds"] == pytest.approx(d["log_odds"] - lost, abs=1e-6)
@@ -510,3 +513,136 @@ def test_scores_ignore_context_fields_that_are_none() -> None:
     a = diagnose({"normal": 300}, context={"hb_g_dl": None, "mrd": None})[1]
     b = diagnose({"normal": 300})[1]
     assert [d["log_odds"] for d in a] == [d["log_odds"] for d in b]
+
+
+# -- red-cell disorders outside the seed list (issue 13) -------------------------------------
+def _sized(spec: list[tuple[str, int, float, float]]) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Counts and per-cell dicts from (label, n, diameter_um, eccentricity) rows."""
+    counts: dict[str, int] = {}
+    cells: list[dict[str, Any]] = []
+    for lab, n, d, e in spec:
+        counts[lab] = counts.get(lab, 0) + n
+        kind = "rbc" if lab in RBC_LABELS else "nucleated"
+        cells += [{"label": lab, "kind": kind, "diameter_um": d, "eccentricity": e}] * n
+    return counts, cells
+
+
+def test_hereditary_spherocytosis_vignette() -> None:
+    # spherocytes with polychromasia, normal MCV, reticulocytosis, splenomegaly (Bolton-Maggs 2012)
+    counts, cells = _sized([("normal", 650, 7.5, 0.2), ("spherocyte", 180, 6.3, 0.15),
+                            ("reticulocyte", 45, 8.3, 0.2), ("neutrophil", 25, 12.0, 0.2)])
+    context = {"hb_g_dl": 10.6, "mcv_fl": 86, "reticulocyte_percent": 8.5, "splenomegaly": True}
+    findings, diffs = diagnose(counts, context=context, cells=cells)
+    ids = [d["id"] for d in diffs]
+    assert ids[0] == "hereditary_spherocytosis"
+    assert any("spherocytes" in e for e in diffs[0]["evidence_for"])
+    assert all(d["source"] for d in diffs[0]["contributions"])  # each criterion names its source
+    # from morphology alone too, and never B12 deficiency or myelofibrosis first
+    ids = ranked(counts, cells=cells)
+    assert ids[0] == "hereditary_spherocytosis"
+
+
+def test_hereditary_elliptocytosis_vignette_normal_sized_elliptocytes() -> None:
+    # most cells are elliptocytes/ovalocytes of normal size and the MCV is normal (Gallagher 2004)
+    counts, cells = _sized([("normal", 380, 7.5, 0.2), ("elliptocyte", 330, 7.3, 0.88),
+                            ("ovalocyte", 110, 7.6, 0.7), ("neutrophil", 12, 12.0, 0.2)])
+    findings, diffs = diagnose(counts, context={"hb_g_dl": 13.2, "mcv_fl": 88}, cells=cells)
+    assert findings["elliptocytes"]["grade"] == "3+"  # 440 of 820
+    assert findings["macro_ovalocytes"]["grade"] == "none"  # normal size: not macro-ovalocytes
+    ids = [d["id"] for d in diffs]
+    assert ids[0] == "hereditary_elliptocytosis"
+    alone = diagnose(counts, cells=cells)[1]  # from morphology alone
+    assert alone[0]["id"] == "hereditary_elliptocytosis"
+    for other in ("b12_folate_deficiency", "primary_myelofibrosis"):
+        assert by_id(alone)[other]["score"] < 0.1 and by_id(diffs)[other]["score"] < 0.1
+
+
+def test_large_ovalocytes_go_to_b12_not_elliptocytosis() -> None:
+    counts, cells = _sized([("normal", 300, 7.6, 0.2), ("ovalocyte", 120, 10.2, 0.7),
+                            ("macrocyte", 40, 9.8, 0.3), ("neutrophil", 30, 12.0, 0.2),
+                            ("hypersegmented_neutrophil", 3, 13.0, 0.2)])
+    findings, diffs = diagnose(counts, cells=cells)
+    assert findings["macro_ovalocytes"]["grade"] == "2+"
+    assert findings["elliptocytes"]["count"] == 0
+    ids = [d["id"] for d in diffs]
+    assert ids[0] == "b12_folate_deficiency"
+    assert ids.index("hereditary_elliptocytosis") > ids.index("b12_folate_deficiency")
+
+
+def test_thrombotic_microangiopathy_vignette() -> None:
+    # schistocytes above 1% (ICSH 2021) with thrombocytopenia and haemolysis
+    counts = {"normal": 940, "schistocyte": 45, "spherocyte": 10, "neutrophil": 30}
+    context = {"platelets_10e9_l": 18, "ldh_u_l": 1400, "hb_g_dl": 8.1}
+    findings, diffs = diagnose(counts, context=context)
+    assert findings["rbc_morphology"]["schistocyte"]["grade"] == "3+"
+    assert diffs[0]["id"] == "thrombotic_microangiopathy"
+    assert any("ICSH" in e for e in diffs[0]["evidence_for"])
+
+
+def test_schistocytes_must_be_above_one_percent_with_their_interval() -> None:
+    # 2 of 100 is 2% but the 95% interval reaches down to 0.6%: the strong step does not fire;
+    # 60 of 3000 (also 2%) has its whole interval above 1%
+    few = by_id(diagnose({"normal": 98, "schistocyte": 2},
+                         context={"platelets_10e9_l": 40})[1])["thrombotic_microangiopathy"]
+    many = by_id(diagnose({"normal": 2940, "schistocyte": 60},
+                          context={"platelets_10e9_l": 40})[1])["thrombotic_microangiopathy"]
+    assert many["log_odds"] > few["log_odds"] + 1.0
+
+
+def test_sickle_cell_disease_vignette() -> None:
+    counts = {"normal": 760, "sickle_cell": 45, "target_cell": 60, "nucleated_rbc": 4,
+              "neutrophil": 40}
+    _, diffs = diagnose(counts, context={"hb_g_dl": 7.8})
+    assert diffs[0]["id"] == "sickle_cell_disease"
+    # one sickle-looking cell in a thousand is not enough (95% lower bound under 0.2%)
+    ids = ranked({"normal": 999, "sickle_cell": 1, "neutrophil": 60})
+    assert ids[0] == "no_significant_abnormality"
+
+
+def test_no_listed_differential_fits_names_the_findings() -> None:
+    # stomatocytes 2+: abnormal, but nothing in the list explains them
+    counts = {"normal": 500, "stomatocyte": 160, "neutrophil": 60}
+    _, diffs = diagnose(counts)
+    top = diffs[0]
+    assert top["id"] == NO_LISTED_FIT
+    assert any("stomatocyte 2+" in e for e in top["evidence_for"])
+    assert all(d["score"] < top["floor_score"] for d in diffs[1:])
+    assert any("closest listed" in e for e in top["evidence_against"])
+
+
+def test_a_normal_smear_is_never_no_listed_fit() -> None:
+    for counts in ({"normal": 500, "neutrophil": 60}, {"normal": 500, "schistocyte": 1},
+                   {"normal": 480, "ovalocyte": 10, "target_cell": 8, "teardrop": 4}):
+        ids = ranked(counts)
+        assert ids[0] == "no_significant_abnormality" and NO_LISTED_FIT not in ids
+
+
+def test_pencil_cells_read_as_teardrops_do_not_make_myelofibrosis() -> None:
+    # iron deficiency: small, very elongated cells that the classifier calls teardrops
+    counts, cells = _sized([("normal", 300, 7.0, 0.2), ("microcyte", 80, 5.9, 0.3),
+                            ("hypochromic", 90, 6.8, 0.3), ("teardrop", 45, 6.1, 0.96),
+                            ("neutrophil", 60, 12.0, 0.2)])
+    findings, diffs = diagnose(counts, cells=cells)
+    assert findings["pencil_cells"]["count"] == 45
+    assert findings["teardrops"]["count"] == 0 and findings["teardrops"]["pencil_shaped_left_out"] == 45
+    ids = [d["id"] for d in diffs]
+    assert ids[0] == "iron_deficiency_anemia"
+    assert any("pencil" in e for e in diffs[0]["evidence_for"])
+    assert ids.index("primary_myelofibrosis") > 2
+    # the same teardrop labels with a teardrop's shape keep their weight for myelofibrosis
+    counts2, cells2 = _sized([("normal", 380, 7.5, 0.2), ("teardrop", 45, 7.0, 0.75),
+                              ("neutrophil", 60, 12.0, 0.2), ("nucleated_rbc", 3, 8.5, 0.2)])
+    assert ranked(counts2, cells=cells2)[0] == "primary_myelofibrosis"
+
+
+def test_thalassemia_lists_basophilic_stippling_as_not_assessed() -> None:
+    _, diffs = diagnose({"normal": 120, "target_cell": 40, "microcyte": 80, "hypochromic": 90,
+                         "nucleated_rbc": 20, "neutrophil": 30})
+    thal = by_id(diffs)["beta_thalassemia_major"]
+    assert any("basophilic stippling" in m for m in thal["missing"])
+
+
+def test_parvovirus_from_an_nmb_smear_alone() -> None:
+    # reticulocytes absent on a supravital smear is not a normal smear
+    ids = ranked({"normal": 1200, "neutrophil": 10}, stain="nmb")
+    assert ids[0] == "parvovirus_b19_aplastic_crisis"

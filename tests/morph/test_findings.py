@@ -185,3 +185,49 @@ def test_variables_cover_every_red_cell_label() -> None:
         assert f"rbc.{lab}.percent" in v
     assert v["reticulocytes.status"] == "not_assessed"
     assert v["evidence.enough"] is False
+
+
+def test_elliptocytes_of_normal_size_apart_from_macro_ovalocytes_and_pencil_cells() -> None:
+    cells = _cells([("normal", 60, 7.5, 0.2), ("elliptocyte", 20, 7.4, 0.88),   # HE-like
+                    ("ovalocyte", 10, 10.3, 0.7),                                # macro-ovalocytes
+                    ("elliptocyte", 5, 6.2, 0.97), ("teardrop", 5, 6.0, 0.96)])  # pencil cells
+    f = compute_findings({"normal": 60, "elliptocyte": 25, "ovalocyte": 10, "teardrop": 5}, cells=cells)
+    assert f["elliptocytes"]["count"] == 20 and f["elliptocytes"]["grade"] == "1+"  # 20%
+    assert f["macro_ovalocytes"]["count"] == 10
+    assert f["pencil_cells"]["count"] == 10 and "geometry" in f["pencil_cells"]["definition"]
+    assert f["teardrops"]["count"] == 0 and f["teardrops"]["pencil_shaped_left_out"] == 5
+    v = finding_variables(f)
+    assert v["elliptocytes.ci95_low"] < v["elliptocytes.percent"] == 20.0
+    # without sizes only the elliptocyte label counts and pencil cells cannot be assessed
+    f = compute_findings({"normal": 60, "elliptocyte": 25, "ovalocyte": 10, "teardrop": 5})
+    assert f["elliptocytes"]["count"] == 25 and "sizes not given" in f["elliptocytes"]["definition"]
+    assert f["pencil_cells"]["grade"] == "not_assessed" and f["teardrops"]["count"] == 5
+    assert f["basophilic_stippling"]["status"] == "not_assessed"
+
+
+def test_evidence_says_how_many_more_fields() -> None:
+    cells = [{"label": "normal", "kind": "rbc", "diameter_um": 7.5, "eccentricity": 0.2, "field": i % 5}
+             for i in range(170)]
+    ev = compute_findings({"normal": 170}, cells=cells)["evidence"]
+    assert ev["fields"] == 5 and ev["rbc_per_field"] == 34.0 and ev["more_fields_needed"] == 1
+    assert "about 1 more field at this case's 34 red cells per field" in ev["message"]
+    assert compute_findings({"normal": 170})["evidence"]["more_fields_needed"] is None
+
+
+def test_a_field_full_of_artefact_is_set_aside_not_pooled() -> None:
+    good = [("normal", 90), ("elliptocyte", 10)]
+    bad = [("unidentified", 60), ("burr_cell", 20), ("normal", 20)]
+    cells, counts = [], {}
+    for fld, rows in enumerate([good, good, good, bad]):
+        for lab, n in rows:
+            counts[lab] = counts.get(lab, 0) + n
+            cells += [{"label": lab, "kind": "rbc", "diameter_um": 7.4, "eccentricity": 0.3,
+                       "field": fld}] * n
+    f = compute_findings(counts, cells=cells)
+    assert [s["field"] for s in f["field_agreement"]["set_aside"]] == [3]
+    assert f["assessed_rbc"] == 300 and f["rbc_morphology"]["burr_cell"]["count"] == 0
+    assert any("field 3 set aside" in w for w in f["warnings"])
+    # pooled blindly it would have graded burr cells 1+; a field that merely differs is kept
+    cells2 = [dict(c, label="elliptocyte") if c["field"] == 0 else c for c in cells if c["field"] < 3]
+    f2 = compute_findings({"normal": 180, "elliptocyte": 120}, cells=cells2)
+    assert f2["field_agreement"]["set_aside"] == [] and f2["field_agreement"]["disagreements"]
