@@ -140,6 +140,15 @@ class CaseStore:
     def image_file(self, relative: str) -> Path:
         return self.folder / relative
 
+    def case_image(self, case_id: str, image_index: int) -> tuple[Path, str]:
+        """The stored file of one image of a case, and its uploaded name."""
+        with Session(self.engine) as session:
+            _case_row(session, case_id)
+            row = session.scalar(select(ImageRow).where(ImageRow.case_id == case_id, ImageRow.image_index == image_index))
+            if row is None:
+                raise MorphError("not_found", f"case {case_id} has no stored image {image_index}", path="image_index")
+            return self.image_file(row.file), row.name
+
     # -- reviewing --------------------------------------------------------------------------
     def review_cell(
         self, case_id: str, image_index: int, cell_id: int, *, reviewer: str,

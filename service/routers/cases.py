@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import FileResponse
 
 from morph.store import CaseStore
 
@@ -59,6 +60,23 @@ def review_cell(
         case_id, image_index, cell_id, reviewer=review.reviewer, label=review.label,
         confirmed=bool(review.confirmed),
     )
+
+
+_MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".tif": "image/tiff", ".bmp": "image/bmp"}
+
+
+@router.get(
+    "/{case_id}/images/{image_index}", summary="A stored image of a case, as it was uploaded",
+    response_class=FileResponse, responses={200: {"content": {"image/*": {}}}, **error_responses(401, 404, 409)},
+)
+def case_image(
+    case_id: CaseId,
+    image_index: Annotated[int, Path(ge=0, le=10_000, description="the image's position in the case")],
+    store: Store,
+) -> FileResponse:
+    path, _name = store.case_image(case_id, image_index)
+    media = _MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, no-store"})
 
 
 @router.get(

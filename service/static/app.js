@@ -4,7 +4,7 @@
 
 const $ = (sel) => document.querySelector(sel);
 const SVG_NS = "http://www.w3.org/2000/svg";
-const state = { files: [], colors: {} };
+const state = { files: [], colors: {}, review: null };
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -81,6 +81,7 @@ $("#case-form").addEventListener("submit", async (ev) => {
   if ($("#um").value) form.append("um_per_px", $("#um").value);
   if (ctxText) form.append("context", ctxText);
   form.append("overlay", "true");
+  if ($("#store").checked) form.append("store", "true");
 
   $("#analyze").disabled = true;
   setStatus("Analysing…");
@@ -95,7 +96,14 @@ $("#case-form").addEventListener("submit", async (ev) => {
     }
     const report = await resp.json();
     render(report);
-    setStatus("Done.");
+    if (report.case_id) {
+      startReview(report.case_id, report.images || []);
+      await refreshVerified();
+      setStatus("Done. Case " + report.case_id + " is stored for review.");
+    } else {
+      stopReview();
+      setStatus("Done.");
+    }
   } catch (e) {
     showError("Could not reach the server: " + e.message);
     setStatus("");
@@ -105,8 +113,8 @@ $("#case-form").addEventListener("submit", async (ev) => {
 });
 
 // ---- rendering -----------------------------------------------------------------------------
-function render(report) {
-  renderFields(report.images || []);
+function render(report, imageSrcs) {
+  renderFields(report.images || [], imageSrcs);
   renderCounts(report.counts || {});
   renderFindings(report.findings || {});
   renderDifferentials(report.differentials || []);
@@ -115,34 +123,35 @@ function render(report) {
   $("#results").hidden = false;
 }
 
-function renderFields(images) {
+function renderFields(images, imageSrcs) {
   const box = $("#fields");
   box.replaceChildren();
-  for (const im of images) {
+  images.forEach((im, index) => {
     const fig = el("figure", null, "field");
     fig.dataset.path = im.path;
     if (im.error) {
       fig.classList.add("failed");
       fig.append(el("figcaption", `${im.path}: could not be analysed: ${im.error.message}`, "field-error"));
       box.append(fig);
-      continue;
+      return;
     }
     const stage = el("div", null, "stage");
     const img = document.createElement("img");
     img.alt = `overlay of ${im.path}`;
     img.className = "overlay";
-    if (im.overlay_png) img.src = "data:image/png;base64," + im.overlay_png;
-    stage.append(img, cellLayer(im));
+    if (imageSrcs && imageSrcs[index]) img.src = imageSrcs[index];
+    else if (im.overlay_png) img.src = "data:image/png;base64," + im.overlay_png;
+    stage.append(img, cellLayer(im, index));
     const counted = im.cells.filter((c) => !c.touches_border).length;
     fig.append(stage, el("figcaption",
       `${im.path}: ${im.width}×${im.height}, ${counted} cells counted` +
       (im.median_rbc_diameter_um ? `, median RBC ${im.median_rbc_diameter_um} µm` : "")));
     for (const w of im.warnings || []) fig.append(el("p", w, "warn"));
     box.append(fig);
-  }
+  });
 }
 
-function cellLayer(im) {
+function cellLayer(im, index) {
   // An SVG over the image in image coordinates: one box per cell, hover for label + confidence.
   const svg = document.createElementNS(SVG_NS, "svg");
   svg.setAttribute("viewBox", `0 0 ${im.width} ${im.height}`);
@@ -158,7 +167,13 @@ function cellLayer(im) {
     const conf = `${(100 * (c.confidence || 0)).toFixed(0)}%`;
     const tip = `${c.label} (${conf})` + (c.touches_border ? ", at border: not counted" : "");
     r.dataset.label = c.label;
+    r.dataset.modelLabel = c.label;
+    r.dataset.image = String(index);
+    r.dataset.cell = String(c.id);
     r.dataset.tip = tip;
+    if (!c.touches_border) r.classList.add("counted");
+    if (c.review) markReviewed(r, c.review);
+    r.addEventListener("click", () => { if (state.review) selectCell(r); });
     const title = document.createElementNS(SVG_NS, "title");
     title.textContent = tip;
     r.append(title);
@@ -277,4 +292,181 @@ function renderDifferentials(diffs) {
     }
     ol.append(li);
   }
+}
+
+// ---- review of a stored case -------------------------------------------------------------------
+// Keys 1-9 and 0 give the common labels; every other label is in the "other label" list.
+const KEY_LABELS = ["normal", "macrocyte", "microcyte", "spherocyte", "target_cell", "teardrop",
+  "schistocyte", "neutrophil", "lymphocyte", "nucleated_rbc"];
+const REVIEW_EXCLUDED = new Set(["unidentified", "unclassified"]);
+
+function caseUrl(path) { return "/v1/cases/" + encodeURIComponent(state.review.caseId) + (path || ""); }
+
+function markReviewed(rect, review) {
+  rect.classList.add("reviewed");
+  rect.dataset.label = review.label;
+  rect.setAttribute("stroke", colorOf(review.label));
+  const tip = `${review.label} (reviewed by ${review.reviewer}` +
+    (review.label !== rect.dataset.modelLabel ? `; model said ${rect.dataset.modelLabel})` : ", confirmed)");
+  rect.dataset.tip = tip;
+  const title = rect.querySelector("title");
+  if (title) title.textContent = tip;
+}
+
+function startReview(caseId, images) {
+  state.review = { caseId, selected: null };
+  $("#case-id").textContent = caseId;
+  $("#review").hidden = false;
+  buildLabelKeys();
+  selectCell(null);
+}
+
+function stopReview() {
+  state.review = null;
+  $("#review").hidden = true;
+  $("#counts-kind").textContent = "";
+}
+
+function buildLabelKeys() {
+  const keys = KEY_LABELS.map((lab, i) => {
+    const b = el("button", null);
+    b.type = "button";
+    b.dataset.label = lab;
+    const kbd = el("kbd", String((i + 1) % 10));
+    b.append(kbd, document.createTextNode(lab.replace(/_/g, " ")));
+    b.addEventListener("click", () => relabelSelected(lab));
+    return b;
+  });
+  $("#label-keys").replaceChildren(...keys);
+  const sel = $("#label-select");
+  const others = Object.keys(state.colors).filter((lab) => !REVIEW_EXCLUDED.has(lab) && !KEY_LABELS.includes(lab));
+  sel.replaceChildren(el("option", "other label…"), ...others.map((lab) => {
+    const o = el("option", lab.replace(/_/g, " "));
+    o.value = lab;
+    return o;
+  }));
+  sel.firstChild.value = "";
+}
+
+function reviewCells() { return Array.from(document.querySelectorAll("#fields rect.cell.counted")); }
+
+function selectCell(rect) {
+  document.querySelectorAll("#fields rect.cell.selected").forEach((r) => r.classList.remove("selected"));
+  state.review.selected = rect;
+  const has = Boolean(rect);
+  $("#confirm-cell").disabled = !has;
+  $("#label-select").disabled = !has;
+  if (!has) { $("#cell-info").textContent = "No cell selected."; return; }
+  rect.classList.add("selected");
+  $("#cell-info").textContent = `Image ${Number(rect.dataset.image) + 1}, cell ${rect.dataset.cell}: ` +
+    `${rect.dataset.label}` + (rect.classList.contains("reviewed") ? " (reviewed)" : ` (model)`);
+}
+
+function stepCell(delta) {
+  const cells = reviewCells();
+  if (!cells.length) return;
+  const at = cells.indexOf(state.review.selected);
+  const next = at < 0 ? (delta > 0 ? 0 : cells.length - 1) : Math.min(Math.max(at + delta, 0), cells.length - 1);
+  selectCell(cells[next]);
+}
+
+async function sendReview(body) {
+  const rect = state.review && state.review.selected;
+  if (!rect) return;
+  const reviewer = $("#reviewer").value.trim();
+  if (!reviewer) { showError("Enter your name as reviewer first (it is kept with every correction)."); return; }
+  showError("");
+  const resp = await fetch(caseUrl(`/cells/${rect.dataset.image}/${rect.dataset.cell}`), {
+    method: "PATCH", headers: { ...authHeaders(), "Content-Type": "application/json" },
+    body: JSON.stringify({ ...body, reviewer }),
+  });
+  if (!resp.ok) { showError(await errorMessage(resp)); return; }
+  markReviewed(rect, await resp.json());
+  stepCell(1);
+  await refreshVerified();
+}
+
+function relabelSelected(label) { return sendReview({ label }); }
+function confirmSelected() { return sendReview({ confirmed: true }); }
+
+$("#confirm-cell").addEventListener("click", confirmSelected);
+$("#label-select").addEventListener("change", (ev) => {
+  const lab = ev.target.value;
+  ev.target.value = "";
+  if (lab) relabelSelected(lab);
+});
+
+document.addEventListener("keydown", (ev) => {
+  if (!state.review || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  const tag = (ev.target && ev.target.tagName) || "";
+  if (["INPUT", "TEXTAREA", "SELECT"].includes(tag)) return;
+  if (ev.key === "ArrowRight" || ev.key === "n") { ev.preventDefault(); stepCell(1); }
+  else if (ev.key === "ArrowLeft" || ev.key === "p") { ev.preventDefault(); stepCell(-1); }
+  else if (ev.key === "Enter" || ev.key === "c") { ev.preventDefault(); confirmSelected(); }
+  else if (/^[0-9]$/.test(ev.key)) {
+    ev.preventDefault();
+    relabelSelected(KEY_LABELS[(Number(ev.key) + 9) % 10]);
+  }
+});
+
+function statusText(r) {
+  const label = { verified: "verified", in_review: "in review", unreviewed: "unreviewed" }[r.status] || r.status;
+  return `${label}: ${r.reviewed_cells} of ${r.counted_cells} counted cells reviewed` +
+    (typeof r.changed_cells === "number" ? `, ${r.changed_cells} relabelled` : "");
+}
+
+async function refreshVerified() {
+  const resp = await fetch(caseUrl("/report"), { headers: authHeaders() });
+  if (!resp.ok) { showError(await errorMessage(resp)); return; }
+  const r = await resp.json();
+  const status = $("#case-status");
+  status.textContent = statusText(r);
+  status.className = "status " + r.status;
+  status.dataset.status = r.status;
+  status.dataset.reviewed = String(r.reviewed_cells);
+  $("#counts-kind").textContent = r.reviewed_cells ? "(verified: reviewed labels)" : "(model labels)";
+  renderCounts(r.counts || {});
+  renderFindings(r.findings || {});
+  renderDifferentials(r.differentials || []);
+}
+
+// ---- stored cases ------------------------------------------------------------------------------
+$("#load-cases").addEventListener("click", loadCases);
+
+async function loadCases() {
+  showError("");
+  const resp = await fetch("/v1/cases?limit=50", { headers: authHeaders() });
+  if (!resp.ok) { showError(await errorMessage(resp)); return; }
+  const page = await resp.json();
+  const items = page.cases.map((c) => {
+    const li = el("li");
+    li.dataset.caseId = c.case_id;
+    const open = el("button", "Open");
+    open.type = "button";
+    open.addEventListener("click", () => openCase(c.case_id));
+    li.append(open, el("span", new Date(c.created_at).toLocaleString()),
+      el("span", (c.images || []).join(", ")), el("span", statusText(c), "status " + c.status));
+    return li;
+  });
+  if (!items.length) items.push(el("li", "No stored case yet."));
+  $("#cases").replaceChildren(...items);
+}
+
+async function openCase(caseId) {
+  showError("");
+  setStatus("Opening case…");
+  await loadColors();
+  const resp = await fetch("/v1/cases/" + encodeURIComponent(caseId), { headers: authHeaders() });
+  if (!resp.ok) { showError(await errorMessage(resp)); setStatus(""); return; }
+  const stored = await resp.json();
+  const images = stored.report.images || [];
+  const srcs = await Promise.all(images.map(async (im, i) => {
+    if (im.error) return null;
+    const r = await fetch(`/v1/cases/${encodeURIComponent(caseId)}/images/${i}`, { headers: authHeaders() });
+    return r.ok ? URL.createObjectURL(await r.blob()) : null;
+  }));
+  render(stored.report, srcs);
+  startReview(caseId, images);
+  await refreshVerified();
+  setStatus("Case " + caseId + " opened.");
 }

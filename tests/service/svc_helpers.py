@@ -107,3 +107,38 @@ def stop_server(proc: Any) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+#: Debian's Chromium, which the browser tests drive through Playwright (never a downloaded browser).
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    import os
+
+    return os.environ.get("MORPH_CHROMIUM", "/usr/bin/chromium")
+
+
+def have_chromium() -> bool:
+    """True when Chromium is installed; on CI (which installs it) its absence is an error, not a skip."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    found = bool(Path(chromium_path()).exists() or shutil.which(chromium_path()))
+    if not found and os.environ.get("CI") == "true":
+        raise RuntimeError(f"CI: Chromium not found at {chromium_path()}; .ci/run should install it")
+    return found
+
+
+def sample_image(repo: Any, tmp_path: Any) -> Any:
+    """The first sample image of the repository, or a rendered field written to ``tmp_path``."""
+    samples = sorted((repo / "sample_images").glob("*.png")) + sorted((repo / "sample_images").glob("*.jp*g"))
+    if samples:
+        return samples[0]
+    p = tmp_path / "field.png"
+    p.write_bytes(encode(field_image(3, height=480, width=640)))
+    return p

@@ -6,83 +6,45 @@ Playwright never downloads a browser here: it launches /usr/bin/chromium.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from svc_helpers import encode, field_image
+from svc_helpers import (
+    CHROMIUM_ARGS,
+    chromium_path,
+    have_chromium,
+    sample_image,
+    start_server,
+    stop_server,
+    wait_ready,
+)
 
-CHROMIUM = os.environ.get("MORPH_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 API_KEY = "browser-test-key"
 REPO = Path(__file__).resolve().parents[2]
 
-_HAVE_CHROMIUM = bool(Path(CHROMIUM).exists() or shutil.which(CHROMIUM))
-if not _HAVE_CHROMIUM and os.environ.get("CI") == "true":
-    # CI installs Chromium (.ci/run): there this test must run, not skip.
-    raise RuntimeError(f"CI: Chromium not found at {CHROMIUM}; .ci/run should install it")
-
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not _HAVE_CHROMIUM, reason=f"Chromium not installed at {CHROMIUM}"),
+    pytest.mark.skipif(not have_chromium(), reason=f"Chromium not installed at {chromium_path()}"),
 ]
 sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """uvicorn on a free loopback port with the tiny model and an API key."""
-    port = _free_port()
-    env = {**os.environ, "MORPH_MODEL": "tiny", "MORPH_API_KEYS": API_KEY}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server({"MORPH_MODEL": "tiny", "MORPH_API_KEYS": API_KEY}, REPO)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                pytest.fail(f"the server did not start:\n{out[-3000:]}")
-            time.sleep(0.2)
+        wait_ready(proc, url, timeout_s=60)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
 
@@ -98,12 +60,7 @@ def page(browser, server):
 
 
 def _sample_image(tmp_path: Path) -> Path:
-    samples = sorted((REPO / "sample_images").glob("*.png")) + sorted((REPO / "sample_images").glob("*.jp*g"))
-    if samples:
-        return samples[0]
-    p = tmp_path / "field.png"
-    p.write_bytes(encode(field_image(3, height=480, width=640)))
-    return p
+    return Path(sample_image(REPO, tmp_path))
 
 
 def test_page_shows_overlay_cells_counts_and_differentials(page, tmp_path):

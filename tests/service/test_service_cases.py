@@ -163,3 +163,10 @@ def test_nothing_is_stored_when_the_store_is_off(
         assert r.status_code == 200, r.text
         assert "case_id" not in r.json()
     assert _files_under(work, temp) == []
+
+
+def test_a_stored_image_is_served_back_as_uploaded(store_client: Any, png_bytes: bytes) -> None:
+    cid = _store_case(store_client, png_bytes)["case_id"]
+    r = store_client.get(f"/v1/cases/{cid}/images/0")
+    assert r.status_code == 200 and r.content == png_bytes and r.headers["content-type"] == "image/png"
+    assert_error(store_client.get(f"/v1/cases/{cid}/images/3"), 404, "not_found")

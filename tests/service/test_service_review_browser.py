@@ -1,0 +1,132 @@
+"""The review page in headless Chromium: store a case, reclassify three cells and confirm two,
+see the verified report change, restart the service and find the case as it was left.
+
+Skips cleanly without Chromium or Playwright (CI installs both, .ci/run)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from svc_helpers import (
+    CHROMIUM_ARGS,
+    chromium_path,
+    have_chromium,
+    sample_image,
+    start_server,
+    stop_server,
+    wait_ready,
+)
+
+API_KEY = "review-test-key"
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not have_chromium(), reason=f"Chromium not installed at {chromium_path()}"),
+]
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _serve(store: Path) -> tuple[Any, str]:
+    proc, url = start_server({"MORPH_MODEL": "tiny", "MORPH_API_KEYS": API_KEY, "MORPH_STORE_DIR": str(store)}, REPO)
+    wait_ready(proc, url)
+    return proc, url
+
+
+def _get(url: str) -> Any:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def _counts(page: Any) -> dict[str, int]:
+    rows = page.locator("#counts tbody tr")
+    return {rows.nth(i).locator("td").nth(0).inner_text().strip(): int(rows.nth(i).locator("td").nth(1).inner_text())
+            for i in range(rows.count())}
+
+
+def _wait_reviewed(page: Any, n: int) -> None:
+    page.wait_for_function(f"document.querySelector('#case-status').dataset.reviewed === '{n}'")
+
+
+def test_review_a_stored_case_then_find_it_after_a_restart(browser: Any, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    proc, url = _serve(store)
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        page = ctx.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url + "/")
+        page.fill("#api-key", API_KEY)
+        page.fill("#reviewer", "ann")
+        page.check("#store")
+        page.set_input_files("#files", str(sample_image(REPO, tmp_path)))
+        page.click("#analyze")
+        page.wait_for_selector("#review:not([hidden])")
+        _wait_reviewed(page, 0)
+        case_id = page.inner_text("#case-id").strip()
+        before = _counts(page)
+        cells = page.locator("#fields rect.cell.counted")
+        assert cells.count() >= 5
+
+        for i in range(3):  # click a cell, then a number key: 6 = teardrop (1 = normal for a teardrop)
+            cell = cells.nth(i)
+            key = "1" if cell.get_attribute("data-label") == "teardrop" else "6"
+            cell.dispatch_event("click")
+            page.keyboard.press(key)
+            _wait_reviewed(page, i + 1)
+        page.keyboard.press("Enter")  # the page moved on to the next cell: confirm it, and the one after
+        _wait_reviewed(page, 4)
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("Enter")
+        _wait_reviewed(page, 5)
+
+        after = _counts(page)
+        assert after != before and sum(after.values()) == sum(before.values())
+        assert "in review" in page.inner_text("#case-status") and "3 relabelled" in page.inner_text("#case-status")
+        assert "verified" in page.inner_text("#counts-kind")
+        assert page.locator("#fields rect.cell.reviewed").count() == 5
+        verified = _get(f"{url}/v1/cases/{case_id}/report")
+        assert verified["reviewed_cells"] == 5 and verified["changed_cells"] == 3
+        assert {k.replace("_", " "): v for k, v in verified["counts"].items()} == after
+    finally:
+        ctx.close()
+        stop_server(proc)
+
+    proc, url = _serve(store)  # a new process on the same store
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        page = ctx.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url + "/")
+        page.fill("#api-key", API_KEY)
+        page.click("#load-cases")
+        row = page.locator(f"#cases li[data-case-id='{case_id}']")
+        assert "in review" in row.inner_text()
+        row.locator("button").click()
+        page.wait_for_selector("#review:not([hidden])")
+        _wait_reviewed(page, 5)
+        assert page.inner_text("#case-id").strip() == case_id
+        assert page.locator("#fields rect.cell.reviewed").count() == 5
+        assert _counts(page) == after
+        page.wait_for_function("document.querySelector('figure.field img.overlay').naturalWidth > 0")
+        audit = _get(f"{url}/v1/cases/{case_id}")["audit"]
+        assert [a["action"] for a in audit] == ["relabel"] * 3 + ["confirm"] * 2
+        assert {a["reviewer"] for a in audit} == {"ann"}
+    finally:
+        ctx.close()
+        stop_server(proc)
