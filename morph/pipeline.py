@@ -28,7 +28,7 @@ from .context import check_stain, check_um_per_px
 from .errors import MorphError
 from .io import DEFAULT_LIMITS, ImageLimits, decode_image, read_image
 from .segment import DEFAULT_UM_PER_PX, SegmentConfig, segment_field
-from .types import CaseReport, Cell, FieldResult
+from .types import CaseReport, Cell, Classifier, FieldResult, Localizer
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def model_choice(value: str | os.PathLike[str] | None) -> str:
     return text
 
 
-def load_classifier(choice: str | os.PathLike[str] | None = SHIPPED) -> Any | None:
+def load_classifier(choice: str | os.PathLike[str] | None = SHIPPED) -> Classifier | None:
     """The classifier a model choice names; ``None`` localises only. A missing shipped
     model falls back to localization only (logged); a named one that is missing raises."""
     from .classify import build_untrained, load_model
@@ -78,7 +78,7 @@ def load_classifier(choice: str | os.PathLike[str] | None = SHIPPED) -> Any | No
         return None
 
 
-def load_localizer(choice: str | os.PathLike[str] | None = SHIPPED) -> Any | None:
+def load_localizer(choice: str | os.PathLike[str] | None = SHIPPED) -> Localizer | None:
     """The centre-map localizer a model choice names; ``None`` means the hand-made seeds."""
     name = model_choice(choice)
     if name == NONE:
@@ -94,7 +94,7 @@ def load_localizer(choice: str | os.PathLike[str] | None = SHIPPED) -> Any | Non
 
 
 @lru_cache(maxsize=1)
-def shipped_localizer() -> Any:
+def shipped_localizer() -> Localizer | None:
     """The shipped centre-map localizer (``models/locnet-v1``), loaded once; ``None`` (hand-made
     seeds, logged) when the folder is missing or unreadable."""
     from .localize import load_localizer
@@ -147,8 +147,8 @@ class Analyzer:
     """
 
     def __init__(
-        self, classifier: Any | None = None, segment_config: SegmentConfig | None = None,
-        localizer: Any = SHIPPED,
+        self, classifier: Classifier | None = None, segment_config: SegmentConfig | None = None,
+        localizer: Localizer | str | None = SHIPPED,
     ):
         self.classifier = classifier
         self.segment_config = segment_config or SegmentConfig()

@@ -7,8 +7,9 @@ schemas and converts with :meth:`to_dict`. The JSON shape is a public contract
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -133,3 +134,35 @@ class CaseReport:
             "warnings": list(self.warnings),
             "disclaimer": self.disclaimer,
         }
+
+
+# ------------------------------------------------------------------------------------------
+# what the pipeline needs of its models (structural types: any object with these methods)
+# ------------------------------------------------------------------------------------------
+class CentreMap(Protocol):
+    """What :func:`morph.segment.segment_field` needs of a learned centre map: working-scale
+    optical density ``(h, w, 3)`` -> centre probability per working pixel, one ``(h, w)`` map
+    per cell kind (``"rbc"`` required; ``"nucleated"``, ``"platelet"`` optional) or a bare
+    ``(h, w)`` red-cell map. Optional attributes ``thresholds`` (peak threshold per kind) and
+    ``min_distance`` (red-cell seed spacing, units of the typical radius) set the peak rules;
+    :class:`morph.localize.CentreDetector` has both."""
+
+    def __call__(self, od: np.ndarray, /) -> Mapping[str, np.ndarray] | np.ndarray: ...
+
+
+class Localizer(CentreMap, Protocol):
+    """What :class:`morph.pipeline.Analyzer` needs of a localizer: a centre map that can
+    describe itself for the report (:class:`morph.localize.CentreDetector`)."""
+
+    def info(self) -> dict[str, Any]: ...
+
+
+class Classifier(Protocol):
+    """What :class:`morph.pipeline.Analyzer` needs of a cell classifier
+    (:class:`morph.classify.CellClassifier`): label the cells of one field in place, and
+    describe itself for the report."""
+
+    def info(self) -> dict[str, Any]: ...
+
+    def classify_cells(self, image: np.ndarray, cells: list[Cell], um_per_px: float,
+                       stain: str = "wright") -> None: ...

@@ -58,12 +58,11 @@ array helpers they share.
 from .config import DEFAULT_UM_PER_PX, SegmentConfig
 from .field import Segmentation, segment_field
 from .scale import WorkingView, working_view
-from .seeds import PEAK_SPACING, CentreMap, centre_peaks
+from .seeds import PEAK_SPACING, centre_peaks
 
 __all__ = [
     "DEFAULT_UM_PER_PX",
     "PEAK_SPACING",
-    "CentreMap",
     "SegmentConfig",
     "Segmentation",
     "WorkingView",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import MorphError
-from ..types import Cell
+from ..types import Cell, CentreMap
 from .arrays import as_rgb_float
 from .config import DEFAULT_UM_PER_PX, SegmentConfig
 from .nuclei import (
@@ -31,7 +31,7 @@ from .regions import (
     split_large,
 )
 from .scale import working_scale
-from .seeds import PEAK_SPACING, CentreMap, CentreMaps, place_seeds, read_centre_maps
+from .seeds import PEAK_SPACING, CentreMaps, place_seeds, read_centre_maps
 from .warnings import field_warnings, focus_measure, stained_fraction
 
 log = logging.getLogger(__name__)

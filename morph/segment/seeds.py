@@ -5,22 +5,15 @@ neck get a seed of their own either way."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..types import CentreMap
 from .config import SegmentConfig
 from .nuclei import Nuclei
-
-#: A centre-map model: working-scale optical density (h, w, 3) -> centre probability per
-#: working pixel, one (h, w) map per cell kind ("rbc" required; "nucleated", "platelet"
-#: optional) or a bare (h, w) red-cell map. Optional attributes ``thresholds`` (per kind)
-#: and ``min_distance`` (red-cell seed spacing, units of r) set the peak rules.
-CentreMap = Callable[[np.ndarray], "Mapping[str, np.ndarray] | np.ndarray"]
-
 
 #: spacing (units of r) of the learned nucleated-cell and platelet seeds; red cells use the
 #: detector's own ``min_distance``
