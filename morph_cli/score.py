@@ -125,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, localizer=args.localizer,
     ).validate()
     if args.engine == "ray":
-        from morph.batch_ray import _import_ray
+        from morph.batch.ray_engine import import_ray
 
-        _import_ray()  # a missing optional dependency is a usage error, before any work
+        import_ray()  # a missing optional dependency is a usage error, before any work
     warm_up(options)  # worker processes import torch while this one loads the model
     summary = run_batch(args.input_dir, args.out, options, progress=_Progress())
     print("morph score: summary")

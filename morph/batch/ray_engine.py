@@ -1,6 +1,6 @@
 """The Ray Data engine for batch scoring (``morph score --engine ray``).
 
-Same tasks, same :class:`~morph.batch.CaseScorer`, same outputs as the local engine:
+Same tasks, same :class:`~morph.batch.scoring.CaseScorer`, same outputs as the local engine:
 the driver (this process) plans the run and writes every output file; Ray only scores.
 Cases go through ``Dataset.map_batches`` with a callable class, so each actor loads the
 model once and keeps it for all the batches it scores.
@@ -19,13 +19,14 @@ import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .batch import CaseOutcome, CaseScorer, CaseTask, ModelLoader, single_thread_torch
-from .errors import MorphError
+from ..errors import MorphError
+from .options import CaseOutcome, CaseTask, ModelLoader
+from .scoring import CaseScorer, single_thread_torch
 
 log = logging.getLogger(__name__)
 
 
-def _import_ray() -> Any:
+def import_ray() -> Any:
     try:
         import ray
         import ray.data  # noqa: F401
@@ -41,7 +42,7 @@ def _import_ray() -> Any:
 
 class RayCaseScorer:
     """A Ray Data callable class: one model per actor, a batch of pickled tasks in,
-    a batch of pickled :class:`~morph.batch.CaseOutcome` s out."""
+    a batch of pickled :class:`~morph.batch.options.CaseOutcome` s out."""
 
     def __init__(self, model_loader: ModelLoader | None, localizer: str = "shipped") -> None:
         single_thread_torch()
@@ -72,7 +73,7 @@ def run_ray(
     """
     if not tasks:
         return
-    ray = _import_ray()
+    ray = import_ray()
     started_here = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
