@@ -18,7 +18,12 @@ def _run(connection: Connection) -> None:
 
 
 connection = config.attributes.get("connection")
-if connection is not None:
+if context.is_offline_mode():  # `alembic upgrade head --sql`: the DDL as text, for a DBA to review
+    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
+                      literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+elif connection is not None:
     _run(connection)
 else:  # the alembic command line (writing a new revision)
     engine = engine_from_config(config.get_section(config.config_ini_section) or {}, prefix="sqlalchemy.",
