@@ -28,7 +28,6 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from morph.evaluation import match_centres_in_boxes  # noqa: E402
+from morph.evaluation import box_matches, cell_index_map, found_and_merged, point_owners  # noqa: E402
 from morph.io import read_image  # noqa: E402
 from morph.localize import CentreDetector, load_localizer  # noqa: E402
 from morph.segment import DEFAULT_UM_PER_PX, Segmentation, segment_field  # noqa: E402
-from morph.types import Cell  # noqa: E402
 
 
 def _default_data_dir() -> Path:
@@ -58,17 +56,6 @@ def _read_rows(path: Path) -> list[list[float]]:
         if parts:
             rows.append([float(p) for p in parts])
     return rows
-
-
-def _label_map(shape: tuple[int, int], cells: Iterable[Cell], kind: str = "rbc") -> np.ndarray:
-    """Full-resolution map of detection index + 1 (0 = none) for cells of one kind."""
-    out = np.zeros(shape, dtype=np.int32)
-    for i, c in enumerate(cells):
-        if c.kind != kind or c.mask is None:
-            continue
-        x0, y0, x1, y1 = c.bbox
-        out[y0:y1, x0:x1][c.mask] = i + 1
-    return out
 
 
 #: the centre-map localizer under test (set by ``main`` from ``--localizer``; None = hand-made seeds)
@@ -97,23 +84,20 @@ def bench_chula(root: Path, limit: int | None, overlays: Path | None) -> dict:
         seg, dt = _timed(im, LOCALIZER)
         times.append(dt)
         rows = _read_rows(root / "labels" / f"{p.stem}.txt")
-        lm = _label_map(im.shape[:2], seg.cells)
-        other = _label_map(im.shape[:2], seg.cells, "nucleated") + _label_map(im.shape[:2], seg.cells, "platelet")
-        hits: dict[int, int] = {}
-        for x, y, cls in rows:
-            xi = min(max(int(round(x)), 0), im.shape[1] - 1)
-            yi = min(max(int(round(y)), 0), im.shape[0] - 1)
-            n_pts += 1
-            d = int(lm[yi, xi])
-            if d:
-                hits[d] = hits.get(d, 0) + 1
+        pts = np.array([r[:2] for r in rows], dtype=float).reshape(-1, 2)
+        owners = point_owners(pts, cell_index_map(im.shape[:2], seg.cells))
+        in_other_kind = point_owners(pts, cell_index_map(im.shape[:2], seg.cells, ("nucleated", "platelet"))) >= 0
+        n_pts += len(rows)
+        for (x, y, cls), o, other in zip(rows, owners.tolist(), in_other_kind.tolist(), strict=True):
+            if o >= 0:
                 if int(cls) == 0:
-                    normal_d.append(seg.cells[d - 1].diameter_px)
+                    normal_d.append(seg.cells[o].diameter_px)
             else:
-                in_other += int(other[yi, xi] > 0)
+                in_other += int(other)
                 misses.append((p.stem, x, y, int(cls)))
-        found += sum(1 for v in hits.values() if v == 1)
-        merged += sum(v for v in hits.values() if v >= 2)
+        f, mg = found_and_merged(owners)
+        found += f
+        merged += mg
         if overlays is not None:
             _save_overlay(overlays / f"chula_{p.stem}.png", im, seg, points=[(r[0], r[1]) for r in rows])
     return {
@@ -147,28 +131,18 @@ def bench_txl(root: Path, limit: int | None, overlays: Path | None, split: str =
         boxes = {c: [] for c in (0, 1, 2)}
         for cls, cx, cy, bw, bh in rows:
             boxes[int(cls)].append(((cx - bw / 2) * W, (cy - bh / 2) * H, (cx + bw / 2) * W, (cy + bh / 2) * H))
-        rb = np.array(boxes[1], dtype=float).reshape(-1, 4)
-        dets = np.array([(c.x, c.y) for c in seg.cells if c.kind == "rbc"], dtype=float).reshape(-1, 2)
-        m = match_centres_in_boxes(dets, rb)
+        m, nd, ng = box_matches(seg.cells, boxes[1])
         tp += m
-        n_det += len(dets)
-        inner = np.array([(c.x, c.y) for c in seg.cells if c.kind == "rbc" and not c.touches_border],
-                         dtype=float).reshape(-1, 2)
-        m_in = match_centres_in_boxes(inner, rb)
-        n_inner += len(inner)
+        n_det += nd
+        m_in, n_in, _ = box_matches([c for c in seg.cells if not c.touches_border], boxes[1])
+        n_inner += n_in
         tp_inner += m_in
-        n_gt += len(rb)
-        per_image.append((p.stem, m, len(dets), len(rb)))
-        wb = np.array(boxes[0], dtype=float).reshape(-1, 4)
-        wd = np.array([(c.x, c.y) for c in seg.cells if c.kind == "nucleated"], dtype=float).reshape(-1, 2)
-        wtp += match_centres_in_boxes(wd, wb)
-        wdet += len(wd)
-        wgt += len(wb)
-        pb = np.array(boxes[2], dtype=float).reshape(-1, 4)
-        pd = np.array([(c.x, c.y) for c in seg.cells if c.kind == "platelet"], dtype=float).reshape(-1, 2)
-        ptp += match_centres_in_boxes(pd, pb)
-        pdet += len(pd)
-        pgt += len(pb)
+        n_gt += ng
+        per_image.append((p.stem, m, nd, ng))
+        wm, wd, wg = box_matches(seg.cells, boxes[0], ("nucleated",))
+        wtp, wdet, wgt = wtp + wm, wdet + wd, wgt + wg
+        pm, pd, pg = box_matches(seg.cells, boxes[2], ("platelet",))
+        ptp, pdet, pgt = ptp + pm, pdet + pd, pgt + pg
         if overlays is not None:
             _save_overlay(overlays / f"txl_{p.stem}.png", im, seg, boxes=boxes[1])
     return {
@@ -198,22 +172,13 @@ def bench_synth(n: int, overlays: Path | None) -> dict | None:
         seg, dt = _timed(f.image, LOCALIZER, f.um_per_px)
         times.append(dt)
         gt = np.array([c.bbox for c in f.cells], dtype=float).reshape(-1, 4)
-        dets = np.array([(c.x, c.y) for c in seg.cells], dtype=float).reshape(-1, 2)
-        tp += match_centres_in_boxes(dets, gt)
-        n_det += len(dets)
-        n_gt += len(gt)
+        m, nd, ng = box_matches(seg.cells, gt, ("rbc", "nucleated", "platelet"))
+        tp, n_det, n_gt = tp + m, n_det + nd, n_gt + ng
         for kind in ("nucleated", "platelet"):
-            kg = np.array([c.bbox for c in f.cells if c.kind == kind], dtype=float).reshape(-1, 4)
-            kd = np.array([(c.x, c.y) for c in seg.cells if c.kind == kind], dtype=float).reshape(-1, 2)
-            per_kind.setdefault(kind, [0, 0, 0])
-            per_kind[kind][0] += match_centres_in_boxes(kd, kg)
-            per_kind[kind][1] += len(kd)
-            per_kind[kind][2] += len(kg)
-        rg = np.array([c.bbox for c in f.cells if c.kind == "rbc"], dtype=float).reshape(-1, 4)
-        rd = np.array([(c.x, c.y) for c in seg.cells if c.kind == "rbc"], dtype=float).reshape(-1, 2)
-        rtp += match_centres_in_boxes(rd, rg)
-        rdet += len(rd)
-        rgt += len(rg)
+            km = box_matches(seg.cells, [c.bbox for c in f.cells if c.kind == kind], (kind,))
+            per_kind[kind] = [a + b for a, b in zip(per_kind.get(kind, [0, 0, 0]), km, strict=True)]
+        rm, rd, rg = box_matches(seg.cells, [c.bbox for c in f.cells if c.kind == "rbc"])
+        rtp, rdet, rgt = rtp + rm, rdet + rd, rgt + rg
         if overlays is not None:
             _save_overlay(overlays / f"synth_{seed}.png", f.image, seg, boxes=[tuple(b) for b in gt])
     return {

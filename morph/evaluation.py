@@ -8,12 +8,13 @@ averages the labels that occur in the ground truth.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from .labels import UNIDENTIFIED
+from .types import Cell
 
 
 def match_centres_in_boxes(dets: np.ndarray, boxes: np.ndarray) -> int:
@@ -31,6 +32,57 @@ def match_centres_in_boxes(dets: np.ndarray, boxes: np.ndarray) -> int:
     cost = np.where(inside, np.hypot(x - cx, y - cy) / np.maximum(sz, 1e-9), 1e6)
     ri, ci = linear_sum_assignment(cost)
     return int(inside[ri, ci].sum())
+
+
+def cell_index_map(shape: tuple[int, int], cells: Iterable[Cell], kinds: Collection[str] = ("rbc",)) -> np.ndarray:
+    """Full-resolution map of each pixel's detected cell: its index in ``cells`` plus one
+    (0: no cell of one of ``kinds`` there)."""
+    out = np.zeros(shape, dtype=np.int32)
+    for i, c in enumerate(cells):
+        if c.kind not in kinds or c.mask is None:
+            continue
+        x0, y0, x1, y1 = c.bbox
+        out[y0:y1, x0:x1][c.mask] = i + 1
+    return out
+
+
+def point_owners(points: np.ndarray, index_map: np.ndarray) -> np.ndarray:
+    """For labelled points ``(n, 2)`` (x, y): the index of the detected cell whose mask holds
+    each (-1: none), read from a :func:`cell_index_map`. Points are clipped into the image."""
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    h, w = index_map.shape
+    xi = np.clip(np.rint(pts[:, 0]).astype(np.intp), 0, w - 1)
+    yi = np.clip(np.rint(pts[:, 1]).astype(np.intp), 0, h - 1)
+    return index_map[yi, xi].astype(np.int64) - 1
+
+
+def found_and_merged(owners: np.ndarray) -> tuple[int, int]:
+    """Chula rule: a point is *found* when it falls alone inside one detected cell; points
+    sharing a detection are *merged* (every point of such a cell counts)."""
+    own = np.asarray(owners)
+    own = own[own >= 0]
+    if own.size == 0:
+        return 0, 0
+    _, counts = np.unique(own, return_counts=True)
+    return int((counts == 1).sum()), int(counts[counts >= 2].sum())
+
+
+def box_matches(cells: Iterable[Cell], boxes: np.ndarray, kinds: Collection[str] = ("rbc",)) -> tuple[int, int, int]:
+    """(matched, detections, boxes) of the cells of ``kinds`` against ground-truth boxes
+    ``(m, 4)`` (x0, y0, x1, y1), one to one, centre in box (:func:`match_centres_in_boxes`)."""
+    dets = np.array([(c.x, c.y) for c in cells if c.kind in kinds], dtype=float).reshape(-1, 2)
+    gt = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    return match_centres_in_boxes(dets, gt), len(dets), len(gt)
+
+
+#: bcd-256 images held out for testing: those whose number (``image-<n>.png``) is a multiple of
+#: this (20 of the 60 fields). Training may use the others, never these.
+BCD256_TEST_EVERY = 3
+
+
+def bcd256_is_test(image_number: int) -> bool:
+    """Whether bcd-256 field ``image-<image_number>.png`` belongs to the held-out test part."""
+    return int(image_number) % BCD256_TEST_EVERY == 0
 
 
 def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
