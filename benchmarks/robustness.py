@@ -1,0 +1,475 @@
+"""Robustness benchmark: localization on clean fields and under controlled shifts (stain, colour,
+optics, JPEG, noise, scale, sparse fields, white patches, padding, transparency, mosaics), and
+the shipped classifier's per-class accuracy under the stain shifts.
+
+Usage (single core, as the speed targets are stated)::
+
+    taskset -c 0 .venv/bin/python benchmarks/robustness.py --quick     # a few minutes of CPU
+    taskset -c 0 .venv/bin/python benchmarks/robustness.py             # the full table
+
+Prints one localization table (a row per shift and severity) and, unless ``--no-classifier``,
+one classifier table. Everything is deterministic: the fields are fixed subsets, and every
+random shift draws from a seed made of the shift's name and the field's number.
+
+Sets and scoring (the rules of ``benchmarks/localization.py``, from :mod:`morph.evaluation`):
+    chula: Chula RBC-12 points; *R* = found / points, *merge* = points sharing a detection;
+        *d um* = median diameter (um, at the field's stated scale) of the red cells holding a
+        point labelled normal; *cells* = red cells counted relative to the clean field (for
+        blank-area shifts: the clean cells outside the blanked part).
+    txl: TXL-PBC test red-cell boxes; bcd: bcd-256 red-cell boxes of the held-out test part
+        (:func:`morph.evaluation.bcd256_is_test`); rend: rendered blood fields (seeds from 0,
+        never used to train locnet). P/R = one-to-one centre-in-box matching of red cells.
+    warn: fields (all sets) warned "very dense" or "no cells".
+    worst: the largest drop of any P/R (and Chula recall) below its clean value.
+
+Shifts (:mod:`morph.shifts`): points and boxes move with the image (scale, padding); cells under
+a blanked patch leave the ground truth; sparse fields keep a fixed tenth or fifth of the
+labelled cells (a disc of 5 um around each kept Chula point, the ellipse in each kept box) and
+turn the rest into glass; mosaics tile the chosen Chula fields into 4000x3000 and 7000x7000
+images (Chula only: their *d um* is compared with the 640x480 fields).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from morph import shifts  # noqa: E402
+from morph.evaluation import (  # noqa: E402
+    bcd256_is_test,
+    box_matches,
+    cell_index_map,
+    found_and_merged,
+    point_owners,
+)
+from morph.io import read_image  # noqa: E402
+from morph.localize import CentreDetector, load_localizer  # noqa: E402
+from morph.segment import DEFAULT_UM_PER_PX, Segmentation, segment_field  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- fields
+@dataclass(frozen=True)
+class Field:
+    """One field and its ground truth: Chula points (x, y, class) or red-cell boxes."""
+
+    set: str
+    key: int
+    image: np.ndarray
+    um_per_px: float
+    points: np.ndarray | None = None  # (n, 3) x, y, class
+    boxes: np.ndarray | None = None  # (m, 4) x0, y0, x1, y1
+    blanked: np.ndarray | None = None  # pixels a shift blanked (clean cells there are not counted)
+
+
+def _rows(path: Path) -> list[list[float]]:
+    return [[float(v) for v in line.split()] for line in path.read_text().splitlines() if line.split()]
+
+
+def chula_fields(root: Path, n: int) -> list[Field]:
+    """Every k-th Chula field (by number) so ``n`` fields span the set."""
+    paths = sorted((root / "images").glob("*.jpg"), key=lambda p: int(p.stem))
+    picked = paths[:: max(1, len(paths) // n)][:n]
+    return [Field("chula", int(p.stem), read_image(p), DEFAULT_UM_PER_PX,
+                  points=np.array(_rows(root / "labels" / f"{p.stem}.txt"), float).reshape(-1, 3))
+            for p in picked]
+
+
+def txl_fields(root: Path, n: int) -> list[Field]:
+    """TXL-PBC test fields (every k-th), red-cell boxes (class 1), duplicate rows counted once."""
+    paths = sorted((root / "images" / "test").glob("*.jpg"))
+    out = []
+    for i, p in enumerate(paths[:: max(1, len(paths) // n)][:n]):
+        im = read_image(p)
+        h, w = im.shape[:2]
+        rows = dict.fromkeys(map(tuple, _rows(root / "labels" / "test" / f"{p.stem}.txt")))
+        boxes = [((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
+                 for c, cx, cy, bw, bh in rows if int(c) == 1]
+        out.append(Field("txl", i, im, DEFAULT_UM_PER_PX, boxes=np.array(boxes, float).reshape(-1, 4)))
+    return out
+
+
+def bcd_fields(root: Path, n: int) -> list[Field]:
+    """The held-out test part of bcd-256, red-cell boxes (scale unpublished: the default)."""
+    by_image: dict[int, list[tuple[float, ...]]] = {}
+    with open(root / "annotations.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            num = int(r["image_id"])
+            if bcd256_is_test(num) and r["label"] == "rbc":
+                by_image.setdefault(num, []).append(tuple(float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")))
+    out = []
+    for num in sorted(by_image)[:n]:
+        im = read_image(root / "images" / f"image-{num}.png")
+        h, w = im.shape[:2]
+        b = np.array(by_image[num], float).reshape(-1, 4) * np.array([w, h, w, h], float)
+        out.append(Field("bcd", num, im, DEFAULT_UM_PER_PX, boxes=b))
+    return out
+
+
+def rendered_fields(n: int) -> list[Field]:
+    from morph.synth import render_field
+
+    out = []
+    for seed in range(n):
+        f = render_field(seed, field_type="blood")
+        b = np.array([c.bbox for c in f.cells if c.kind == "rbc"], float).reshape(-1, 4)
+        out.append(Field("rend", seed, f.image, f.um_per_px, boxes=b))
+    return out
+
+
+# ----------------------------------------------------------------------------- shifts
+def _seed(name: str, f: Field) -> int:
+    return zlib.crc32(f"{name}/{f.set}/{f.key}".encode())
+
+
+def _image_only(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[Field, str], Field]:
+    return lambda f, name: replace(f, image=fn(f.image))
+
+
+def _seeded(fn: Callable[[np.ndarray, int], np.ndarray]) -> Callable[[Field, str], Field]:
+    return lambda f, name: replace(f, image=fn(f.image, _seed(name, f)))
+
+
+def _scaled(factor: float) -> Callable[[Field, str], Field]:
+    def go(f: Field, name: str) -> Field:
+        im = shifts.rescale(f.image, factor)
+        sx, sy = im.shape[1] / f.image.shape[1], im.shape[0] / f.image.shape[0]
+        pts = None if f.points is None else f.points * np.array([sx, sy, 1.0])
+        boxes = None if f.boxes is None else f.boxes * np.array([sx, sy, sx, sy])
+        return replace(f, image=im, um_per_px=f.um_per_px / factor, points=pts, boxes=boxes)
+    return go
+
+
+def _outside(f: Field, blank: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The ground truth whose centres lie outside the blanked pixels."""
+    h, w = blank.shape
+
+    def keep(xy: np.ndarray) -> np.ndarray:
+        xi = np.clip(xy[:, 0].astype(int), 0, w - 1)
+        yi = np.clip(xy[:, 1].astype(int), 0, h - 1)
+        return ~blank[yi, xi]
+
+    pts = None if f.points is None else f.points[keep(f.points[:, :2])]
+    boxes = None
+    if f.boxes is not None:
+        c = np.stack([(f.boxes[:, 0] + f.boxes[:, 2]) / 2, (f.boxes[:, 1] + f.boxes[:, 3]) / 2], axis=1)
+        boxes = f.boxes[keep(c)]
+    return pts, boxes
+
+
+def _patch(fraction: float, value: int) -> Callable[[Field, str], Field]:
+    def go(f: Field, name: str) -> Field:
+        blank = shifts.corner_box(f.image.shape, fraction)
+        pts, boxes = _outside(f, blank)
+        return replace(f, image=shifts.fill_region(f.image, blank, (value,) * 3), points=pts, boxes=boxes,
+                       blanked=blank)
+    return go
+
+
+def _transparent(fraction: float) -> Callable[[Field, str], Field]:
+    def go(f: Field, name: str) -> Field:
+        blank = shifts.corner_box(f.image.shape, fraction)
+        pts, boxes = _outside(f, blank)
+        return replace(f, image=shifts.with_transparency(f.image, blank), points=pts, boxes=boxes, blanked=blank)
+    return go
+
+
+def _padded(fraction: float) -> Callable[[Field, str], Field]:
+    def go(f: Field, name: str) -> Field:
+        wd = int(round(fraction * max(f.image.shape[:2])))
+        pts = None if f.points is None else f.points + np.array([wd, wd, 0.0])
+        boxes = None if f.boxes is None else f.boxes + wd
+        return replace(f, image=shifts.pad(f.image, wd), points=pts, boxes=boxes)
+    return go
+
+
+def _sparse(keep_fraction: float) -> Callable[[Field, str], Field]:
+    """Keep a fixed fraction of the labelled cells, turn everything else into glass."""
+    def go(f: Field, name: str) -> Field:
+        rng = np.random.default_rng(_seed(name, f))
+        h, w = f.image.shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w]
+        keep = np.zeros((h, w), bool)
+        n = len(f.points if f.points is not None else f.boxes)
+        chosen = np.sort(rng.permutation(n)[: max(1, int(round(keep_fraction * n)))]) if n else np.zeros(0, int)
+        if f.points is not None:
+            r = 5.0 / f.um_per_px
+            for x, y, _ in f.points[chosen]:
+                keep |= (xx - x) ** 2 + (yy - y) ** 2 <= r * r
+            pts, boxes = f.points[chosen], None
+        else:
+            assert f.boxes is not None
+            for x0, y0, x1, y1 in f.boxes[chosen]:
+                cx, cy, ax, ay = (x0 + x1) / 2, (y0 + y1) / 2, max((x1 - x0) / 2, 1), max((y1 - y0) / 2, 1)
+                keep |= ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1.0
+            pts, boxes = None, f.boxes[chosen]
+        return replace(f, image=shifts.replace_with_glass(f.image, ~keep, _seed(name, f)), points=pts, boxes=boxes)
+    return go
+
+
+@dataclass(frozen=True)
+class Shift:
+    name: str
+    apply: Callable[[Field, str], Field]
+    stain_only: bool = False  # a pure colour/optics change: also run on classifier crops
+    same_cells: bool = True  # the field keeps its cells (outside a blanked part): counts compare
+
+
+def _stain(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Shift:
+    return Shift(name, _image_only(fn), stain_only=True)
+
+
+SHIFTS: tuple[Shift, ...] = (
+    Shift("clean", lambda f, name: f, stain_only=True),
+    _stain("stain hue +10 deg", lambda im: shifts.rotate_stain_hue(im, 10)),
+    _stain("stain hue +20 deg", lambda im: shifts.rotate_stain_hue(im, 20)),
+    _stain("stain hue -20 deg", lambda im: shifts.rotate_stain_hue(im, -20)),
+    _stain("white balance warm", lambda im: shifts.white_balance(im, (1.08, 1.0, 0.9))),
+    _stain("white balance cool", lambda im: shifts.white_balance(im, (0.9, 1.0, 1.08))),
+    _stain("white balance green", lambda im: shifts.white_balance(im, (0.92, 1.06, 0.92))),
+    _stain("saturation x0.6", lambda im: shifts.adjust_saturation(im, 0.6)),
+    _stain("saturation x1.4", lambda im: shifts.adjust_saturation(im, 1.4)),
+    _stain("stain OD x0.5", lambda im: shifts.scale_stain(im, 0.5)),
+    _stain("stain OD x0.7", lambda im: shifts.scale_stain(im, 0.7)),
+    _stain("stain OD x1.5", lambda im: shifts.scale_stain(im, 1.5)),
+    _stain("brightness x0.8", lambda im: shifts.adjust_brightness_gamma(im, brightness=0.8)),
+    _stain("brightness x1.15", lambda im: shifts.adjust_brightness_gamma(im, brightness=1.15)),
+    _stain("gamma 0.7", lambda im: shifts.adjust_brightness_gamma(im, gamma=0.7)),
+    _stain("gamma 1.4", lambda im: shifts.adjust_brightness_gamma(im, gamma=1.4)),
+    _stain("defocus sigma 1 px", lambda im: shifts.defocus(im, 1.0)),
+    _stain("defocus sigma 2 px", lambda im: shifts.defocus(im, 2.0)),
+    _stain("defocus sigma 3 px", lambda im: shifts.defocus(im, 3.0)),
+    _stain("JPEG quality 50", lambda im: shifts.jpeg_round_trip(im, 50)),
+    _stain("JPEG quality 30", lambda im: shifts.jpeg_round_trip(im, 30)),
+    Shift("noise sigma 4", _seeded(lambda im, s: shifts.add_sensor_noise(im, 4.0, s)), stain_only=True),
+    Shift("noise sigma 8", _seeded(lambda im, s: shifts.add_sensor_noise(im, 8.0, s)), stain_only=True),
+    Shift("noise sigma 16", _seeded(lambda im, s: shifts.add_sensor_noise(im, 16.0, s)), stain_only=True),
+    Shift("scale x0.5", _scaled(0.5)),
+    Shift("scale x0.75", _scaled(0.75)),
+    Shift("scale x1.5", _scaled(1.5)),
+    Shift("scale x2", _scaled(2.0)),
+    Shift("sparse: keep 20%", _sparse(0.2), same_cells=False),
+    Shift("sparse: keep 10%", _sparse(0.1), same_cells=False),
+    Shift("white patch 2% (255)", _patch(0.02, 255)),
+    Shift("white patch 2% (240)", _patch(0.02, 240)),
+    Shift("white patch 10% (250)", _patch(0.10, 250)),
+    Shift("white padding 10%", _padded(0.10)),
+    Shift("transparent 10% (RGBA)", _transparent(0.10)),
+)
+
+MOSAICS: tuple[tuple[str, int, int], ...] = (("mosaic 4000x3000", 3000, 4000), ("mosaic 7000x7000", 7000, 7000))
+
+
+# ----------------------------------------------------------------------------- scoring
+@dataclass
+class Tally:
+    """Sums over the fields of one set under one shift."""
+
+    tp: int = 0
+    dets: int = 0
+    gt: int = 0
+    found: int = 0
+    merged: int = 0
+    cells: int = 0
+    clean_cells: int = 0
+    warned: int = 0
+    normal_d_um: list[float] | None = None
+
+    def add(self, f: Field, seg: Segmentation, clean_centres: np.ndarray | None) -> None:
+        rbc = [c for c in seg.cells if c.kind == "rbc"]
+        self.warned += any(w.startswith(("very dense", "no cells")) for w in seg.warnings)
+        self.cells += len(rbc)
+        if clean_centres is not None:
+            cc = clean_centres
+            if f.blanked is not None and len(cc):
+                h, w = f.blanked.shape
+                cc = cc[~f.blanked[np.clip(cc[:, 1].astype(int), 0, h - 1), np.clip(cc[:, 0].astype(int), 0, w - 1)]]
+            self.clean_cells += len(cc)
+        if f.points is not None:
+            owners = point_owners(f.points[:, :2], cell_index_map(seg_shape(f), seg.cells))
+            fd, mg = found_and_merged(owners)
+            self.found, self.merged, self.gt = self.found + fd, self.merged + mg, self.gt + len(owners)
+            normal = [seg.cells[o].diameter_px * f.um_per_px for o, c in zip(owners, f.points[:, 2], strict=True)
+                      if o >= 0 and int(c) == 0]
+            self.normal_d_um = (self.normal_d_um or []) + normal
+        else:
+            assert f.boxes is not None
+            m, nd, ng = box_matches(seg.cells, f.boxes)
+            self.tp, self.dets, self.gt = self.tp + m, self.dets + nd, self.gt + ng
+
+    def metrics(self) -> dict[str, float]:
+        out = {"warn": float(self.warned)}
+        if self.normal_d_um is not None:
+            out.update(R=self.found / max(self.gt, 1), merge=self.merged / max(self.gt, 1),
+                       d_um=float(np.median(self.normal_d_um)) if self.normal_d_um else math.nan)
+        else:
+            out.update(P=self.tp / max(self.dets, 1), R=self.tp / max(self.gt, 1))
+        if self.clean_cells:
+            out["cells"] = self.cells / self.clean_cells
+        return out
+
+
+def seg_shape(f: Field) -> tuple[int, int]:
+    return int(f.image.shape[0]), int(f.image.shape[1])
+
+
+def run_shift(shift: Shift, fields: list[Field], loc: CentreDetector | None,
+              clean: dict[tuple[str, int], np.ndarray]) -> dict[str, Tally]:
+    tallies: dict[str, Tally] = {}
+    for f in fields:
+        g = shift.apply(f, shift.name)
+        seg = segment_field(g.image, um_per_px=g.um_per_px, centres=loc)
+        centres = np.array([(c.x, c.y) for c in seg.cells if c.kind == "rbc"], float).reshape(-1, 2)
+        if shift.name == "clean":
+            clean[(f.set, f.key)] = centres
+        counts = clean.get((f.set, f.key)) if shift.same_cells else None
+        tallies.setdefault(f.set, Tally()).add(g, seg, counts)
+    return tallies
+
+
+def run_mosaic(name: str, height: int, width: int, chula: list[Field], loc: CentreDetector | None) -> dict[str, Tally]:
+    tiles = [f for f in chula if f.image.shape[:2] == (480, 640)]
+    if not tiles:
+        return {}
+    img, placed = shifts.mosaic([f.image for f in tiles], height, width)
+    pts = []
+    for i, y0, x0 in placed:
+        p = tiles[i].points + np.array([x0, y0, 0.0])
+        inside = (p[:, 0] < width - 0.5) & (p[:, 1] < height - 0.5)
+        pts.append(p[inside])
+    big = Field("chula", -1, img, DEFAULT_UM_PER_PX, points=np.concatenate(pts))
+    seg = segment_field(big.image, um_per_px=big.um_per_px, centres=loc)
+    t = Tally()
+    t.add(big, seg, None)
+    return {"chula": t}
+
+
+# ----------------------------------------------------------------------------- table
+COLUMNS = (("chula", "R"), ("chula", "merge"), ("chula", "d_um"), ("chula", "cells"),
+           ("txl", "P"), ("txl", "R"), ("bcd", "P"), ("bcd", "R"), ("rend", "P"), ("rend", "R"))
+
+
+def _worst_drop(row: dict[str, dict[str, float]], clean: dict[str, dict[str, float]]) -> float:
+    drops = [clean[s][k] - row[s][k] for s in row for k in ("P", "R") if k in row[s] and s in clean]
+    return max(drops) if drops else math.nan
+
+
+def print_table(rows: list[tuple[str, dict[str, dict[str, float]]]]) -> None:
+    head = "".join(f"{s + ' ' + k:>11}" for s, k in COLUMNS)
+    print(f"{'shift':<24}{head}{'warn':>6}{'worst':>8}")
+    clean = rows[0][1]
+    for name, row in rows:
+        cells = []
+        for s, k in COLUMNS:
+            v = row.get(s, {}).get(k)
+            cells.append(f"{'-':>11}" if v is None or math.isnan(v) else f"{v:>11.3f}")
+        warn = int(sum(m.get("warn", 0) for m in row.values()))
+        print(f"{name:<24}{''.join(cells)}{warn:>6}{_worst_drop(row, clean):>8.3f}")
+
+
+# ----------------------------------------------------------------------------- classifier
+def classifier_table(chula_root: Path, n_images: int | None) -> None:
+    """Per-class recall (accuracy within each true class) of the shipped classifier on the Chula
+    validation crops (the model's own split.json), on clean fields and under each stain shift."""
+    from morph.classify import extract_crops, load_model
+    from morph.evaluation import classification_metrics
+    from morph.io import read_json, read_yaml
+
+    clf = load_model(None)
+    mapping = {int(k): v for k, v in read_yaml(REPO / "training" / "mappings" / "chula.yaml")["classes"].items()}
+    stems = sorted({int(g.split(":", 1)[-1]) for g in read_json(Path(clf.folder) / "split.json")["val_images"]})
+    fields = [Field("chula", s, read_image(chula_root / "images" / f"{s}.jpg"), DEFAULT_UM_PER_PX,
+                    points=np.array(_rows(chula_root / "labels" / f"{s}.txt"), float).reshape(-1, 3))
+              for s in stems[:n_images]]
+    rows = []
+    for shift in (s for s in SHIFTS if s.stain_only):
+        y_true: list[str] = []
+        y_pred: list[str] = []
+        for f in fields:
+            g = shift.apply(f, shift.name)
+            crops = extract_crops(g.image, g.points[:, :2], g.um_per_px, clf.preprocessing)
+            y_pred += clf.predict_crops(crops, "rbc", "wright").raw_labels
+            y_true += [mapping[int(c)] for c in g.points[:, 2]]
+        rows.append((shift.name, classification_metrics(y_true, y_pred, labels=list(clf.labels))))
+    labels = list(rows[0][1]["confusion_matrix"]["true_labels"])
+    print(f"\nclassifier {clf.name} {clf.version}: Chula val crops ({len(fields)} fields, {rows[0][1]['n']} crops); "
+          "accuracy, its change from clean, macro-F1 and per-class recall")
+    print(f"{'shift':<24}{'acc':>7}{'d acc':>7}{'mF1':>7}" + "".join(f"{lab[:6]:>7}" for lab in labels))
+    acc0 = rows[0][1]["accuracy"]
+    for name, m in rows:
+        per = "".join(f"{m['per_class'].get(lab, {}).get('recall', 0.0):>7.3f}" for lab in labels)
+        print(f"{name:<24}{m['accuracy']:>7.3f}{m['accuracy'] - acc0:>+7.3f}{m['macro_f1']:>7.3f}{per}")
+
+
+# ----------------------------------------------------------------------------- main
+def get_args_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("MORPH_DATA_DIR", REPO.parent / "shared" / "data")),
+                    help="shared data dir (default: $MORPH_DATA_DIR or ../shared/data)")
+    ap.add_argument("--quick", action="store_true", help="small subsets (a few minutes of CPU), 4000x3000 mosaic only")
+    ap.add_argument("--fields", type=int, default=None, help="fields per set (default 40, --quick 6)")
+    ap.add_argument("--shifts", default=None, help="comma list of shift-name prefixes to run (clean always runs)")
+    ap.add_argument("--localizer", default="shipped", help="'shipped' (models/locnet-v1), 'none' (hand-made seeds) or a folder")
+    ap.add_argument("--no-classifier", action="store_true", help="skip the classifier table")
+    ap.add_argument("--no-mosaics", action="store_true")
+    return ap
+
+
+def load_sets(data: Path, n: int, quick: bool) -> list[Field]:
+    fields: list[Field] = []
+    loaders = (("chula-rbc-12", lambda r: chula_fields(r, n)), ("txl-pbc", lambda r: txl_fields(r, n)),
+               ("bcd-256", lambda r: bcd_fields(r, n)))
+    for folder, load in loaders:
+        if (data / folder).is_dir():
+            fields += load(data / folder)
+        else:
+            print(f"skip {folder}: not found under {data}")
+    return fields + rendered_fields(max(2, n // 2) if quick else n)
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.ERROR)
+    torch.set_num_threads(1)
+    loc = None if args.localizer == "none" else load_localizer(None if args.localizer == "shipped" else args.localizer)
+    n = args.fields or (6 if args.quick else 40)
+    t0 = time.perf_counter()
+    fields = load_sets(args.data, n, args.quick)
+    wanted = None if args.shifts is None else [s.strip() for s in args.shifts.split(",") if s.strip()]
+    print(f"localizer: {loc.name + ' ' + loc.version if loc else 'hand-made seeds'}; fields per set: "
+          + ", ".join(f"{s} {sum(f.set == s for f in fields)}" for s in ("chula", "txl", "bcd", "rend")))
+    clean: dict[tuple[str, int], np.ndarray] = {}
+    rows = []
+    for shift in SHIFTS:
+        if shift.name != "clean" and wanted is not None and not shift.name.startswith(tuple(wanted)):
+            continue
+        tallies = run_shift(shift, fields, loc, clean)
+        rows.append((shift.name, {s: t.metrics() for s, t in tallies.items()}))
+    chula = [f for f in fields if f.set == "chula"]
+    if not args.no_mosaics:
+        for name, h, w in MOSAICS[:1] if args.quick else MOSAICS:
+            if wanted is None or name.startswith(tuple(wanted)):
+                rows.append((name, {s: t.metrics() for s, t in run_mosaic(name, h, w, chula, loc).items()}))
+    print_table(rows)
+    if not args.no_classifier and (args.data / "chula-rbc-12").is_dir():
+        classifier_table(args.data / "chula-rbc-12", 10 if args.quick else None)
+    print(f"\nwall time {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(get_args_parser().parse_args()))
