@@ -42,7 +42,7 @@ def crops_per_second(clf: Any, crops: np.ndarray, threads: int, repeats: int = 3
 def chula_val(clf: Any, data_dir: Path) -> tuple[dict[str, Any], np.ndarray]:
     from morph.data import crops_from_points
     from morph.evaluation import evaluate_labelled
-    from morph.io import read_labelled_data
+    from morph.readers import read_labelled_data
 
     data = read_labelled_data(data_dir / "chula-rbc-12", "chula", str(REPO / "training/mappings/chula.yaml"))
     m = evaluate_labelled(clf, data, mode="points", split="val")

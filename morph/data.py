@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from .classify import Preprocessing, extract_crops, resize_crops
 from .errors import MorphError
-from .io import ImageLimits, LabelIssue, LabelledCrop, LabelledPoint, read_image
+from .io import ImageLimits, read_image
+from .readers import LabelIssue, LabelledCrop, LabelledPoint
 
 log = logging.getLogger(__name__)
 

@@ -257,7 +257,7 @@ def evaluate_labelled(
     um_per_px: float | None = None,
     stain: str = "wright",
 ) -> dict[str, Any]:
-    """Metrics of ``clf`` on labelled data (:class:`morph.io.LabelledData`).
+    """Metrics of ``clf`` on labelled data (:class:`morph.readers.LabelledData`).
 
     ``points``: classify the crop at every labelled point (kind from the label).
     ``pipeline``: localise cells with the full pipeline, match each labelled point to

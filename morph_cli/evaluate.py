@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     from morph.errors import MorphError
     from morph.evaluation import confusion_png, evaluate_labelled
-    from morph.io import read_labelled_data, write_bytes_atomic, write_json
+    from morph.io import write_bytes_atomic, write_json
     from morph.pipeline import load_classifier
+    from morph.readers import read_labelled_data
 
     clf = load_classifier(args.model)
     if clf is None:

@@ -58,7 +58,6 @@ from morph.evaluation import (
     tune_global_threshold,
 )
 from morph.io import (
-    read_labelled_data,
     read_yaml,
     write_bytes_atomic,
     write_json,
@@ -67,6 +66,7 @@ from morph.io import (
 )
 from morph.labels import kind_of
 from morph.models import count_parameters, create_model
+from morph.readers import read_labelled_data
 from training.args import add_train_arguments
 
 log = logging.getLogger("training.train")

@@ -45,8 +45,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from morph.evaluation import match_centres_in_boxes  # noqa: E402
-from morph.io import read_image, read_yolo_boxes  # noqa: E402
+from morph.io import read_image  # noqa: E402
 from morph.localize import CentreDetector, build_untrained_localizer, load_localizer  # noqa: E402
+from morph.readers import read_yolo_boxes  # noqa: E402
 from morph.segment import PEAK_SPACING, centre_peaks, segment_field, working_view  # noqa: E402
 from morph.synth import render_field  # noqa: E402
 

@@ -151,7 +151,7 @@ def test_shipped_model_on_a_few_chula_validation_fields(chula_dir: Path) -> None
     import json
 
     from morph.data import crops_from_points
-    from morph.io import read_chula_points
+    from morph.readers import read_chula_points
     from morph.segment import DEFAULT_UM_PER_PX
 
     clf = load_model()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from morph.errors import MorphError
-from morph.io import read_label_mapping, read_labelled_data, write_image
+from morph.io import write_image
+from morph.readers import read_label_mapping, read_labelled_data
 
 
 def _img(path: Path, w: int = 120, h: int = 100) -> Path:
