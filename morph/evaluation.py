@@ -9,12 +9,17 @@ averages the labels that occur in the ground truth.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .labels import UNIDENTIFIED
 from .types import Cell
+
+if TYPE_CHECKING:  # the classifier (torch) is imported only where a model is evaluated
+    from .classify import CellClassifier
+    from .readers import LabelledCrop, LabelledData, LabelledPoint
 
 
 def match_centres_in_boxes(dets: np.ndarray, boxes: np.ndarray) -> int:
@@ -232,7 +237,7 @@ def confusion_png(matrix: Sequence[Sequence[int]], true_labels: Sequence[str], p
 # --------------------------------------------------------------------------------------------
 # evaluating a model on labelled data (used by ``morph evaluate`` and the benchmark)
 # --------------------------------------------------------------------------------------------
-def _val_stems(clf: Any) -> set[str] | None:
+def _val_stems(clf: CellClassifier) -> set[str] | None:
     """Image stems of the model's validation split, from ``split.json`` next to its weights."""
     folder = getattr(clf, "folder", None)
     if folder is None:
@@ -248,9 +253,29 @@ def _val_stems(clf: Any) -> set[str] | None:
     return {str(g).split(":", 1)[-1] for g in split.get("val_images", [])}
 
 
+@dataclass
+class _Scored:
+    """Every labelled cell scored so far: its true label, the model's top label before and after
+    the confidence thresholds (``missed`` for a point no detected cell matched), the confidence,
+    and the items skipped on the way (``path: why``)."""
+
+    skipped: list[str]
+    y_true: list[str] = field(default_factory=list)
+    raw: list[str] = field(default_factory=list)
+    final: list[str] = field(default_factory=list)
+    conf: list[float] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, truth: str, raw: str, final: str, conf: float) -> None:
+        self.y_true.append(truth)
+        self.raw.append(raw)
+        self.final.append(final)
+        self.conf.append(conf)
+
+
 def evaluate_labelled(
-    clf: Any,
-    data: Any,
+    clf: CellClassifier,
+    data: LabelledData,
     *,
     mode: str = "points",
     split: str = "all",
@@ -264,109 +289,131 @@ def evaluate_labelled(
     the nearest detected cell centre within half a normal red-cell diameter (3.75 um),
     and count an unmatched point as ``missed``.
     """
-    from pathlib import Path
-
-    from .data import crops_from_files, crops_from_points
     from .errors import MorphError
-    from .labels import kind_of
     from .segment import DEFAULT_UM_PER_PX
 
     um = float(um_per_px or DEFAULT_UM_PER_PX)
+    points, crops = _in_split(clf, data, split)
+    scored = _Scored(skipped=[f"{i.path}: {i.message}" for i in data.issues])
+    if mode == "points":
+        _score_crops(clf, points, crops, um, stain, scored)
+    elif mode == "pipeline":
+        if not points:
+            raise MorphError("bad_request", "--mode pipeline needs point or box labels on whole fields", path=data.root)
+        _score_fields(clf, points, um, stain, scored)
+    else:
+        raise MorphError("bad_request", f"unknown mode {mode!r}; use points or pipeline")
+    if not scored.y_true:
+        raise MorphError("empty_dataset", "no labelled cell could be evaluated", path=data.root, detail=scored.skipped[:10])
+    return _labelled_metrics(clf, scored, mode, split)
+
+
+def _in_split(clf: CellClassifier, data: LabelledData, split: str) -> tuple[list[LabelledPoint], list[LabelledCrop]]:
+    """The labelled points and crops to evaluate: all, or (``val``) those of images in the
+    model's validation split."""
+    from pathlib import Path
+
+    from .errors import MorphError
+
     points = list(data.points)
-    crops_items = list(data.crops)
-    skipped = [f"{i.path}: {i.message}" for i in data.issues]
+    crops = list(data.crops)
     if split == "val":
         stems = _val_stems(clf)
         if stems is None:
             raise MorphError("bad_request", "--split val needs a model folder with split.json", path=str(getattr(clf, "folder", clf.name)))
         points = [p for p in points if Path(p.image_path).stem in stems]
-        crops_items = [c for c in crops_items if Path(c.image_path).stem in stems]
-    if not points and not crops_items:
+        crops = [c for c in crops if Path(c.image_path).stem in stems]
+    if not points and not crops:
         raise MorphError("empty_dataset", "no labelled cells to evaluate (after the split filter)", path=data.root)
-    y_true: list[str] = []
-    raw: list[str] = []
-    final: list[str] = []
-    conf: list[float] = []
-    extra: dict[str, Any] = {}
-    if mode == "points":
-        sets = []
-        if points:
-            sets.append(crops_from_points(points, clf.preprocessing, um, stain=stain))
-        if crops_items:
-            sets.append(crops_from_files(crops_items, clf.preprocessing, stain=stain))
-        for cs in sets:
-            skipped += [f"{i.path}: {i.message}" for i in cs.issues]
-            if not len(cs):
-                continue
-            pred = clf.predict_crops(cs.crops, cs.kinds, stain)
-            y_true += cs.labels
-            raw += pred.raw_labels
-            final += pred.labels
-            conf += pred.confidences.tolist()
-    elif mode == "pipeline":
-        if not points:
-            raise MorphError("bad_request", "--mode pipeline needs point or box labels on whole fields", path=data.root)
-        from collections import defaultdict
+    return points, crops
 
-        from .io import read_image
-        from .pipeline import AnalysisOptions, Analyzer
 
-        analyzer = Analyzer(classifier=clf)
-        options = AnalysisOptions(um_per_px=um, stain=stain).validate()
-        by_img: dict[str, list[Any]] = defaultdict(list)
-        for p in points:
-            by_img[p.image_path].append(p)
-        radius = 3.75 / um
-        n_det = n_matched = 0
-        for path, pts in by_img.items():
-            try:
-                img = read_image(path)
-            except MorphError as exc:
-                skipped.append(f"{path}: {exc.message} [{exc.code}]")
-                continue
-            res = analyzer.analyze_field(img, path, options)
-            cells = [c for c in res.cells if c.kind in ("rbc", "nucleated")]
-            n_det += len(cells)
-            used: set[int] = set()
-            xy = np.array([(c.x, c.y) for c in cells]) if cells else np.zeros((0, 2))
-            pairs: list[tuple[float, int, int]] = []
-            for i, p in enumerate(pts):
-                if len(xy):
-                    d = np.hypot(xy[:, 0] - p.x, xy[:, 1] - p.y)
-                    pairs.extend((float(d[j]), i, int(j)) for j in np.flatnonzero(d <= radius))
-            pairs.sort()
-            match: dict[int, int] = {}
-            for _, pi, cj in pairs:
-                if pi not in match and cj not in used:
-                    match[pi] = cj
-                    used.add(cj)
-            for i, p in enumerate(pts):
-                y_true.append(p.label)
-                if i in match:
-                    c = cells[match[i]]
-                    n_matched += 1
-                    final.append(c.label)
-                    raw.append(c.top_labels[0][0] if c.top_labels else c.label)
-                    conf.append(float(c.confidence))
-                else:
-                    final.append("missed")
-                    raw.append("missed")
-                    conf.append(0.0)
-        extra["detection"] = {"labelled_points": len(y_true), "matched": n_matched, "detected_cells": n_det,
-                              "point_recall": round(n_matched / max(len(y_true), 1), 4), "match_radius_um": 3.75}
-    else:
-        raise MorphError("bad_request", f"unknown mode {mode!r}; use points or pipeline")
-    if not y_true:
-        raise MorphError("empty_dataset", "no labelled cell could be evaluated", path=data.root, detail=skipped[:10])
-    _ = kind_of  # labels were validated by the reader
-    confs = np.array(conf)
-    m = classification_metrics(y_true, raw, confs, list(getattr(clf, "labels", [])))
-    mt = classification_metrics(y_true, final, confs, list(getattr(clf, "labels", [])), raw_pred=raw)
+def _score_crops(clf: CellClassifier, points: list[LabelledPoint], crops: list[LabelledCrop], um: float,
+                 stain: str, scored: _Scored) -> None:
+    """``points`` mode: classify the crop cut at every labelled point, and every ready-cut crop."""
+    from .data import crops_from_files, crops_from_points
+
+    sets = []
+    if points:
+        sets.append(crops_from_points(points, clf.preprocessing, um, stain=stain))
+    if crops:
+        sets.append(crops_from_files(crops, clf.preprocessing, stain=stain))
+    for cs in sets:
+        scored.skipped += [f"{i.path}: {i.message}" for i in cs.issues]
+        if not len(cs):
+            continue
+        pred = clf.predict_crops(cs.crops, cs.kinds, stain)
+        for truth, raw, final, conf in zip(cs.labels, pred.raw_labels, pred.labels, pred.confidences.tolist(),
+                                           strict=True):
+            scored.add(truth, raw, final, conf)
+
+
+def _score_fields(clf: CellClassifier, points: list[LabelledPoint], um: float, stain: str, scored: _Scored) -> None:
+    """``pipeline`` mode: analyse every labelled field and score each point by the detected cell
+    matched to it (``missed`` when none is within 3.75 um)."""
+    from collections import defaultdict
+
+    from .errors import MorphError
+    from .io import read_image
+    from .pipeline import AnalysisOptions, Analyzer
+
+    analyzer = Analyzer(classifier=clf)
+    options = AnalysisOptions(um_per_px=um, stain=stain).validate()
+    by_img: dict[str, list[LabelledPoint]] = defaultdict(list)
+    for p in points:
+        by_img[p.image_path].append(p)
+    n_det = n_matched = 0
+    for path, pts in by_img.items():
+        try:
+            img = read_image(path)
+        except MorphError as exc:
+            scored.skipped.append(f"{path}: {exc.message} [{exc.code}]")
+            continue
+        res = analyzer.analyze_field(img, path, options)
+        cells = [c for c in res.cells if c.kind in ("rbc", "nucleated")]
+        n_det += len(cells)
+        match = _match_points(pts, cells, 3.75 / um)
+        for i, p in enumerate(pts):
+            if i in match:
+                c = cells[match[i]]
+                n_matched += 1
+                scored.add(p.label, c.top_labels[0][0] if c.top_labels else c.label, c.label, float(c.confidence))
+            else:
+                scored.add(p.label, "missed", "missed", 0.0)
+    n = len(scored.y_true)
+    scored.extra["detection"] = {"labelled_points": n, "matched": n_matched, "detected_cells": n_det,
+                                 "point_recall": round(n_matched / max(n, 1), 4), "match_radius_um": 3.75}
+
+
+def _match_points(pts: list[LabelledPoint], cells: list[Cell], radius: float) -> dict[int, int]:
+    """Labelled point index -> detected cell index: closest pairs first, each cell and each point
+    used once, never farther apart than ``radius`` px."""
+    used: set[int] = set()
+    xy = np.array([(c.x, c.y) for c in cells]) if cells else np.zeros((0, 2))
+    pairs: list[tuple[float, int, int]] = []
+    for i, p in enumerate(pts):
+        if len(xy):
+            d = np.hypot(xy[:, 0] - p.x, xy[:, 1] - p.y)
+            pairs.extend((float(d[j]), i, int(j)) for j in np.flatnonzero(d <= radius))
+    pairs.sort()
+    match: dict[int, int] = {}
+    for _, pi, cj in pairs:
+        if pi not in match and cj not in used:
+            match[pi] = cj
+            used.add(cj)
+    return match
+
+
+def _labelled_metrics(clf: CellClassifier, scored: _Scored, mode: str, split: str) -> dict[str, Any]:
+    """The metrics.json shape, before and after the confidence thresholds, with what was skipped."""
+    confs = np.array(scored.conf)
+    m = classification_metrics(scored.y_true, scored.raw, confs, list(getattr(clf, "labels", [])))
+    mt = classification_metrics(scored.y_true, scored.final, confs, list(getattr(clf, "labels", [])), raw_pred=scored.raw)
     m["with_threshold"] = {k: mt[k] for k in ("accuracy", "macro_f1", "unidentified_fraction")}
     m["model"] = {"name": clf.name, "version": clf.version}
     m["mode"] = mode
     m["split"] = split
-    m["skipped"] = len(skipped)
-    m["skipped_examples"] = skipped[:20]
-    m.update(extra)
+    m["skipped"] = len(scored.skipped)
+    m["skipped_examples"] = scored.skipped[:20]
+    m.update(scored.extra)
     return m
