@@ -145,6 +145,19 @@ class CaseReportOut(BaseModel):
     case_id: str | None = Field(default=None, description="with store=true: the stored case's id (GET /v1/cases/{case_id})")
 
 
+class CellMeasureIn(BaseModel):
+    """One counted cell's measurements, as ``morph diagnose`` reads them from a report: they
+    let the size findings (macro-ovalocytes, elliptocytes, pencil cells, anisocytosis) be read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str
+    kind: str | None = Field(default=None, description="rbc | nucleated | platelet")
+    diameter_um: float | None = Field(default=None, ge=0, le=1000)
+    eccentricity: float | None = Field(default=None, ge=0, le=1)
+    field: int | str | None = Field(default=None, description="the field (image) the cell was counted on")
+
+
 class DiagnoseRequest(BaseModel):
     """Counts from elsewhere (a manual differential, another analyser) -> findings and differentials."""
 
@@ -163,6 +176,15 @@ class DiagnoseRequest(BaseModel):
     um_per_px: UmPerPx = None
     context: dict[str, Any] | None = Field(
         default=None, description="clinical context (fields from the differentials rules), optional"
+    )
+    stain: Stain | None = Field(
+        default=None, description="wright or nmb (nmb lets the smear say whether reticulocytes are "
+        "absent); unset = unknown, as in `morph diagnose`",
+    )
+    cells: list[CellMeasureIn] | None = Field(
+        default=None, max_length=1_000_000,
+        description="the counted cells' measurements (label, kind, diameter_um, eccentricity), "
+        "for the size findings; optional",
     )
 
 

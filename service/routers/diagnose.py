@@ -35,7 +35,9 @@ async def diagnose(body: DiagnoseRequest) -> dict[str, Any]:
         from morph.differentials import diagnose as _diagnose
     except ImportError as exc:  # pragma: no cover - until the differentials issue lands
         raise ServiceError("not_ready", "the differentials engine is not available") from exc
+    cells = [c.model_dump() for c in body.cells] if body.cells is not None else None
     findings, differentials = await run_in_threadpool(
-        _diagnose, dict(body.counts), um_per_px=body.um_per_px, context=body.context
+        _diagnose, dict(body.counts), um_per_px=body.um_per_px, context=body.context, cells=cells,
+        stain=body.stain,
     )
     return {"findings": findings, "differentials": differentials, "disclaimer": DISCLAIMER}

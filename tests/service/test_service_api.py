@@ -364,3 +364,23 @@ def test_localizer_setting_uses_the_model_vocabulary():
     with TestClient(create_app(Settings(model="none", localizer="none"))) as c:
         info = c.get("/v1/model").json()
         assert info["localizer"] == {"name": "hand-made seeds"} and info["name"] is None
+
+
+@needs_dx
+def test_diagnose_takes_stain_and_cells_like_the_cli(client):
+    from morph.differentials import diagnose
+
+    cells = [{"label": "normal", "kind": "rbc", "diameter_um": 7.2 + 0.01 * i, "eccentricity": 0.3}
+             for i in range(150)] + [{"label": "macrocyte", "kind": "rbc", "diameter_um": 10.5, "eccentricity": 0.7}
+                                     for _ in range(30)]
+    body = {"counts": {"normal": 150, "macrocyte": 30, "reticulocyte": 0}, "um_per_px": 0.1,
+            "stain": "nmb", "cells": cells}
+    r = client.post("/v1/diagnose", json=body)
+    assert r.status_code == 200, r.text
+    findings, diffs = diagnose(body["counts"], um_per_px=0.1, cells=cells, stain="nmb")
+    assert r.json()["findings"] == json.loads(json.dumps(findings))
+    assert r.json()["findings"]["stain"] == "nmb"
+    assert [d["id"] for d in r.json()["differentials"]] == [d["id"] for d in diffs]
+    for bad in ({"stain": "giemsa"}, {"cells": [{"kind": "rbc"}]}, {"cells": [{"label": "normal", "eccentricity": 2}]}):
+        err = assert_error(client.post("/v1/diagnose", json={"counts": {"normal": 1}, **bad}), 422, "validation_error")
+        assert next(iter(bad)) in err["message"]
