@@ -525,6 +525,13 @@ def _pair_f1(t: np.ndarray, p: np.ndarray, sel: np.ndarray, pair: tuple[str, str
     return round(float(np.mean([v or 0.0 for v in f])), 4) if s.any() else None
 
 
+def _provenance(cfg: TrainConfig, ds: Datasets, labels: list[str]) -> dict[str, str]:
+    """Where each class's examples came from; a fine-tuned class no source covers keeps the
+    provenance it had in the starting model."""
+    before = initial_model(cfg.init_from).provenance if cfg.init_from else {}
+    return {lab: ds.provenance.get(lab) or before.get(lab, "?") for lab in labels}
+
+
 def finalize(
     net: torch.nn.Module, cfg: TrainConfig, pre: Preprocessing, labels: list[str], ds: Datasets,
     out_dir: Path, train_time_s: float, extra: dict[str, Any] | None = None,
@@ -533,7 +540,7 @@ def finalize(
     net = net.cpu().eval()
     clf = CellClassifier(
         net, labels, arch=cfg.arch, arch_kwargs=cfg.arch_kwargs, preprocessing=pre, name=cfg.name,
-        version=cfg.version, provenance={lab: ds.provenance.get(lab, "?") for lab in labels},
+        version=cfg.version, provenance=_provenance(cfg, ds, labels),
     )
     metrics: dict[str, Any] = {}
     thresholds: dict[str, Any] = {"global": 0.0, "per_class": {}}
@@ -585,7 +592,7 @@ def model_card(clf: CellClassifier, cfg: TrainConfig, ds: Datasets, m: dict[str,
     counts = Counter(ds.train.labels)
     vcounts = Counter(ds.val.labels)
     lab_counts = lab_confirmed_counts(cfg, ds)
-    real = [lab for lab in clf.labels if not clf.provenance.get(lab, "").startswith("SYNTH")]
+    real = [lab for lab in clf.labels if clf.provenance.get(lab, "").startswith("real")]
     synth = [lab for lab in clf.labels if clf.provenance.get(lab, "").startswith("SYNTH")]
     missing = [lab for lab in MODEL_LABELS if lab not in clf.labels]
     lines = [
@@ -610,7 +617,8 @@ def model_card(clf: CellClassifier, cfg: TrainConfig, ds: Datasets, m: dict[str,
                      f"{vcounts.get(label, 0)} | {lab_counts.get(label, 0)} |")
     lines += [
         "",
-        f"**Real data** (Chula RBC-12, Wright stain, hand-labelled points): {', '.join(real) or 'none'}.",
+        f"**Real data** (hand-labelled points: {', '.join(src.name for src in cfg.data) or 'none'}"
+        + (f"; or as in `{cfg.init_from}`" if cfg.init_from else "") + f"): {', '.join(real) or 'none'}.",
         "",
         f"**Lab-confirmed** (cells the lab's reviewers labelled or confirmed in morph's case store, exported "
         f"with `morph store export`): {', '.join(f'{k} {v}' for k, v in lab_counts.items()) or 'none'}.",

@@ -76,6 +76,7 @@ def test_export_finetune_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFixt
     for label, n in per_class.items():
         assert f"{label} {n}" in card  # the per-class line beside the real and synthetic ones
     assert "real: lab-review (lab-confirmed)" in card
+    assert "| microcyte | untrained |" in card  # a class the export lacks keeps its starting provenance
     assert json.loads((model / "labels.json").read_text()) == build_untrained("morphnet_tiny").labels
 
     capsys.readouterr()
