@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import math
 from pathlib import PurePosixPath, PureWindowsPath
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from morph.context import parse_context_json
 from morph.errors import MorphError
@@ -89,7 +90,7 @@ async def analyze(
     overlay: Annotated[bool, Form(description="add a base64 PNG overlay to every analysed image")] = False,
     store: Annotated[bool, Form(description="keep the case, its images and cells in the case store for "
                                 "review (needs MORPH_STORE_DIR); the answer then has its case_id")] = False,
-) -> JSONResponse:
+) -> Response:
     case_store = get_store(request) if store else None  # 409 before any work when the store is off
     if len(files) > settings.max_images:
         raise ServiceError(
@@ -126,11 +127,22 @@ async def analyze(
     metrics.cells.inc(cells)
     if ok == 0:
         raise _all_failed(out)
-    out = _finite(out)
     if case_store is not None:
+        out = _finite(out)
         case = CaseInput(out, [data for _, data in uploads], um_per_px=um_per_px, stain=stain, context=ctx)
         out["case_id"] = await anyio.to_thread.run_sync(case_store.add_case, case)
-    return JSONResponse(out)
+    return report_response(out)
+
+
+def report_response(report: dict[str, Any]) -> Response:
+    """The report as JSON, the bytes ``JSONResponse`` would send. NaN/inf (not valid JSON)
+    become null; the report is walked for them only when the encoder finds one (the walk
+    cost more per request than the encoding itself)."""
+    try:
+        body = json.dumps(report, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        body = json.dumps(_finite(report), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Response(body.encode("utf-8"), media_type="application/json")
 
 
 def _all_failed(report: dict[str, Any]) -> Exception:

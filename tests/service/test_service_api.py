@@ -384,3 +384,14 @@ def test_diagnose_takes_stain_and_cells_like_the_cli(client):
     for bad in ({"stain": "giemsa"}, {"cells": [{"kind": "rbc"}]}, {"cells": [{"label": "normal", "eccentricity": 2}]}):
         err = assert_error(client.post("/v1/diagnose", json={"counts": {"normal": 1}, **bad}), 422, "validation_error")
         assert next(iter(bad)) in err["message"]
+
+
+def test_report_json_is_what_jsonresponse_sends_with_nan_as_null():
+    from fastapi.responses import JSONResponse
+
+    from service.routers.analyze import report_response
+
+    report = {"images": [{"path": "a.png", "cells": [{"x": 1.5, "eccentricity": 0.25}], "note": "é"}]}
+    assert report_response(report).body == JSONResponse(report).body
+    bad = {"images": [{"median_rbc_diameter_um": float("nan"), "x": [float("inf"), 1.0]}]}
+    assert json.loads(report_response(bad).body) == {"images": [{"median_rbc_diameter_um": None, "x": [None, 1.0]}]}
