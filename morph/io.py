@@ -174,12 +174,40 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> None:
     write_bytes_atomic(p, buf.getvalue())
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write bytes to ``path`` through a temp file and a rename, so a killed
-    process never leaves a torn file."""
-    p = Path(path)
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux), else by setting it back at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _private_temp_beside(p: Path) -> tuple[int, str]:
+    """A temporary file next to ``p`` for an atomic write, given the permissions the umask
+    allows for a new file (0644 under umask 022): ``mkstemp`` makes it 0600, and the rename
+    would otherwise hand that to the finished file, which the lab's group could not read."""
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    return fd, tmp
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes to ``path`` through a temp file and a rename, so a killed
+    process never leaves a torn file; the file gets the mode the umask allows."""
+    p = Path(path)
+    fd, tmp = _private_temp_beside(p)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -216,7 +244,8 @@ def _read_text_parsed(path: str | os.PathLike[str], parse: Any, parse_errors: tu
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file, raising :class:`MorphError` naming the file on failure."""
-    return _read_text_parsed(path, json.load, (json.JSONDecodeError,), "JSON", "bad_request")
+    # ValueError: an integer over 4,300 digits; RecursionError: arrays nested thousands deep
+    return _read_text_parsed(path, json.load, (ValueError, RecursionError), "JSON", "bad_request")
 
 
 def read_yaml(path: str | os.PathLike[str]) -> Any:
@@ -303,8 +332,7 @@ class _AtomicTextFile:
         self._fh: Any = None
 
     def __enter__(self) -> Any:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        fd, self._tmp = _private_temp_beside(self.path)
         self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
         return self._fh
 

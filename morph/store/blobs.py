@@ -2,8 +2,7 @@
 
 The same upload stored twice is one file. Files and folders get the permissions the
 process's umask allows (0644/0755 under umask 022, 0640/0750 under 027), so the lab's
-group can read them; the temporary file of an atomic write is created private (0600)
-and widened only after it is complete.
+group can read them (``morph.io``'s atomic writes give every file that mode).
 """
 
 from __future__ import annotations
@@ -12,23 +11,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from ..io import write_bytes_atomic
+from ..io import current_umask, write_bytes_atomic
 
 IMAGES_DIR = "images"
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it (Linux), else by setting it back at once."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 #: Leading bytes of the formats the image reader takes, and the suffix a stored file gets.
@@ -42,11 +27,26 @@ def make_group_readable(path: Path) -> None:
     os.chmod(path, 0o666 & ~current_umask())
 
 
-def blob_name(data: bytes) -> str:
-    """``images/ab/<sha256><suffix>``, the suffix from the bytes' format (the upload's name may lie)."""
+def content_name(data: bytes) -> str:
+    """``<sha256><suffix>``, the suffix from the bytes' format (the upload's name may lie)."""
     digest = hashlib.sha256(data).hexdigest()
     suffix = next((suf for magic, suf in _MAGIC if data.startswith(magic)), ".img")
-    return f"{IMAGES_DIR}/{digest[:2]}/{digest}{suffix}"
+    return f"{digest}{suffix}"
+
+
+def blob_name(data: bytes) -> str:
+    """``images/ab/<sha256><suffix>``: :func:`content_name` in a folder of its first two digits."""
+    name = content_name(data)
+    return f"{IMAGES_DIR}/{name[:2]}/{name}"
+
+
+def save_by_content(folder: Path, data: bytes) -> Path:
+    """Write ``data`` to ``folder/<sha256><suffix>`` (once): two uploads never overwrite each
+    other whatever they were called, and no client-given name reaches the file system."""
+    path = folder / content_name(data)
+    if not path.is_file():
+        write_bytes_atomic(path, data)
+    return path
 
 
 def put_blob(store_dir: Path, data: bytes) -> tuple[str, str]:

@@ -334,7 +334,10 @@ def test_uploads_stay_in_memory_and_out_of_the_logs(client, caplog, monkeypatch)
 def test_save_uploads_only_when_asked(make_client, png_bytes, tmp_path):
     c = make_client(save_uploads_dir=str(tmp_path / "kept"))
     assert c.post("/v1/analyze", files=_files(("a.png", png_bytes))).status_code == 200
-    assert (tmp_path / "kept" / "a.png").read_bytes() == png_bytes
+    import hashlib
+
+    kept = tmp_path / "kept" / f"{hashlib.sha256(png_bytes).hexdigest()}.png"
+    assert kept.read_bytes() == png_bytes
 
 
 def test_cors_closed_by_default_and_opened_by_setting(make_client):
