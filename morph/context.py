@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -36,22 +37,34 @@ def check_stain(stain: Any, *, optional: bool = False) -> Any:
     """Return ``stain`` when it is one of :data:`STAINS` (or ``None`` when ``optional``)."""
     if (stain is None and optional) or (isinstance(stain, str) and stain in STAINS):
         return stain
-    raise MorphError("bad_request", f"unknown stain {stain!r}; use one of {', '.join(STAINS)}", path="stain")
+    raise MorphError("bad_request", f"unknown stain {_short(stain)}; use one of {', '.join(STAINS)}", path="stain")
 
 
 def check_um_per_px(value: Any) -> float | None:
     """The one scale rule: ``None`` (the default scale) or a number in the plausible range."""
     if value is None:
         return None
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(float(value))
-    if not ok or not (UM_PER_PX_MIN <= float(value) <= UM_PER_PX_MAX):
+    v = _finite_number(value)
+    if v is None or not (UM_PER_PX_MIN <= v <= UM_PER_PX_MAX):
         raise MorphError(
             "bad_request",
-            f"um_per_px={value!r} is outside the plausible range {UM_PER_PX_MIN:g}-{UM_PER_PX_MAX:g} "
+            f"um_per_px={_short(value)} is outside the plausible range {UM_PER_PX_MIN:g}-{UM_PER_PX_MAX:g} "
             "micrometres per pixel",
             path="um_per_px",
         )
-    return float(value)
+    return v
+
+
+def _finite_number(value: Any) -> float | None:
+    """``value`` as a finite float, or ``None`` when it is not a number (``True`` is not one)
+    or is infinite, NaN or an integer too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        v = float(value)
+    except OverflowError:  # an int like 1 followed by 400 zeros
+        return None
+    return v if math.isfinite(v) else None
 
 
 def _num(unit: str, lo: float, hi: float, description: str, *, lo_exclusive: bool = False) -> dict[str, Any]:
@@ -150,33 +163,40 @@ class ClinicalContext:
         return {"mentzer_index": None if m is None else round(m, 2)}
 
 
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message never echoes a huge input."""
+    # repr() of an int over 4,300 digits raises; a huge one is named, not printed
+    text = "a huge integer" if isinstance(value, int) and value.bit_length() > 128 else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
 def _check(name: str, value: Any) -> Any:
     spec = CONTEXT_FIELDS[name]
     kind = spec["type"]
     if kind == "boolean":
         if not isinstance(value, bool):
-            raise MorphError("bad_context", f"{name} must be true or false, got {value!r}", path=name)
+            raise MorphError("bad_context", f"{name} must be true or false, got {_short(value)}", path=name)
         return value
     if kind == "enum":
         if not isinstance(value, str) or value not in spec["values"]:
             allowed = " or ".join(repr(v) for v in spec["values"])
-            raise MorphError("bad_context", f"{name} must be {allowed}, got {value!r}", path=name)
+            raise MorphError("bad_context", f"{name} must be {allowed}, got {_short(value)}", path=name)
         return value
     # number: bool is an int subclass in Python; "true" is not a haemoglobin
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MorphError(
-            "bad_context", f"{name} must be a number in {spec['unit']}, got {value!r}", path=name
+            "bad_context", f"{name} must be a number in {spec['unit']}, got {_short(value)}", path=name
         )
-    v = float(value)
-    if not math.isfinite(v):
-        raise MorphError("bad_context", f"{name} must be a finite number, got {value!r}", path=name)
+    v = _finite_number(value)
+    if v is None:
+        raise MorphError("bad_context", f"{name} must be a finite number, got {_short(value)}", path=name)
     lo, hi = spec["min"], spec["max"]
     too_low = v <= lo if spec["min_exclusive"] else v < lo
     if too_low or v > hi:
         lo_s = f"> {lo:g}" if spec["min_exclusive"] else f">= {lo:g}"
         raise MorphError(
             "bad_context",
-            f"{name}={value!r} is impossible; it must be {lo_s} and <= {hi:g} {spec['unit']}",
+            f"{name}={_short(value)} is impossible; it must be {lo_s} and <= {hi:g} {spec['unit']}",
             path=name,
         )
     return v
@@ -201,7 +221,7 @@ def validate_context(raw: Mapping[str, Any] | ClinicalContext | None) -> Clinica
         if not isinstance(key, str) or key not in CONTEXT_FIELDS:
             raise MorphError(
                 "bad_context",
-                f"unknown clinical-context field {key!r}; known fields: {', '.join(CONTEXT_FIELDS)}",
+                f"unknown clinical-context field {_short(key)}; known fields: {', '.join(CONTEXT_FIELDS)}",
                 path=str(key),
             )
         if value is None:
@@ -219,15 +239,67 @@ def parse_context_json(text: str | bytes | None, source: str = "context") -> dic
     """
     if text is None or not text.strip():
         return None
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MorphError("bad_context", "context is not valid JSON (not UTF-8 text)", path=source) from exc
+    _check_nesting(text, source)
     try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
-        raise MorphError("bad_context", f"context is not valid JSON ({why})", path=source) from exc
+        value = json.loads(text, object_pairs_hook=_unique_fields, parse_int=_bounded_number,
+                           parse_float=_bounded_number)
+    except json.JSONDecodeError as exc:
+        raise MorphError("bad_context", f"context is not valid JSON ({exc.msg})", path=source) from exc
     if not isinstance(value, dict):
         raise MorphError("bad_context", "context must be a JSON object", path=source)
     validate_context(value)
     return value
+
+
+#: Bounds on context JSON, far above any real context (a flat object of short numbers) and far
+#: below what would cost time or memory: 1 followed by 400 zeros would overflow a float, a
+#: 5,000-digit integer is refused by ``int()``, 100,000 nested arrays exhaust the stack.
+MAX_CONTEXT_DEPTH = 8
+MAX_NUMBER_CHARS = 40
+_NESTING_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+class _TooLong(str):
+    """A number literal over :data:`MAX_NUMBER_CHARS`, kept as text until its key is known."""
+
+
+def _bounded_number(text: str) -> Any:
+    if len(text) > MAX_NUMBER_CHARS:
+        return _TooLong(text)
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's fields: a repeated key or an over-long number is an error naming the key
+    (JSON would silently keep the last of two values)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise MorphError("bad_context", f"{key} is given twice; give each field once", path=key)
+        if isinstance(value, _TooLong):
+            raise MorphError("bad_context", f"{key} is a number of {len(value)} characters; "
+                             f"at most {MAX_NUMBER_CHARS} are accepted", path=key)
+        out[key] = value
+    return out
+
+
+def _check_nesting(text: str, source: str) -> None:
+    """Refuse JSON nested deeper than :data:`MAX_CONTEXT_DEPTH` before parsing it."""
+    depth = 0
+    for token in _NESTING_TOKENS.finditer(text):
+        ch = token.group()
+        if ch in "[{":
+            depth += 1
+            if depth > MAX_CONTEXT_DEPTH:
+                raise MorphError("bad_context", f"context is nested more than {MAX_CONTEXT_DEPTH} levels "
+                                 "deep; it must be a flat object of fields", path=source)
+        elif ch in "]}":
+            depth -= 1
 
 
 def read_context_file(path: str | os.PathLike[str]) -> dict[str, Any]:
