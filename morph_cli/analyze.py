@@ -10,6 +10,8 @@ from .common import (
     add_case_options,
     add_localizer_arg,
     add_model_arg,
+    check_inputs_exist,
+    check_output_file,
     expand_images,
     print_case_summary,
 )
@@ -38,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from morph.io import write_image, write_json
     from morph.pipeline import AnalysisOptions, build_analyzer
 
+    check_inputs_exist(args.images)
+    check_output_file(args.json, "--json")
+    check_output_file(args.overlay, "--overlay")
     context = read_context_file(args.context) if args.context else None
     options = AnalysisOptions(um_per_px=args.um_per_px, stain=args.stain, context=context).validate()
     paths = expand_images(args.images)

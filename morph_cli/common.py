@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -159,3 +160,46 @@ def print_findings(
             if d["next_tests"]:
                 w(f"        next:    {d['next_tests'][0]}\n")
     w(f"{disclaimer}\n")
+
+
+def check_inputs_exist(items: Sequence[str]) -> None:
+    """Every input named on the command line exists (exit 2 before any model is loaded)."""
+    from morph.errors import MorphError
+
+    for it in items:
+        if not Path(it).exists():
+            raise MorphError("file_not_found", "no such file or folder", path=it)
+
+
+def check_output_file(path: str | None, what: str) -> None:
+    """``path`` can be written as a file: not a folder, in a folder that exists and is
+    writable. Checked before any work so that a long analysis is never lost to a typo."""
+    if path is None:
+        return
+    from morph.errors import MorphError
+
+    p = Path(path)
+    if p.is_dir():
+        raise MorphError("bad_request", f"{what} is a folder; give a file name", path=path)
+    folder = p.parent
+    if not folder.is_dir():
+        raise MorphError("bad_request", f"the folder for {what} does not exist", path=path)
+    if not os.access(folder, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise MorphError("bad_request", f"{what} cannot be written here (permission denied)", path=path)
+
+
+def check_output_folder(path: str, what: str) -> None:
+    """``path`` is a writable folder or can be created as one (checked before any work)."""
+    from morph.errors import MorphError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise MorphError("bad_request", f"{what} exists and is not a folder", path=path)
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MorphError("bad_request", f"{what} cannot be created: {existing} is not a folder", path=path)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise MorphError("bad_request", f"{what} cannot be written (permission denied on {existing})",
+                         path=path)

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from .common import add_case_options, print_findings
+from .common import add_case_options, check_output_file, print_findings
 
 _COUNTS_KEYS = ("counts", "um_per_px", "context", "stain", "cells")
 
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from morph.io import read_json, write_json
     from morph.pipeline import DISCLAIMER
 
+    check_output_file(args.json, "--json")
     case = load_case(read_json(args.case), args.case)
     context = dict(case["context"] or {})
     ctx_source = args.case

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 SUBCOMMANDS: tuple[str, ...] = ("analyze", "diagnose", "evaluate", "train", "score", "serve", "store")
 
@@ -35,7 +37,57 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ClosedPipeSafe:
+    """A stdout/stderr that survives its reader going away (``morph ... | head``).
+
+    Python ignores SIGPIPE and raises ``BrokenPipeError`` on the next write, which would end
+    the command part-way with a traceback (a ``morph score`` run would stop before writing
+    its outputs). Here the first broken write points the stream at /dev/null and the command
+    finishes its work quietly; what the reader no longer wants is dropped, as with other CLIs.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return int(self._stream.write(text))
+            except BrokenPipeError:
+                self._drop_from_now_on()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop_from_now_on()
+
+    def _drop_from_now_on(self) -> None:
+        self.broken = True
+        try:  # the interpreter's last flush at exit then writes to /dev/null, not a dead pipe
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _ClosedPipeSafe(sys.stdout), _ClosedPipeSafe(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from .common import add_case_options, add_localizer_arg, add_model_arg, int_in_range
@@ -117,7 +118,13 @@ def _summary_table(s: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from morph.batch import BatchOptions, run_batch, warm_up
+    from morph.errors import MorphError
 
+    from .common import check_output_folder
+
+    if not Path(args.input_dir).is_dir():
+        raise MorphError("file_not_found", "no such folder", path=args.input_dir)
+    check_output_folder(args.out, "--out")
     options = BatchOptions(
         case_mode=args.case_mode, um_per_px=args.um_per_px, stain=args.stain,
         context_file=args.context_file, overlays=args.overlays, workers=args.workers,
