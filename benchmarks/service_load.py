@@ -98,9 +98,9 @@ def make_uploads(n: int, fmt: str) -> list[tuple[str, bytes]]:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children (uvicorn workers), MB."""
-    pids = [pid]
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (uvicorn workers, the analysis forkserver and its workers)."""
+    children: dict[int, list[int]] = {}
     try:
         for d in Path("/proc").iterdir():
             if d.name.isdigit():
@@ -109,12 +109,21 @@ def _rss_mb(pid: int) -> float:
                     ppid = int(stat.rsplit(")", 1)[1].split()[1])
                 except (OSError, ValueError, IndexError):
                     continue
-                if ppid == pid:
-                    pids.append(int(d.name))
+                children.setdefault(ppid, []).append(int(d.name))
     except OSError:
         pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, MB (shared pages counted in each)."""
     total = 0.0
-    for p in pids:
+    for p in process_tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -175,10 +184,10 @@ def run_inprocess(model: str, uploads: list[tuple[str, bytes]], seconds: float, 
 class Server:
     """uvicorn on a free loopback port, started and stopped by the benchmark."""
 
-    def __init__(self, model: str, workers: int, max_concurrency: int) -> None:
+    def __init__(self, model: str, workers: int, max_concurrency: int, env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "MORPH_MODEL": model, "MORPH_MAX_CONCURRENCY": str(max_concurrency)}
+        env = {**os.environ, "MORPH_MODEL": model, "MORPH_MAX_CONCURRENCY": str(max_concurrency), **(env or {})}
         env.pop("MORPH_API_KEYS", None)
         if not model:
             env.pop("MORPH_MODEL")

@@ -24,13 +24,14 @@ from starlette.formparsers import MultiPartParser
 import morph
 from morph.pipeline import build_analyzer
 
-from .deps import open_store, require_api_key
+from .deps import get_analyzer, open_store, require_api_key
 from .errors import install_error_handlers
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .middleware import BodyLimitMiddleware
 from .routers import analyze, cases, diagnose, health, model
 from .routers import metrics as metrics_router
 from .settings import Settings
+from .workers import WorkerPool
 
 log = logging.getLogger("service")
 
@@ -57,14 +58,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.limiter = anyio.CapacityLimiter(settings.max_concurrency)
+        pool = app.state.pool = WorkerPool(settings.max_concurrency)
         if getattr(app.state, "analyzer", None) is None:
             app.state.analyzer = await anyio.to_thread.run_sync(
                 build_analyzer, settings.model, settings.localizer)
             log.info("model loaded: %s", app.state.analyzer.model_info().get("name"))
         app.state.store = await anyio.to_thread.run_sync(open_store, settings)
+        if get_analyzer not in app.dependency_overrides:  # tests bring their own analyzer
+            await pool.prestart(app.state.analyzer)
         yield
         app.state.analyzer = None
+        await anyio.to_thread.run_sync(pool.close)
         if app.state.store is not None:
             app.state.store.close()
             app.state.store = None

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
-import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -21,6 +20,7 @@ from morph.pipeline import Analyzer
 from .errors import ServiceError
 from .metrics import ServiceMetrics
 from .settings import Settings
+from .workers import WorkerPool
 
 if TYPE_CHECKING:
     from morph.store import CaseStore
@@ -48,13 +48,13 @@ def get_analyzer(request: Request) -> Analyzer:
     return analyzer
 
 
-def get_limiter(request: Request) -> anyio.CapacityLimiter:
-    """Bounds how many analyses run at once in worker threads."""
-    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "limiter", None)
-    if limiter is None:
-        limiter = anyio.CapacityLimiter(get_settings(request).max_concurrency)
-        request.app.state.limiter = limiter
-    return limiter
+def get_pool(request: Request) -> WorkerPool:
+    """The worker processes that run analyses (``max_concurrency`` of them)."""
+    pool: WorkerPool | None = getattr(request.app.state, "pool", None)
+    if pool is None:
+        pool = WorkerPool(get_settings(request).max_concurrency)
+        request.app.state.pool = pool
+    return pool
 
 
 async def require_api_key(

@@ -63,6 +63,8 @@ SERVICE_CODES: dict[str, int] = {
     "unsupported_media_type": 415,
     "validation_error": 422,
     "internal_error": 500,
+    "worker_failed": 500,
+    "client_disconnected": 499,  # nginx's convention; nobody is left to read it
     "not_ready": 503,
     "timeout": 504,
 }

@@ -54,6 +54,16 @@ def _route_of(scope: Scope) -> str:
     return "<unmatched>"
 
 
+#: The method label's values: a client can send any token as the method, so anything else is
+#: counted as "other" (a label per made-up method would grow /metrics without bound).
+METHODS: frozenset[str] = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(scope: Scope) -> str:
+    method = str(scope.get("method", "")).upper()
+    return method if method in METHODS else "other"
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware: counts requests and times them per route template.
 
@@ -84,6 +94,6 @@ class MetricsMiddleware:
         finally:
             self.metrics.in_flight.dec()
             route = _route_of(scope)
-            method = str(scope.get("method", ""))
+            method = method_label(scope)
             self.metrics.requests.labels(route=route, method=method, status=str(status)).inc()
             self.metrics.latency.labels(route=route, method=method).observe(time.perf_counter() - start)

@@ -15,14 +15,15 @@ from fastapi.responses import Response
 
 from morph.context import parse_context_json
 from morph.errors import MorphError
-from morph.io import ImageLimits, encode_png, write_bytes_atomic
+from morph.io import ImageLimits, encode_png
 from morph.pipeline import AnalysisOptions, Analyzer
 from morph.store import CaseInput
+from morph.store.blobs import save_by_content
 
 from ..deps import (
     get_analyzer,
-    get_limiter,
     get_metrics,
+    get_pool,
     get_settings,
     get_store,
     require_content_type,
@@ -31,6 +32,7 @@ from ..errors import ServiceError, error_responses, morph_error_parts
 from ..metrics import ServiceMetrics
 from ..schemas import CaseReportOut, Stain, UmPerPx
 from ..settings import Settings
+from ..workers import WorkerPool, run_unless_disconnected
 
 log = logging.getLogger("service")
 
@@ -49,7 +51,7 @@ def _clean_name(raw: str | None, index: int) -> str:
 def _run_case(
     analyzer: Analyzer, uploads: list[tuple[str, bytes]], options: AnalysisOptions, overlay: bool
 ) -> tuple[dict[str, Any], int, int, int]:
-    """Analyse (and optionally draw) one case with the library; runs in a worker thread."""
+    """Analyse (and optionally draw) one case with the library; runs in a worker process."""
     result = analyzer.run_case(uploads, options, overlays=overlay, legend=False)
     out = result.report.to_dict()
     ok = failed = cells = 0
@@ -83,7 +85,7 @@ async def analyze(
     analyzer: Annotated[Analyzer, Depends(get_analyzer)],
     settings: Annotated[Settings, Depends(get_settings)],
     metrics: Annotated[ServiceMetrics, Depends(get_metrics)],
-    limiter: Annotated[anyio.CapacityLimiter, Depends(get_limiter)],
+    pool: Annotated[WorkerPool, Depends(get_pool)],
     um_per_px: Annotated[UmPerPx, Form()] = None,
     stain: Annotated[Stain, Form(description="wright (Wright/Giemsa) or nmb (new methylene blue)")] = "wright",
     context: Annotated[str | None, Form(description="clinical context as a JSON object", examples=[_CONTEXT_EXAMPLE])] = None,
@@ -108,18 +110,17 @@ async def analyze(
         uploads.append((name, await f.read()))  # in memory (spooling to disk is disabled)
         await f.close()
     if settings.save_uploads_dir is not None:
-        for name, data in uploads:
-            write_bytes_atomic(settings.save_uploads_dir / name, data)
+        for _, data in uploads:
+            save_by_content(settings.save_uploads_dir, data)
 
     try:
-        with anyio.fail_after(settings.timeout_s):
-            out, ok, failed, cells = await anyio.to_thread.run_sync(
-                _run_case, analyzer, uploads, options, overlay,
-                limiter=limiter, abandon_on_cancel=True,
+        with anyio.fail_after(settings.timeout_s):  # waiting for a free worker counts too
+            out, ok, failed, cells = await run_unless_disconnected(
+                request.receive, pool.run, analyzer, _run_case, uploads, options, overlay,
             )
     except TimeoutError:
         raise ServiceError(
-            "timeout", f"the analysis took longer than {settings.timeout_s:g} s and was abandoned",
+            "timeout", f"the analysis took longer than {settings.timeout_s:g} s and was stopped",
             detail={"timeout_s": settings.timeout_s},
         ) from None
     metrics.images.labels(outcome="ok").inc(ok)

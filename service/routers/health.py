@@ -24,3 +24,9 @@ async def healthz() -> dict[str, Any]:
             response_model=ReadyOut, responses=error_responses(503))
 async def readyz(analyzer: Annotated[Analyzer, Depends(get_analyzer)]) -> dict[str, Any]:
     return {"status": "ready", "model": getattr(analyzer.classifier, "name", None)}
+
+
+# HEAD answers like GET (load balancers and `curl -I` probe with it); kept out of the schema,
+# which would otherwise list each operation twice
+router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False, responses=error_responses(503))
