@@ -172,8 +172,9 @@ def check_inputs_exist(items: Sequence[str]) -> None:
 
 
 def check_output_file(path: str | None, what: str) -> None:
-    """``path`` can be written as a file: not a folder, in a folder that exists and is
-    writable. Checked before any work so that a long analysis is never lost to a typo."""
+    """``path`` can be written as a file: not a folder, its folder there or creatable (it is
+    created now) and writable. Checked before any work so that a long analysis is never lost
+    to a typo at the end."""
     if path is None:
         return
     from morph.errors import MorphError
@@ -181,25 +182,27 @@ def check_output_file(path: str | None, what: str) -> None:
     p = Path(path)
     if p.is_dir():
         raise MorphError("bad_request", f"{what} is a folder; give a file name", path=path)
-    folder = p.parent
-    if not folder.is_dir():
-        raise MorphError("bad_request", f"the folder for {what} does not exist", path=path)
-    if not os.access(folder, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+    _make_folder(p.parent, f"the folder for {what}", path)
+    if not os.access(p.parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise MorphError("bad_request", f"{what} cannot be written here (permission denied)", path=path)
 
 
 def check_output_folder(path: str, what: str) -> None:
-    """``path`` is a writable folder or can be created as one (checked before any work)."""
+    """``path`` is a writable folder, created now when missing (checked before any work)."""
     from morph.errors import MorphError
 
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise MorphError("bad_request", f"{what} exists and is not a folder", path=path)
-    existing = p
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise MorphError("bad_request", f"{what} cannot be created: {existing} is not a folder", path=path)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise MorphError("bad_request", f"{what} cannot be written (permission denied on {existing})",
-                         path=path)
+    _make_folder(p, what, path)
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise MorphError("bad_request", f"{what} cannot be written (permission denied)", path=path)
+
+
+def _make_folder(folder: Path, what: str, path: str) -> None:
+    from morph.errors import MorphError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MorphError("bad_request", f"{what} cannot be created ({exc.strerror or exc})", path=path) from None

@@ -22,8 +22,11 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr("morph_cli.common.load_classifier", refuse)
-    monkeypatch.setattr("morph_cli.analyze.load_classifier", refuse, raising=False)
+    import morph_cli.analyze
+    import morph_cli.common
+
+    monkeypatch.setattr(morph_cli.common, "load_classifier", refuse)
+    monkeypatch.setattr(morph_cli.analyze, "load_classifier", refuse)
 
 
 @pytest.fixture
@@ -46,12 +49,13 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], *words: str) -> None:
 @pytest.mark.parametrize("flag,target", [
     ("--json", "{tmp}"),  # a folder
     ("--json", "/proc/nope/r.json"),
-    ("--overlay", "{tmp}/missing/o.png"),
+    ("--overlay", "{tmp}/a-file/o.png"),  # a folder that cannot be created
 ])
 def test_analyze_checks_output_paths_before_any_work(
     no_model, image, tmp_path, capsys, flag: str, target: str
 ) -> None:
     target = target.format(tmp=tmp_path)
+    (tmp_path / "a-file").write_text("x")
     assert main(["analyze", image, flag, target]) == 2
     _one_line_error(capsys, flag, target)
 
@@ -66,6 +70,8 @@ def test_score_out_an_existing_file_or_a_missing_input_is_exit_2(no_model, tmp_p
     (tmp_path / "f").write_text("x")
     assert main(["score", str(tmp_path / "in"), "--out", str(tmp_path / "f")]) == 2
     _one_line_error(capsys, "--out", "not a folder")
+    assert main(["score", str(tmp_path / "in"), "--out", str(tmp_path / "f" / "sub")]) == 2
+    _one_line_error(capsys, "--out", "cannot be created")
     assert main(["score", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     _one_line_error(capsys, "missing", "no such folder")
 
