@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from .common import check_output_folder
 
     if not Path(args.input_dir).is_dir():
-        raise MorphError("file_not_found", "no such folder", path=args.input_dir)
+        raise MorphError("file_not_found", "the input folder does not exist", path=args.input_dir)
     check_output_folder(args.out, "--out")
     options = BatchOptions(
         case_mode=args.case_mode, um_per_px=args.um_per_px, stain=args.stain,

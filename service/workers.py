@@ -37,6 +37,8 @@ log = logging.getLogger("service")
 
 #: A worker is replaced after this many jobs (allocator fragmentation stays bounded).
 JOBS_PER_WORKER = 200
+#: Seconds a new worker may take to be ready (unpickle the analyzer) before it is given up.
+WORKER_START_S = 120.0
 #: Modules the forkserver imports once, so every worker starts with them loaded.
 PRELOAD = ["torch", "morph.pipeline", "service.routers.analyze"]
 
@@ -64,6 +66,7 @@ def _worker_main(conn: Connection, analyzer: Any, torch_threads: int) -> None:
         torch.set_num_threads(torch_threads)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
+    conn.send(("ready", os.getpid()))
     while True:
         try:
             fn, args = conn.recv()
@@ -137,8 +140,16 @@ class WorkerPool:
                               name="morph-analysis", daemon=True)
         process.start()
         child.close()
+        worker = _Worker(process, parent, analyzer)
+        try:  # ready: the analyzer is unpickled and torch set up, so its first job starts at once
+            ready = parent.recv() if parent.poll(WORKER_START_S) else None
+        except (EOFError, OSError):
+            ready = None
+        if not ready:
+            worker.kill()
+            raise ServiceError("worker_failed", "an analysis process could not be started; see the server log")
         self.started += 1
-        return _Worker(process, parent, analyzer)
+        return worker
 
     async def _call(self, worker: _Worker, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         worker.jobs += 1

@@ -22,11 +22,10 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    import morph_cli.analyze
-    import morph_cli.common
+    import morph.pipeline
 
-    monkeypatch.setattr(morph_cli.common, "load_classifier", refuse)
-    monkeypatch.setattr(morph_cli.analyze, "load_classifier", refuse)
+    monkeypatch.setattr(morph.pipeline, "load_classifier", refuse)
+    monkeypatch.setattr(morph.pipeline, "build_analyzer", refuse)
 
 
 @pytest.fixture
@@ -73,7 +72,7 @@ def test_score_out_an_existing_file_or_a_missing_input_is_exit_2(no_model, tmp_p
     assert main(["score", str(tmp_path / "in"), "--out", str(tmp_path / "f" / "sub")]) == 2
     _one_line_error(capsys, "--out", "cannot be created")
     assert main(["score", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
-    _one_line_error(capsys, "missing", "no such folder")
+    _one_line_error(capsys, "missing", "does not exist")
 
 
 @pytest.mark.parametrize("text,field", [

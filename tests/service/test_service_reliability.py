@@ -68,7 +68,7 @@ def _wait_for(path: Path, seconds: float = 30.0) -> int:
 
 
 def test_a_timeout_kills_the_analysis_and_frees_its_slot(make_client, png_bytes, tmp_path):
-    c = make_client(timeout_s=1.0, max_concurrency=1)
+    c = make_client(timeout_s=2.0, max_concurrency=1)
     pid_file = tmp_path / "pid"
     slow = _SlowAndTelling(pid_file)
     c.app.dependency_overrides[get_analyzer] = lambda: slow
