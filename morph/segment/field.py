@@ -56,10 +56,11 @@ def segment_field(
 ) -> Segmentation:
     """Locate red cells, nucleated cells and platelets in one RGB field.
 
-    The steps: the glass map, optical density, foreground and typical red-cell radius at the
-    working scale; the nucleated cells and their zones; seeds; the watershed, fragments joined
-    back and overlapping cells split; white-cell cytoplasm joined to its cell; the kind of each
-    region and the cells; the warnings.
+    The steps (numbered as in the package docstring): 1-3. the glass map, optical density,
+    foreground and typical red-cell radius at the working scale; 4. the nucleated cells and
+    their zones; 5. seeds, the watershed, fragments joined back, overlapping cells split and
+    white-cell cytoplasm joined to its cell; 6. the kind of each region, and the cells;
+    7. the warnings.
 
     Args:
         image: (H, W, 3) RGB array (uint8 preferred; grey, RGBA, 16-bit and float are accepted).
@@ -82,23 +83,28 @@ def segment_field(
     H, W = rgb.shape[:2]
     if min(H, W) < 8:
         return _no_cells(f"no cells found: image too small to hold a cell ({W}x{H} px)")
+    # 1-3. glass map, optical density, foreground, typical radius at the working scale
     wv = working_scale(rgb, cfg)
     if isinstance(wv, str):
         return _no_cells(wv)
     r = wv.r_full / wv.k
     cell_area = math.pi * r * r
     maps = read_centre_maps(centres, wv.od, cfg)
+    # 4. nucleated cells and the zones they own
     viol = violet(wv.od)
     nucleus_od = nucleus_threshold(viol, wv.fg, cfg)
     nuclei = _nucleated_cells(viol > nucleus_od, maps, wv.fg, r, cell_area, cfg)
+    # 5. seeds, watershed, fragments joined back, overlapping cells split, cytoplasm joined
     seeds = place_seeds(wv.fg, nuclei, maps, r, cfg)
     ws = merge_fragments(flood(seeds, learned=maps is not None), seeds.count, nuclei.n, r, cfg)
     ws, nm = split_large(ws, seeds.count, nuclei.n, cell_area, cfg)
     regions = measure_regions(join_cytoplasm(ws, nm, nuclei, r, cell_area, cfg), nm)
+    # 6. the kind of each region, then the cells
     kinds, pieces = region_kinds(regions, nuclei.n, wv.od, viol, nucleus_od, seeds, maps is not None, cell_area, cfg)
     if pieces:
         regions = rejoin_pieces(regions, pieces, kinds, seeds, r, cfg)
     cells = build_cells(regions, kinds, wv.k, (H, W), um_per_px, wv.r_full)
+    # 7. warnings a person should read
     med = _median_rbc_diameter(cells)
     focus = focus_measure(wv.work.mean(axis=2))
     warnings = field_warnings(cells, med, um_per_px, focus, stained_fraction(seeds.mask, wv.raw, wv.thr), cfg)
