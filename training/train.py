@@ -41,6 +41,7 @@ from morph.classify import (
     resize_crops,
     tta_logits,
 )
+from morph.context import STAINS
 from morph.data import (
     AugmentConfig,
     CropSet,
@@ -225,7 +226,7 @@ class Datasets:
 def _synth_labels() -> dict[str, tuple[str, ...]]:
     from morph.synth import crop_labels
 
-    return {st: tuple(lab for lab in crop_labels(st) if lab in MODEL_LABELS) for st in ("wright", "nmb")}
+    return {st: tuple(lab for lab in crop_labels(st) if lab in MODEL_LABELS) for st in STAINS}
 
 
 def _nmb_label(label: str) -> str:
