@@ -3,6 +3,11 @@
 :func:`segment_field` finds red cells, nucleated cells and platelets in one RGB field
 (scikit-image/scipy; torch only inside an optional learned centre map):
 
+0. **Blank areas.** White patches, padding and the transparent part of an image (composited
+   on white) are neither glass nor cells: flat bright regions that step down to the glass
+   around them; blank margins are cut off (cells at the field's own edge stay border cells),
+   other blank areas are painted with the local glass colour and noise, and cells touching
+   them count as cut. A mostly blank field is reported; a black one says so.
 1. **Glass colour and optical density.** The glass colour is the brightest well-populated
    colour mode, refined into a smooth per-pixel map (normalised convolution of the glass
    pixels on a coarse grid, two passes) so vignetting, gradients and the tint of the glass
@@ -46,7 +51,8 @@
    scale (never rescaled: a global shift may be macro/microcytosis), out-of-focus field
    (Laplacian energy relative to contrast at the working scale), very dense field.
 
-The package, one module per step: :mod:`.config` (settings and the default scale), :mod:`.glass`
+The package, one module per step: :mod:`.config` (settings and the default scale), :mod:`.blank`
+(blank areas), :mod:`.glass`
 (glass colour, illumination, optical density), :mod:`.foreground` (thresholds, cell mask),
 :mod:`.scale` (typical radius, working scale), :mod:`.nuclei` (nucleated cells and their zones),
 :mod:`.seeds` (circle votes, distance maxima, learned centre peaks), :mod:`.regions` (watershed,

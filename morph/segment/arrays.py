@@ -25,11 +25,15 @@ def as_rgb_float(image: np.ndarray) -> np.ndarray | None:
             a = a * 255.0
     a = a.astype(np.float32, copy=False)
     c = a.shape[2]
+    if c in (2, 4):
+        # colour + alpha: composited on white, as image files are read (a transparent part is
+        # blank, not black)
+        alpha = np.clip(a[:, :, -1:] / 255.0, 0.0, 1.0)
+        a = a[:, :, :-1] * alpha + 255.0 * (1.0 - alpha)
+        c -= 1
     if c == 1:
         a = np.repeat(a, 3, axis=2)
-    elif c == 2:  # grey + alpha
-        a = np.repeat(a[:, :, :1], 3, axis=2)
-    elif c >= 4:
+    elif c > 3:
         a = a[:, :, :3]
     if np.asarray(image).dtype in (np.uint8, np.uint16, np.bool_):
         return a  # already within 0..255

@@ -29,6 +29,14 @@ class SegmentConfig:
 
     Attributes:
         work_radius_px: red-cell radius (px) the field is resampled to before the watershed.
+        blank_min_grey: blank areas (white patches, padding, transparency) are flat regions at
+            least this bright (grey level)...
+        blank_step: ...whose grey stands this many levels above most pixels just outside them
+            (flat, saturated glass fades into the glass around it instead)...
+        blank_min_area: ...covering at least this fraction of the field (and 256 px).
+        mostly_blank: blank areas over this fraction of the field are reported in a warning.
+        black_max_grey: a field whose 99th-percentile grey level is under this is black (no
+            light, an empty image) and reported so instead of being searched for cells.
         glass_tolerance: first-pass glass mask: not darker than the glass mode plus this many
             spreads (then 3), so the background map follows vignetting and gradients.
         glass_max_od: ...but never more than this summed optical density above the mode.
@@ -86,6 +94,11 @@ class SegmentConfig:
     """
 
     work_radius_px: float = 11.0
+    blank_min_grey: float = 200.0
+    blank_step: float = 6.0
+    blank_min_area: float = 0.004
+    mostly_blank: float = 0.5
+    black_max_grey: float = 40.0
     glass_tolerance: float = 6.0
     glass_max_od: float = 0.5
     min_contrast_od: float = 0.08

@@ -83,7 +83,7 @@ def segment_field(
     H, W = rgb.shape[:2]
     if min(H, W) < 8:
         return _no_cells(f"no cells found: image too small to hold a cell ({W}x{H} px)")
-    # 1-3. glass map, optical density, foreground, typical radius at the working scale
+    # 0-3. blank areas, glass map, optical density, foreground, typical radius at the working scale
     wv = working_scale(rgb, cfg)
     if isinstance(wv, str):
         return _no_cells(wv)
@@ -99,15 +99,19 @@ def segment_field(
     ws = merge_fragments(flood(seeds, learned=maps is not None), seeds.count, nuclei.n, r, cfg)
     ws, nm = split_large(ws, seeds.count, nuclei.n, cell_area, cfg)
     regions = measure_regions(join_cytoplasm(ws, nm, nuclei, r, cell_area, cfg), nm)
-    # 6. the kind of each region, then the cells
-    kinds, pieces = region_kinds(regions, nuclei.n, wv.od, viol, nucleus_od, seeds, maps is not None, cell_area, cfg)
+    # 6. the kind of each region, then the cells (those touching a blank area count as cut)
+    kinds, pieces = region_kinds(regions, nuclei.n, wv.od, viol, nucleus_od, seeds, maps is not None, cell_area, cfg,
+                                 edge=wv.blank_edge)
     if pieces:
         regions = rejoin_pieces(regions, pieces, kinds, seeds, r, cfg)
-    cells = build_cells(regions, kinds, wv.k, (H, W), um_per_px, wv.r_full)
+    cells = _shifted(build_cells(regions, kinds, wv.k, wv.shape, um_per_px, wv.r_full, edge=wv.blank_edge),
+                     wv.offset)
     # 7. warnings a person should read
     med = _median_rbc_diameter(cells)
     focus = focus_measure(wv.work.mean(axis=2))
-    warnings = field_warnings(cells, med, um_per_px, focus, stained_fraction(seeds.mask, wv.raw, wv.thr), cfg)
+    # density of the part that is not blank (blank areas were painted glass)
+    stained = stained_fraction(seeds.mask, wv.raw, wv.thr) / max(1.0 - wv.blank_in_part, 0.02)
+    warnings = field_warnings(cells, med, um_per_px, focus, stained, cfg, blank=wv.blank)
     log.debug("segment: %d cells, r=%.1f px, k=%d, thresholds=%s, focus=%.3f",
               len(cells), wv.r_full, wv.k, wv.thr, focus)
     return Segmentation(
@@ -139,6 +143,17 @@ def _nucleated_cells(nuclear: np.ndarray, maps: CentreMaps | None, fg: np.ndarra
     if n and maps is not None and "nucleated" in maps.heats:
         groups, n = split_nuclear_groups(groups, n, maps.peaks("nucleated", PEAK_SPACING["nucleated"] * r))
     return nucleated_zones(groups, n, fg, r, cfg)
+
+
+def _shifted(cells: list[Cell], offset: tuple[int, int]) -> list[Cell]:
+    """Cells found in a part of the field (blank margins cut off), in the field's coordinates."""
+    dy, dx = offset
+    if dy or dx:
+        for c in cells:
+            c.x, c.y = c.x + dx, c.y + dy
+            x0, y0, x1, y1 = c.bbox
+            c.bbox = (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
+    return cells
 
 
 def _median_rbc_diameter(cells: list[Cell]) -> float | None:

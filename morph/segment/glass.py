@@ -12,7 +12,7 @@ from .arrays import block_mean, resize_to
 from .config import SegmentConfig
 
 
-def _background(rgb: np.ndarray) -> np.ndarray:
+def background_colour(rgb: np.ndarray) -> np.ndarray:
     """Background (glass) colour: the median colour of the brightest well-populated mode."""
     # every other pixel in each direction: the histogram mode and its median colour are the
     # same, at a quarter of the cost
@@ -43,7 +43,7 @@ def background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
     first one (:func:`_glass_trend`), so darkened corners are recognised as glass instead of
     growing irregular "cells" out of the field edge.
     """
-    bg0 = _background(rgb)
+    bg0 = background_colour(rgb)
     coarse = np.broadcast_to(bg0, (1, 1, 3)).astype(np.float32)
     g = max(1, max(rgb.shape[:2]) // 40)
     # summed optical density = log(product of glass channels) - log(product of pixel channels):

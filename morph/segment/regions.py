@@ -223,6 +223,16 @@ def _on_border(sl: tuple[slice, ...], h: int, w: int) -> bool:
     return sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w
 
 
+def _cut_flags(regions: Regions, edge: np.ndarray | None) -> np.ndarray:
+    """Per label 0..n: whether the region is cut by the image edge or, when ``edge`` (the rim
+    of the blank areas, at the working scale) is given, by a blank area."""
+    h, w = regions.labels.shape
+    out = np.array([False] + [sl is not None and _on_border(sl, h, w) for sl in regions.boxes], dtype=bool)
+    if edge is not None:
+        out |= np.bincount(regions.labels.ravel(), weights=edge.ravel(), minlength=regions.count + 1) > 0
+    return out
+
+
 def _flags(ids: np.ndarray, n: int) -> np.ndarray:
     """A boolean per label 0..n, true for ``ids``."""
     out = np.zeros(n + 1, dtype=bool)
@@ -232,13 +242,14 @@ def _flags(ids: np.ndarray, n: int) -> np.ndarray:
 
 def region_kinds(regions: Regions, n_nuc: int, od: np.ndarray, viol: np.ndarray, nucleus_od: float,
                  seeds: Seeds, learned: bool, cell_area: float,
-                 cfg: SegmentConfig) -> tuple[dict[int, str], list[int]]:
+                 cfg: SegmentConfig, edge: np.ndarray | None = None) -> tuple[dict[int, str], list[int]]:
     """The kind of every region: nucleated (a nuclear group), platelet (small and more violet than
     the red cells, or platelet-sized, or a learned platelet centre's), dropped (debris), or red
     cell. With a learned centre map, a red-cell region no centre seeded must be large; a smaller
-    one is returned among the pieces to rejoin. Returns the kinds by label and those pieces."""
+    one is returned among the pieces to rejoin. Regions cut by the image edge (or by a blank
+    area, ``edge``) keep smaller sizes. Returns the kinds by label and those pieces."""
     ws, nm, stats = regions.labels, regions.count, regions.stats
-    h, w = ws.shape
+    cut = _cut_flags(regions, edge)
     sum_viol = np.bincount(ws.ravel(), weights=viol.ravel(), minlength=nm + 1)
     sum_od = np.bincount(ws.ravel(), weights=od.sum(axis=2).ravel(), minlength=nm + 1)
     mean_viol = sum_viol / np.maximum(stats["n"], 1)
@@ -255,7 +266,7 @@ def region_kinds(regions: Regions, n_nuc: int, od: np.ndarray, viol: np.ndarray,
     for lab_id, sl in enumerate(regions.boxes, start=1):
         if sl is None:
             continue
-        border = _on_border(sl, h, w)
+        border = bool(cut[lab_id])
         rel = float(stats["n"][lab_id]) / cell_area
         if lab_id <= n_nuc:
             kind = "nucleated"
@@ -298,19 +309,20 @@ def rejoin_pieces(regions: Regions, pieces: list[int], kinds: dict[int, str], se
 
 
 def build_cells(regions: Regions, kinds: dict[int, str], k: int, full_shape: tuple[int, int],
-                um_per_px: float, r_full: float) -> list[Cell]:
+                um_per_px: float, r_full: float, edge: np.ndarray | None = None) -> list[Cell]:
     """One full-resolution :class:`Cell` per kept region, ids in reading order (rows about one
-    radius high, then left to right)."""
+    radius high, then left to right); those cut by the image edge or a blank area (``edge``)
+    are flagged ``touches_border``."""
     H, W = full_shape
-    h, w = regions.labels.shape
     stats = regions.stats
+    cut = _cut_flags(regions, edge)
     cells: list[Cell] = []
     for lab_id, kind in sorted(kinds.items()):
         sl = regions.boxes[lab_id - 1]
         if sl is None:
             continue
         m = regions.labels[sl] == lab_id
-        cells.append(_make_cell(m, sl[0].start, sl[1].start, k, H, W, _on_border(sl, h, w), kind, um_per_px,
+        cells.append(_make_cell(m, sl[0].start, sl[1].start, k, H, W, bool(cut[lab_id]), kind, um_per_px,
                                 stats["cy"][lab_id], stats["cx"][lab_id], stats["ecc"][lab_id]))
     cells.sort(key=lambda cl: (round(cl.y / max(r_full, 1.0)), cl.x))
     for i, cl in enumerate(cells):

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .arrays import as_rgb_float, block_mean, label_max, resize_to
+from .blank import blank_to_glass, trim_margins
 from .config import SegmentConfig
 from .foreground import foreground
 from .glass import background_map, optical_density
@@ -102,12 +103,30 @@ class Working:
     thr: tuple[float, float, float]
     k: int
     r_full: float
+    blank: float = 0.0  # fraction of the field that is blank (white patches, padding, transparency)
+    blank_in_part: float = 0.0  # ...and of the part analysed (blank margins cut off; the rest painted glass)
+    blank_edge: np.ndarray | None = None  # working pixels on or next to a blank area (cells there are cut)
+    offset: tuple[int, int] = (0, 0)  # (y, x) of the part analysed (blank margins cut off) in the field
+    shape: tuple[int, int] = (0, 0)  # its size in original pixels
 
 
 def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
-    """Steps 1-3: glass map, density, foreground and the typical radius, at the working scale
-    (block size ``k``); a string says why the field holds no cells."""
+    """Steps 0-3: blank areas painted glass, glass map, density, foreground and the typical
+    radius, at the working scale (block size ``k``); a string says why the field holds no cells."""
     H, W = rgb.shape[:2]
+    if float(np.percentile(rgb[::4, ::4].mean(axis=2), 99)) < cfg.black_max_grey:
+        return "no cells found: the field is black (no light reached the camera, or an empty image)"
+    rgb, blank_px = blank_to_glass(rgb, cfg)
+    blank = float(blank_px.mean()) if blank_px is not None else 0.0
+    if blank > 0.98:
+        return f"no cells found: the field is blank ({100 * blank:.0f}% white, padded or transparent)"
+    offset = (0, 0)
+    if blank_px is not None:
+        ys, xs = trim_margins(blank_px)
+        rgb, blank_px, offset = rgb[ys, xs], blank_px[ys, xs], (ys.start, xs.start)
+        H, W = rgb.shape[:2]
+        if not blank_px.any():
+            blank_px = None
     # 1. coarse pass (~320 px): glass colour map, then the typical red-cell radius of this field
     c = max(1, int(max(H, W) // 320))
     small = block_mean(rgb, c)
@@ -143,7 +162,12 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
             r_full = r_new
             break
         r_full = r_new
-    return Working(work=work, od=od, raw=raw, fg=fg, thr=thr, k=k, r_full=float(r_full))
+    edge = None
+    if blank_px is not None:
+        edge = ndi.binary_dilation(block_mean(blank_px.astype(np.float32), k) > 0, iterations=1)
+    return Working(work=work, od=od, raw=raw, fg=fg, thr=thr, k=k, r_full=float(r_full), blank=blank,
+                   blank_edge=edge, offset=offset, shape=(H, W),
+                   blank_in_part=0.0 if blank_px is None else float(blank_px.mean()))
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Step 7, warnings a person should read: no cells (blank slide), an implausible median red-cell
 size for the stated scale (never rescaled: a global shift may be macro/microcytosis), an
-out-of-focus field, a very dense one."""
+out-of-focus field, a very dense one, a mostly blank one."""
 
 from __future__ import annotations
 
@@ -29,9 +29,13 @@ def stained_fraction(mask: np.ndarray, raw: np.ndarray, thr: tuple[float, float,
 
 
 def field_warnings(cells: list[Cell], med: float | None, um_per_px: float, focus: float, stained: float,
-                   cfg: SegmentConfig) -> list[str]:
-    """The warnings of a field with cells found (``med``: median red-cell diameter, px)."""
+                   cfg: SegmentConfig, blank: float = 0.0) -> list[str]:
+    """The warnings of a field with cells found (``med``: median red-cell diameter, px;
+    ``blank``: the fraction of the field that was blank)."""
     warnings: list[str] = []
+    if blank > cfg.mostly_blank:
+        warnings.append(f"most of the field ({100 * blank:.0f}%) is blank (white, padded or transparent): "
+                        "cells were sought in the rest only")
     if not cells:
         warnings.append("no cells found (blank slide or unstained field?)")
     if med is not None:

@@ -1,0 +1,104 @@
+"""Blank areas (white patches, padding, transparency), very large fields and bad input: the
+localizer counts the same cells, measures the same size, and says what it could not do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from morph import shifts
+from morph.localize import load_localizer
+from morph.segment import SegmentConfig, segment_field
+from morph.segment.blank import blank_mask
+from tests.helpers import draw_disc_field
+
+
+@pytest.fixture(scope="module")
+def localizer():
+    return load_localizer(None)
+
+
+def _rbc(seg) -> list:
+    return [c for c in seg.cells if c.kind == "rbc"]
+
+
+def _outside(cells, mask: np.ndarray) -> int:
+    return sum(not mask[int(c.y), int(c.x)] for c in cells)
+
+
+@pytest.fixture(scope="module")
+def chula_field(chula_dir: Path) -> np.ndarray:
+    from morph.io import read_image
+
+    return read_image(chula_dir / "images" / "100.jpg")
+
+
+@pytest.mark.parametrize("value", [255, 240, 230])
+def test_white_patch_leaves_the_count_alone(chula_field, localizer, value):
+    """The issue's case: a 2% near-white patch made a Chula field count 0 cells, "very dense"."""
+    clean = _rbc(segment_field(chula_field, centres=localizer))
+    patch = shifts.corner_box(chula_field.shape, 0.02)
+    seg = segment_field(shifts.fill_region(chula_field, patch, (value,) * 3), centres=localizer)
+    expected = _outside(clean, patch)
+    assert abs(len(_rbc(seg)) - expected) <= 0.02 * expected
+    assert not any(w.startswith("very dense") for w in seg.warnings)
+
+
+def test_padding_and_transparency_leave_the_count_alone(chula_field, localizer):
+    clean = _rbc(segment_field(chula_field, centres=localizer))
+    padded = _rbc(segment_field(shifts.pad(chula_field, 48), centres=localizer))
+    assert abs(len(padded) - len(clean)) <= 0.02 * len(clean)
+    corner = shifts.corner_box(chula_field.shape, 0.1)
+    rgba = _rbc(segment_field(shifts.with_transparency(chula_field, corner), centres=localizer))
+    expected = _outside(clean, corner)
+    assert abs(len(rgba) - expected) <= 0.02 * expected
+
+
+def test_cells_cut_by_a_blank_area_are_flagged_like_border_cells():
+    img, centres = draw_disc_field(n=10, h=240, w=320, radius=20, seed=3)
+    padded = shifts.pad(img, 40)
+    seg = segment_field(padded)
+    clean = _rbc(segment_field(img))
+    got = np.array(sorted((c.x - 40, c.y - 40) for c in _rbc(seg)))
+    assert np.abs(got - np.array(sorted((c.x, c.y) for c in clean))).max() <= 1.5  # field coordinates
+    cut = {(round(c.x), round(c.y)) for c in seg.cells if c.touches_border}
+    assert not cut  # the discs lie away from the original border: nothing is cut
+    half = shifts.fill_region(img, np.pad(np.ones((240, 150), bool), ((0, 0), (0, 170))))
+    seg = segment_field(half)
+    for c in _rbc(seg):
+        assert c.touches_border == (c.bbox[0] <= 151)
+
+
+def test_flat_glass_is_not_blank():
+    """Saturated or JPEG-flattened glass is as flat as a patch but fades into the glass around it."""
+    img, _ = draw_disc_field(n=8, h=240, w=320, radius=20, seed=1)
+    flat = img.astype(np.float32)
+    glass = np.abs(flat - flat[0, 0]).max(axis=2) < 8
+    flat[glass] = (226.0, 229.0, 234.0)
+    assert blank_mask(flat, SegmentConfig()) is None
+    white = flat.copy()
+    white[:60, :80] = 255.0
+    m = blank_mask(white, SegmentConfig())
+    assert m is not None and m[:60, :80].all() and m[62:].sum() == 0
+
+
+def test_no_real_field_has_a_blank_area(chula_field, txl_dir: Path):
+    from morph.io import read_image
+
+    fields = [chula_field] + [read_image(p) for p in sorted((txl_dir / "images" / "test").glob("*.jpg"))[:12]]
+    assert all(blank_mask(f.astype(np.float32), SegmentConfig()) is None for f in fields)
+
+
+def test_mostly_blank_black_and_empty_fields_say_so():
+    img, _ = draw_disc_field(n=3, h=240, w=320, radius=20, seed=2)
+    mostly = shifts.pad(img, 200)
+    seg = segment_field(mostly)
+    assert len(_rbc(seg)) == 3
+    assert any(w.startswith("most of the field") for w in seg.warnings)
+    black = segment_field(np.zeros((480, 640, 3), np.uint8))
+    assert not black.cells and "black" in black.warnings[0]
+    transparent = np.zeros((480, 640, 4), np.uint8)
+    seg = segment_field(transparent)
+    assert not seg.cells and seg.warnings and seg.warnings[0].startswith("no cells found")
