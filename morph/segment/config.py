@@ -29,6 +29,10 @@ class SegmentConfig:
 
     Attributes:
         work_radius_px: red-cell radius (px) the field is resampled to before the watershed.
+        coarse_max_block: the first (coarse, ~320 px) pass averages blocks of at most this many
+            pixels across, so the cells of a very large field stay measurable there (at ~320 px
+            a 4000x3000 field's cells shrink to two pixels: its radius, thresholds and working
+            scale were wrong).
         blank_min_grey: blank areas (white patches, padding, transparency) are flat regions at
             least this bright (grey level)...
         blank_step: ...whose grey stands this many levels above most pixels just outside them
@@ -94,6 +98,7 @@ class SegmentConfig:
     """
 
     work_radius_px: float = 11.0
+    coarse_max_block: int = 4
     blank_min_grey: float = 200.0
     blank_step: float = 6.0
     blank_min_area: float = 0.004

@@ -127,8 +127,9 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
         H, W = rgb.shape[:2]
         if not blank_px.any():
             blank_px = None
-    # 1. coarse pass (~320 px): glass colour map, then the typical red-cell radius of this field
-    c = max(1, int(max(H, W) // 320))
+    # 1. coarse pass (~320 px, blocks of at most coarse_max_block px): glass colour map, thresholds,
+    #    then the typical red-cell radius of this field
+    c = max(1, min(int(max(H, W) // 320), cfg.coarse_max_block))
     small = block_mean(rgb, c)
     bg_s = background_map(small, cfg)
     dens_s = optical_density(small, bg_s)

@@ -102,3 +102,21 @@ def test_mostly_blank_black_and_empty_fields_say_so():
     transparent = np.zeros((480, 640, 4), np.uint8)
     seg = segment_field(transparent)
     assert not seg.cells and seg.warnings and seg.warnings[0].startswith("no cells found")
+
+
+@pytest.mark.slow
+def test_a_large_mosaic_is_measured_at_the_scale_of_its_fields(chula_dir: Path, localizer):
+    """A 4000x3000 mosaic of real fields: about the typical radius and median size of the fields
+    (the ~320 px coarse pass alone shrank its cells to two pixels: radius 506 px, 163 um cells).
+    Cells cut by the seams between tiles are left out of the median."""
+    from morph.io import read_image
+
+    tiles = [read_image(chula_dir / "images" / f"{i}.jpg") for i in (100, 101, 102, 103)]
+    segs = [segment_field(t, centres=localizer) for t in tiles]
+    big, _ = shifts.mosaic(tiles, 3000, 4000)
+    seg = segment_field(big, centres=localizer)
+    assert seg.typical_radius_px == pytest.approx(np.median([s.typical_radius_px for s in segs]), rel=0.15)
+    whole = [c.diameter_px for c in _rbc(seg) if not c.touches_border
+             and c.bbox[0] // 640 == (c.bbox[2] - 1) // 640 and c.bbox[1] // 480 == (c.bbox[3] - 1) // 480]
+    tiles_d = [c.diameter_px for s in segs for c in _rbc(s) if not c.touches_border]
+    assert np.median(whole) == pytest.approx(np.median(tiles_d), rel=0.05)
