@@ -256,6 +256,7 @@ def compute_findings(
     n = _tally(c)
     warnings = _left_out_warning(n, r["evidence"]) + agreement["warnings"]
     morph_out, max_grade = _rbc_morphology(c, n["rbc"], r["grading"])
+    evidence = _evidence(n, r["evidence"], cell_list)
     shapes = _shape_findings(c, cell_list, n["rbc"], r)
     get = c.get
     return {
@@ -271,14 +272,15 @@ def compute_findings(
             "unclassified": n["uncl"],
         },
         "unidentified_policy": UNIDENTIFIED_POLICY,
-        "evidence": _evidence(n, r["evidence"], cell_list),
+        "evidence": evidence,
         "rbc_morphology": morph_out,
         "rbc_max_grade": max_grade,
         "poikilocytes": _graded_group(c, n["rbc"], r["poikilocytes"]),
         "red_cell_destruction": _graded_group(c, n["rbc"], r["red_cell_destruction"]),
         "abnormal_rbc": _abnormal_rbc(c, n["rbc"], r["abnormal_rbc"]),
         **shapes,
-        "reticulocytes": _reticulocytes(get("reticulocyte", 0), n["rbc"], stain, r["reticulocytes"]),
+        "reticulocytes": _reticulocytes(get("reticulocyte", 0), n["rbc"], stain, r["reticulocytes"],
+                                        evidence["rbc_per_field"]),
         "nucleated_rbc": _nrbc(n["nrbc"], n["wbc"], r["nucleated_rbc"]),
         "hypersegmented_neutrophils": _hyperseg(get("hypersegmented_neutrophil", 0), n["neut"],
                                                 r["hypersegmented_neutrophils"]),
@@ -585,7 +587,30 @@ def _without_fields(c: Mapping[str, int], cells: list[dict[str, Any]] | None, dr
     return out, [x for x in cells if x["field"] not in drop]
 
 
-def _reticulocytes(k: int, n: int, stain: str | None, spec: Mapping[str, Any]) -> dict[str, Any]:
+def cells_to_decide(k: int, n: int, threshold: float, limit: int = 100_000) -> int | None:
+    """How many red cells in all (at the same observed share) would put the 95% Wilson interval
+    wholly on one side of ``threshold`` (a fraction); ``None`` when no count under ``limit``
+    would (the share sits on the threshold) or nothing was counted."""
+    if n <= 0:
+        return None
+    p = k / n
+    m = n
+    while m <= limit:
+        if _three_state(round(p * m), m, threshold) in ("absent", "present"):
+            lo = max(n, m // 2)  # refine between the last two tries
+            while lo < m:
+                mid = (lo + m) // 2
+                if _three_state(round(p * mid), mid, threshold) in ("absent", "present"):
+                    m = mid
+                else:
+                    lo = mid + 1
+            return m
+        m *= 2
+    return None
+
+
+def _reticulocytes(k: int, n: int, stain: str | None, spec: Mapping[str, Any],
+                   rbc_per_field: float | None = None) -> dict[str, Any]:
     thr = float(spec["threshold_percent"])
     out: dict[str, Any] = {**_fraction(k, n), "threshold_percent": thr, "source": spec.get("source")}
     if stain != "nmb":
@@ -603,6 +628,12 @@ def _reticulocytes(k: int, n: int, stain: str | None, spec: Mapping[str, Any]) -
         "indeterminate": "indeterminate: count more cells",
         "not_assessed": "reticulocytes not assessed: no red cells counted",
     }[status]
+    if status == "indeterminate":
+        # at least 1000 red cells is the usual manual count (CLSI H44-A2); say how many this share needs
+        total = cells_to_decide(k, n, thr / 100.0)
+        out["red_cells_to_decide"] = total
+        out["more_fields_to_decide"] = (math.ceil((total - n) / rbc_per_field)
+                                        if total is not None and rbc_per_field else None)
     return out
 
 

@@ -50,7 +50,10 @@ from .segment import DEFAULT_UM_PER_PX
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CASE_PRESETS",
     "FIELD_TYPES",
+    "RENDER_VARIANTS",
+    "CasePreset",
     "STAINS",
     "SYNTH_LABELS",
     "RenderStyle",
@@ -58,6 +61,7 @@ __all__ = [
     "SynthField",
     "default_label_weights",
     "render_cell_crop",
+    "render_case",
     "render_field",
 ]
 
@@ -102,6 +106,12 @@ _DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     },
 }
 
+#: Shapes the renderer can draw that have no label of their own: drawn as themselves, labelled
+#: (ground truth) as the vocabulary label they belong to. Pencil cells are long thin
+#: elliptocytes of iron deficiency (ICSH 2015 counts them among elliptocytes).
+RENDER_VARIANTS: dict[str, str] = {"pencil_cell": "elliptocyte"}
+_VARIANT_FIELDS: dict[str, tuple[str, ...]] = {"pencil_cell": ("blood",)}
+
 #: Maturity range drawn for erythroid precursors (0 basophilic .. 1 orthochromatic).
 _ERYTHROID: dict[str, tuple[float, float]] = {
     "nucleated_rbc": (0.5, 1.0), "normoblast": (0.0, 1.0), "megaloblast": (0.3, 1.0),
@@ -117,7 +127,7 @@ _DIAM_UM: dict[str, float] = {
     "normal": 7.5, "macrocyte": 9.4, "microcyte": 5.8, "spherocyte": 6.2, "target_cell": 7.7,
     "stomatocyte": 7.4, "ovalocyte": 7.6, "teardrop": 7.1, "burr_cell": 7.3,
     "schistocyte": 6.2, "hypochromic": 7.1, "elliptocyte": 7.3, "reticulocyte": 8.4,
-    "sickle_cell": 7.5, "uncategorised": 7.5,
+    "sickle_cell": 7.5, "uncategorised": 7.5, "pencil_cell": 5.6,
     "nucleated_rbc": 8.5, "neutrophil": 12.0, "hypersegmented_neutrophil": 13.0,
     "lymphocyte": 8.5, "monocyte": 15.0, "other_wbc": 14.0,
     "normoblast": 9.0, "megaloblast": 14.0, "platelet": 2.6,
@@ -354,10 +364,51 @@ class _Spec:
     p: dict[str, Any]  # label-specific parameters
 
 
+@dataclass
+class _Geom:
+    """Size of a cell being specified: shape steps may change the radius and the patch extent."""
+
+    r: float           # body radius, px
+    ext: float         # max extent from centre, px
+    d_um: float        # drawn diameter, um
+    um_per_px: float
+    stain: str
+
+
 def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_px: float,
                stain: str) -> _Spec:
-    """Draw the geometry and appearance parameters of one cell of ``label``."""
-    kind = kind_of(label)
+    """Draw the geometry and appearance parameters of one cell of ``label`` (or of a render
+    variant such as ``pencil_cell``, labelled as the vocabulary label it belongs to)."""
+    truth = RENDER_VARIANTS.get(label, label)
+    kind = kind_of(truth)
+    d_um, mat = _draw_diameter(label, rng, style)
+    g = _Geom(r=0.5 * d_um / um_per_px, ext=0.0, d_um=d_um, um_per_px=um_per_px, stain=stain)
+    ang = float(rng.uniform(0, 2 * math.pi))
+    p = _base_params(kind, rng)
+    g.ext = g.r * 1.25
+    if stain == "nmb" and kind == "rbc":
+        # NMB: no central pallor to speak of (supravital, wet-fixed look): flat pale cells.
+        p["pallor_d"] = float(rng.uniform(0.1, 0.3))
+        p["rim"] = float(rng.uniform(0.1, 0.25))
+    if kind == "rbc":
+        shape = _RBC_SHAPES.get(label)
+        if shape is not None:
+            shape(p, rng, g)
+    elif kind == "nucleated":
+        g.ext = g.r * 1.12
+        p["mat"] = mat
+        _nucleated_params(label, p, rng, g.r, um_per_px)
+    elif kind == "platelet":
+        p["four"] = [(k, float(rng.normal(0, 0.09)), float(rng.uniform(0, 6.3))) for k in (2, 3, 4, 5)]
+        p["aspect"] = float(rng.uniform(1.0, 1.5))
+        g.ext = g.r * 1.7
+    if kind == "rbc" and not p["sickle"] and label not in _OWN_EXTENT:
+        g.ext = max(g.ext, g.r * math.sqrt(p["aspect"]) * 1.12 + g.r * p["cren"])
+    return _Spec(truth, kind, 0.0, 0.0, g.r, g.ext + 2.0, ang, p)
+
+
+def _draw_diameter(label: str, rng: np.random.Generator, style: RenderStyle) -> tuple[float, float]:
+    """Diameter (um) and, for erythroid precursors, maturity (0 basophilic .. 1 orthochromatic)."""
     scale = style.rbc_diameter_um / 7.5 * float(style.size_scale.get(label, 1.0))
     d_um = _DIAM_UM[label] * scale * float(rng.normal(1.0, 0.045))
     mat = 1.0
@@ -366,9 +417,13 @@ def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_
         # and megaloblasts overlap, so chromatin, not size alone, tells them apart
         mat = float(rng.uniform(*_ERYTHROID[label]))
         d_um *= 1.0 + 0.3 * (0.5 - mat)
-    r = 0.5 * d_um / um_per_px
-    ang = float(rng.uniform(0, 2 * math.pi))
-    p: dict[str, Any] = {
+    return d_um, mat
+
+
+def _base_params(kind: str, rng: np.random.Generator) -> dict[str, Any]:
+    """Parameters every cell has (outline wobble, pallor, density, texture, edge), drawn in a
+    fixed order so that a seed gives the same cell."""
+    return {
         "four": [(k, float(rng.normal(0, 0.012 if kind == "rbc" else 0.02)),
                   float(rng.uniform(0, 2 * math.pi))) for k in (2, 3, 4)],
         "aspect": float(rng.uniform(1.0, 1.08)),
@@ -380,109 +435,144 @@ def _make_spec(label: str, rng: np.random.Generator, style: RenderStyle, um_per_
         # refractile boundary: a thin dark line just inside the edge, a faint bright halo outside
         "edge": float(rng.uniform(0.05, 0.5)), "halo": float(rng.uniform(0.0, 0.06)),
     }
-    ext = r * 1.25
-    if stain == "nmb" and kind == "rbc":
-        # NMB: no central pallor to speak of (supravital, wet-fixed look): flat pale cells.
-        p["pallor_d"] = float(rng.uniform(0.1, 0.3))
-        p["rim"] = float(rng.uniform(0.1, 0.25))
-    if label == "macrocyte":
-        p["pallor_r"] = float(rng.uniform(0.3, 0.42))
-    elif label == "microcyte":
-        p["dens"] *= 0.95
-    elif label == "spherocyte":
-        p["dome"] = True
-        p["dens"] *= 1.3
-        p["pallor_d"] = 0.0
-    elif label == "target_cell":
-        p["pallor_d"] = float(rng.uniform(0.55, 0.75))
-        p["pallor_r"] = float(rng.uniform(0.55, 0.65))
-        p["spot"] = float(rng.uniform(0.55, 0.8))
-        p["spot_r"] = float(rng.uniform(0.18, 0.26))
-    elif label == "stomatocyte":
-        # a mouth-like pallor: an elongated, often slightly curved slit
-        p["slit"] = (float(rng.uniform(1.0, 1.4)), float(rng.uniform(0.22, 0.45)))
-        p["pallor_r"] = float(rng.uniform(0.45, 0.6))
-        p["slit_bend"] = float(rng.normal(0, 0.5))
-        p["pallor_d"] = float(rng.uniform(0.55, 0.8))
-    elif label == "ovalocyte":
-        p["aspect"] = float(rng.uniform(1.3, 1.7))
-    elif label == "elliptocyte":
-        p["aspect"] = float(rng.uniform(1.8, 2.5))
-        p["pallor_d"] = float(rng.uniform(0.15, 0.4))
-        ext = r * math.sqrt(p["aspect"]) * 1.1
-    elif label == "teardrop":
-        p["aspect"] = float(rng.uniform(1.05, 1.3))
-        p["tail"] = float(rng.uniform(0.5, 1.0))
-        p["tail_w"] = float(rng.uniform(0.22, 0.38))
-        p["tail_bend"] = float(rng.normal(0, 0.12))
-        ext = r * (math.sqrt(p["aspect"]) * (1 + p["tail"]) + 0.1)
-    elif label == "burr_cell":
-        p["cren"] = float(rng.uniform(0.07, 0.13))
-        p["cren_n"] = int(rng.integers(10, 18))
-        p["cren_phase"] = float(rng.uniform(0, 2 * math.pi))
-        p["pallor_d"] *= 0.6
-        ext = r * 1.4
-    elif label == "schistocyte":
-        # fragments: straight cuts (triangles, helmets) or concave bites (horned helmets)
-        n_cuts = int(rng.integers(1, 3))
-        base = float(rng.uniform(0, 2 * math.pi))
 
-        def bite() -> float:
-            return float(rng.uniform(0.5, 1.2)) if rng.random() < 0.45 else 0.0
 
-        cuts = [(base, float(rng.uniform(0.0, 0.35)), bite())]
-        if n_cuts == 2:
-            cuts.append((base + float(rng.uniform(1.4, 2.4)) * float(rng.choice([-1, 1])),
-                         float(rng.uniform(0.15, 0.5)), bite()))
-        p["cuts"] = cuts
-        p["pallor_d"] = float(rng.uniform(0.0, 0.25))
-        p["dens"] *= 1.1
-        p["four"] = [(k, float(rng.normal(0, 0.05)), float(rng.uniform(0, 6.3))) for k in (2, 3, 5)]
-    elif label == "hypochromic":
-        p["pallor_d"] = float(rng.uniform(0.7, 0.9))
-        p["pallor_r"] = float(rng.uniform(0.64, 0.75))
-        p["dens"] *= 0.85
-    elif label == "reticulocyte":
-        if stain == "wright":
-            p["poly"] = float(rng.uniform(0.35, 0.7))
-            p["pallor_d"] = float(rng.uniform(0.0, 0.12))
-            p["dens"] *= float(rng.uniform(0.75, 0.9))
-        else:
-            p["retic"] = float(rng.uniform(0.55, 1.0))
-        p["four"] = [(k, float(rng.normal(0, 0.025)), float(rng.uniform(0, 6.3))) for k in (2, 3)]
-    elif label == "sickle_cell":
-        # crescent: inside circle C1, outside circle C2 through both tips and the inner
-        # edge of the middle (thickness `width`)
-        length = d_um * float(rng.uniform(1.3, 1.7)) / um_per_px
-        half_arc = float(rng.uniform(0.8, 1.2))
-        r1 = 0.5 * length / math.sin(half_arc)
-        a_ = r1 * math.cos(half_arc)
-        width = min(float(rng.uniform(2.0, 3.0)) / um_per_px, 0.8 * (r1 - a_))
-        b_ = r1 - width
-        k = ((0.5 * length) ** 2 + a_ * a_ - b_ * b_) / (2.0 * (b_ - a_))
-        p["sickle"] = (r1, k + b_, k, r1 - 0.5 * width)  # r1, r2, C2 offset, C1 centre
-        p["dens"] *= 1.2
-        r = 0.3 * length
-        ext = math.hypot(0.5 * length, 0.5 * width + a_) + width + 2
-    elif kind == "nucleated":
-        ext = r * 1.12
-        p["mat"] = mat
-        _nucleated_params(label, p, rng, r, um_per_px)
-    elif kind == "platelet":
-        p["four"] = [(k, float(rng.normal(0, 0.09)), float(rng.uniform(0, 6.3))) for k in (2, 3, 4, 5)]
-        p["aspect"] = float(rng.uniform(1.0, 1.5))
-        ext = r * 1.7
-    if kind == "rbc" and not p["sickle"] and label not in ("elliptocyte", "teardrop"):
-        ext = max(ext, r * math.sqrt(p["aspect"]) * 1.12 + r * p["cren"])
-    return _Spec(label, kind, 0.0, 0.0, r, ext + 2.0, ang, p)
+# -- red-cell shapes: one step per label, each adjusting the base parameters ------------------
+def _macrocyte(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    p["pallor_r"] = float(rng.uniform(0.3, 0.42))
+
+
+def _microcyte(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    p["dens"] *= 0.95
+
+
+def _spherocyte(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    p["dome"] = True
+    p["dens"] *= 1.3
+    p["pallor_d"] = 0.0
+
+
+def _target_cell(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    p["pallor_d"] = float(rng.uniform(0.55, 0.75))
+    p["pallor_r"] = float(rng.uniform(0.55, 0.65))
+    p["spot"] = float(rng.uniform(0.55, 0.8))
+    p["spot_r"] = float(rng.uniform(0.18, 0.26))
+
+
+def _stomatocyte(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    # a mouth-like pallor: an elongated, often slightly curved slit
+    p["slit"] = (float(rng.uniform(1.0, 1.4)), float(rng.uniform(0.22, 0.45)))
+    p["pallor_r"] = float(rng.uniform(0.45, 0.6))
+    p["slit_bend"] = float(rng.normal(0, 0.5))
+    p["pallor_d"] = float(rng.uniform(0.55, 0.8))
+
+
+def _ovalocyte(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    p["aspect"] = float(rng.uniform(1.3, 1.7))
+
+
+def _elliptocyte(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    p["aspect"] = float(rng.uniform(1.8, 2.5))
+    p["pallor_d"] = float(rng.uniform(0.15, 0.4))
+    g.ext = g.r * math.sqrt(p["aspect"]) * 1.1
+
+
+def _pencil_cell(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    # iron deficiency: a long thin elliptocyte (long axis 2.5-3.5x the short one, about 10 um by
+    # 3 um), small and pale
+    p["aspect"] = float(rng.uniform(2.5, 3.5))
+    p["pallor_d"] = float(rng.uniform(0.45, 0.7))
+    p["pallor_r"] = float(rng.uniform(0.5, 0.65))
+    p["dens"] *= 0.85
+    g.ext = g.r * math.sqrt(p["aspect"]) * 1.1
+
+
+def _teardrop(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    p["aspect"] = float(rng.uniform(1.05, 1.3))
+    p["tail"] = float(rng.uniform(0.5, 1.0))
+    p["tail_w"] = float(rng.uniform(0.22, 0.38))
+    p["tail_bend"] = float(rng.normal(0, 0.12))
+    g.ext = g.r * (math.sqrt(p["aspect"]) * (1 + p["tail"]) + 0.1)
+
+
+def _burr_cell(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    p["cren"] = float(rng.uniform(0.07, 0.13))
+    p["cren_n"] = int(rng.integers(10, 18))
+    p["cren_phase"] = float(rng.uniform(0, 2 * math.pi))
+    p["pallor_d"] *= 0.6
+    g.ext = g.r * 1.4
+
+
+def _schistocyte(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    # fragments: straight cuts (triangles, helmets) or concave bites (horned helmets)
+    n_cuts = int(rng.integers(1, 3))
+    base = float(rng.uniform(0, 2 * math.pi))
+
+    def bite() -> float:
+        return float(rng.uniform(0.5, 1.2)) if rng.random() < 0.45 else 0.0
+
+    cuts = [(base, float(rng.uniform(0.0, 0.35)), bite())]
+    if n_cuts == 2:
+        cuts.append((base + float(rng.uniform(1.4, 2.4)) * float(rng.choice([-1, 1])),
+                     float(rng.uniform(0.15, 0.5)), bite()))
+    p["cuts"] = cuts
+    p["pallor_d"] = float(rng.uniform(0.0, 0.25))
+    p["dens"] *= 1.1
+    p["four"] = [(k, float(rng.normal(0, 0.05)), float(rng.uniform(0, 6.3))) for k in (2, 3, 5)]
+
+
+def _hypochromic(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    p["pallor_d"] = float(rng.uniform(0.7, 0.9))
+    p["pallor_r"] = float(rng.uniform(0.64, 0.75))
+    p["dens"] *= 0.85
+
+
+def _reticulocyte(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    if g.stain == "wright":
+        p["poly"] = float(rng.uniform(0.35, 0.7))
+        p["pallor_d"] = float(rng.uniform(0.0, 0.12))
+        p["dens"] *= float(rng.uniform(0.75, 0.9))
+    else:
+        p["retic"] = float(rng.uniform(0.55, 1.0))
+    p["four"] = [(k, float(rng.normal(0, 0.025)), float(rng.uniform(0, 6.3))) for k in (2, 3)]
+
+
+def _sickle_cell(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    # crescent: inside circle C1, outside circle C2 through both tips and the inner
+    # edge of the middle (thickness `width`)
+    length = g.d_um * float(rng.uniform(1.3, 1.7)) / g.um_per_px
+    half_arc = float(rng.uniform(0.8, 1.2))
+    r1 = 0.5 * length / math.sin(half_arc)
+    a_ = r1 * math.cos(half_arc)
+    width = min(float(rng.uniform(2.0, 3.0)) / g.um_per_px, 0.8 * (r1 - a_))
+    b_ = r1 - width
+    k = ((0.5 * length) ** 2 + a_ * a_ - b_ * b_) / (2.0 * (b_ - a_))
+    p["sickle"] = (r1, k + b_, k, r1 - 0.5 * width)  # r1, r2, C2 offset, C1 centre
+    p["dens"] *= 1.2
+    g.r = 0.3 * length
+    g.ext = math.hypot(0.5 * length, 0.5 * width + a_) + width + 2
+
+
+_RBC_SHAPES: dict[str, Any] = {
+    "macrocyte": _macrocyte, "microcyte": _microcyte, "spherocyte": _spherocyte,
+    "target_cell": _target_cell, "stomatocyte": _stomatocyte, "ovalocyte": _ovalocyte,
+    "elliptocyte": _elliptocyte, "pencil_cell": _pencil_cell, "teardrop": _teardrop,
+    "burr_cell": _burr_cell, "schistocyte": _schistocyte, "hypochromic": _hypochromic,
+    "reticulocyte": _reticulocyte, "sickle_cell": _sickle_cell,
+}
+#: shapes that set their own patch extent
+_OWN_EXTENT = frozenset({"elliptocyte", "pencil_cell", "teardrop"})
+
+
+# -- nucleated cells: nucleus shape, chromatin pattern and cytoplasm, one step per label -------
+_Lobes = list[tuple[float, float, float]]
+_Links = list[tuple[float, float, float, float]]
 
 
 def _nucleated_params(label: str, p: dict[str, Any], rng: np.random.Generator, r: float,
                       um_per_px: float) -> None:
     """Nucleus shape, chromatin pattern and cytoplasm of a nucleated cell (radius r px)."""
     p["aspect"] = float(rng.uniform(1.0, 1.1))
-    lobes: list[tuple[float, float, float]] = []  # (x, y, radius) px, cell-centred
-    links: list[tuple[float, float, float, float]] = []
     p["cyto"] = "cyto_neut"
     p["cyto_d"] = 0.8
     p["gran"] = 0.0
@@ -491,84 +581,8 @@ def _nucleated_params(label: str, p: dict[str, Any], rng: np.random.Generator, r
     p["vacuoles"] = []
     p["nucleoli"] = []
     p["bite"] = None
-    if label in ("neutrophil", "hypersegmented_neutrophil"):
-        lo, hi = NEUTROPHIL_LOBES if label == "neutrophil" else HYPERSEG_LOBES
-        n = int(rng.integers(lo, hi + 1))
-        hyper = n > 4
-        lobe_um = rng.uniform(1.0, 1.2) if hyper else rng.uniform(1.25, 1.6)
-        lr = float(lobe_um) / um_per_px
-        lobes, links = _lobe_chain(n, lr, r * (0.72 if hyper else 0.62), rng,
-                                   step=(2.2, 2.7) if hyper else (1.8, 2.4))
-        p["lobe_half"] = (0.05, 0.3) if hyper else (0.2, 0.6)
-        p["chrom"] = "clumped"
-        p["gran"] = float(rng.uniform(0.5, 1.0))
-        p["cyto_d"] = float(rng.uniform(0.7, 1.1))
-        p["nuc_d"] = float(rng.uniform(0.9, 1.1))
-    elif label == "lymphocyte":
-        rn = r * float(rng.uniform(0.78, 0.88))
-        off = (r - rn) * float(rng.uniform(0.0, 0.8))
-        a = float(rng.uniform(0, 6.3))
-        lobes = [(off * math.cos(a), off * math.sin(a), rn)]
-        p["chrom"] = "clumped"
-        p["cyto"] = "cyto_lymph"
-        p["cyto_d"] = float(rng.uniform(0.6, 1.1))
-        p["nuc_d"] = float(rng.uniform(0.8, 1.0))
-    elif label == "monocyte":
-        rn = r * float(rng.uniform(0.5, 0.6))
-        a = float(rng.uniform(0, 6.3))
-        off = r * 0.15
-        cx, cy = off * math.cos(a), off * math.sin(a)
-        lobes = [(cx, cy, rn)]
-        bd = rn * float(rng.uniform(0.9, 1.3))
-        p["bite"] = (cx + bd * math.cos(a), cy + bd * math.sin(a), rn * float(rng.uniform(0.45, 0.7)))
-        p["chrom"] = "lacy"
-        p["cyto"] = "cyto_mono"
-        p["cyto_d"] = float(rng.uniform(0.8, 1.2))
-        p["nuc_d"] = float(rng.uniform(0.75, 0.9))
-        p["vacuoles"] = [(float(rng.uniform(-0.6, 0.6)) * r, float(rng.uniform(-0.6, 0.6)) * r,
-                          float(rng.uniform(0.3, 0.6)) / um_per_px) for _ in range(int(rng.integers(0, 5)))]
-    elif label == "other_wbc":  # myelocyte-like granulocyte precursor
-        rn = r * float(rng.uniform(0.48, 0.6))
-        off = (r - rn) * float(rng.uniform(0.3, 0.8))
-        a = float(rng.uniform(0, 6.3))
-        lobes = [(off * math.cos(a), off * math.sin(a), rn)]
-        p["chrom"] = "lacy"
-        p["gran"] = float(rng.uniform(0.8, 1.3))
-        p["cyto_d"] = float(rng.uniform(0.9, 1.3))
-        p["nuc_d"] = float(rng.uniform(0.85, 1.0))
-        p["hb_cyto"] = float(rng.uniform(0.05, 0.15))
-    elif label in ("nucleated_rbc", "normoblast"):
-        mat = p["mat"]  # 0 basophilic .. 1 orthochromatic
-        rn = r * (float(rng.uniform(0.5, 0.6)) - 0.15 * mat)
-        off = (r - rn) * float(rng.uniform(0.0, 0.7))
-        a = float(rng.uniform(0, 6.3))
-        lobes = [(off * math.cos(a), off * math.sin(a), rn)]
-        if mat > 0.6 or label == "nucleated_rbc":
-            p["chrom"] = "dense" if rng.random() < 0.4 else "clumped_coarse"
-            p["nuc_d"] = float(rng.uniform(1.15, 1.4))
-        else:  # earlier: coarse "cartwheel" clumps, not yet pyknotic
-            p["chrom"] = "clumped_coarse"
-            p["nuc_d"] = float(rng.uniform(0.95, 1.2))
-        p["cyto"] = "cyto_neut"
-        p["cyto_d"] = 0.0
-        p["hb_cyto"] = 0.3 + 0.65 * mat
-        p["poly_cyto"] = 1.0 - 0.75 * mat
-    elif label == "megaloblast":
-        rn = r * float(rng.uniform(0.55, 0.68))
-        off = (r - rn) * float(rng.uniform(0.0, 0.6))
-        a = float(rng.uniform(0, 6.3))
-        lobes = [(off * math.cos(a), off * math.sin(a), rn)]
-        p["chrom"] = "sieve"
-        p["cyto"] = "cyto_neut"
-        p["cyto_d"] = 0.0
-        mat = p["mat"]  # haemoglobinised cytoplasm ahead of the still open nucleus
-        p["hb_cyto"] = 0.35 + 0.5 * mat
-        p["poly_cyto"] = 0.7 - 0.45 * mat
-        p["nuc_d"] = float(rng.uniform(0.45, 0.6))
-        if rng.random() < 0.5:
-            p["nucleoli"] = [(lobes[0][0] + float(rng.uniform(-0.4, 0.4)) * rn,
-                              lobes[0][1] + float(rng.uniform(-0.4, 0.4)) * rn,
-                              float(rng.uniform(0.5, 0.9)) / um_per_px)]
+    step = _NUCLEATED.get(label)
+    lobes, links = step(label, p, rng, r, um_per_px) if step is not None else ([], [])
     p["lobes"] = lobes
     p["links"] = links
     # segmented nuclei: each lobe a short sausage (capsule) at a random angle, not a ball
@@ -579,6 +593,115 @@ def _nucleated_params(label: str, p: dict[str, Any], rng: np.random.Generator, r
             half = float(rng.uniform(*p["lobe_half"]))
             p["lobe_axes"].append((half * math.cos(a), half * math.sin(a)))
     p["link_r"] = 0.22 / um_per_px
+
+
+def _round_nucleus(rng: np.random.Generator, r: float, rn: float, off_range: tuple[float, float]
+                   ) -> _Lobes:
+    """One round nucleus of radius rn, set off-centre by a fraction of the free room."""
+    off = (r - rn) * float(rng.uniform(*off_range))
+    a = float(rng.uniform(0, 6.3))
+    return [(off * math.cos(a), off * math.sin(a), rn)]
+
+
+def _neutrophil(label: str, p: dict[str, Any], rng: np.random.Generator, r: float, um_per_px: float
+                ) -> tuple[_Lobes, _Links]:
+    lo, hi = NEUTROPHIL_LOBES if label == "neutrophil" else HYPERSEG_LOBES
+    n = int(rng.integers(lo, hi + 1))
+    hyper = n > 4
+    lobe_um = rng.uniform(1.0, 1.2) if hyper else rng.uniform(1.25, 1.6)
+    lr = float(lobe_um) / um_per_px
+    lobes, links = _lobe_chain(n, lr, r * (0.72 if hyper else 0.62), rng,
+                               step=(2.2, 2.7) if hyper else (1.8, 2.4))
+    p["lobe_half"] = (0.05, 0.3) if hyper else (0.2, 0.6)
+    p["chrom"] = "clumped"
+    p["gran"] = float(rng.uniform(0.5, 1.0))
+    p["cyto_d"] = float(rng.uniform(0.7, 1.1))
+    p["nuc_d"] = float(rng.uniform(0.9, 1.1))
+    return lobes, links
+
+
+def _lymphocyte(label: str, p: dict[str, Any], rng: np.random.Generator, r: float, um_per_px: float
+                ) -> tuple[_Lobes, _Links]:
+    rn = r * float(rng.uniform(0.78, 0.88))
+    lobes = _round_nucleus(rng, r, rn, (0.0, 0.8))
+    p["chrom"] = "clumped"
+    p["cyto"] = "cyto_lymph"
+    p["cyto_d"] = float(rng.uniform(0.6, 1.1))
+    p["nuc_d"] = float(rng.uniform(0.8, 1.0))
+    return lobes, []
+
+
+def _monocyte(label: str, p: dict[str, Any], rng: np.random.Generator, r: float, um_per_px: float
+              ) -> tuple[_Lobes, _Links]:
+    rn = r * float(rng.uniform(0.5, 0.6))
+    a = float(rng.uniform(0, 6.3))
+    off = r * 0.15
+    cx, cy = off * math.cos(a), off * math.sin(a)
+    bd = rn * float(rng.uniform(0.9, 1.3))
+    p["bite"] = (cx + bd * math.cos(a), cy + bd * math.sin(a), rn * float(rng.uniform(0.45, 0.7)))
+    p["chrom"] = "lacy"
+    p["cyto"] = "cyto_mono"
+    p["cyto_d"] = float(rng.uniform(0.8, 1.2))
+    p["nuc_d"] = float(rng.uniform(0.75, 0.9))
+    p["vacuoles"] = [(float(rng.uniform(-0.6, 0.6)) * r, float(rng.uniform(-0.6, 0.6)) * r,
+                      float(rng.uniform(0.3, 0.6)) / um_per_px) for _ in range(int(rng.integers(0, 5)))]
+    return [(cx, cy, rn)], []
+
+
+def _other_wbc(label: str, p: dict[str, Any], rng: np.random.Generator, r: float, um_per_px: float
+               ) -> tuple[_Lobes, _Links]:
+    # myelocyte-like granulocyte precursor
+    rn = r * float(rng.uniform(0.48, 0.6))
+    lobes = _round_nucleus(rng, r, rn, (0.3, 0.8))
+    p["chrom"] = "lacy"
+    p["gran"] = float(rng.uniform(0.8, 1.3))
+    p["cyto_d"] = float(rng.uniform(0.9, 1.3))
+    p["nuc_d"] = float(rng.uniform(0.85, 1.0))
+    p["hb_cyto"] = float(rng.uniform(0.05, 0.15))
+    return lobes, []
+
+
+def _normoblast(label: str, p: dict[str, Any], rng: np.random.Generator, r: float, um_per_px: float
+                ) -> tuple[_Lobes, _Links]:
+    mat = p["mat"]  # 0 basophilic .. 1 orthochromatic
+    rn = r * (float(rng.uniform(0.5, 0.6)) - 0.15 * mat)
+    lobes = _round_nucleus(rng, r, rn, (0.0, 0.7))
+    if mat > 0.6 or label == "nucleated_rbc":
+        p["chrom"] = "dense" if rng.random() < 0.4 else "clumped_coarse"
+        p["nuc_d"] = float(rng.uniform(1.15, 1.4))
+    else:  # earlier: coarse "cartwheel" clumps, not yet pyknotic
+        p["chrom"] = "clumped_coarse"
+        p["nuc_d"] = float(rng.uniform(0.95, 1.2))
+    p["cyto"] = "cyto_neut"
+    p["cyto_d"] = 0.0
+    p["hb_cyto"] = 0.3 + 0.65 * mat
+    p["poly_cyto"] = 1.0 - 0.75 * mat
+    return lobes, []
+
+
+def _megaloblast(label: str, p: dict[str, Any], rng: np.random.Generator, r: float, um_per_px: float
+                 ) -> tuple[_Lobes, _Links]:
+    rn = r * float(rng.uniform(0.55, 0.68))
+    lobes = _round_nucleus(rng, r, rn, (0.0, 0.6))
+    p["chrom"] = "sieve"
+    p["cyto"] = "cyto_neut"
+    p["cyto_d"] = 0.0
+    mat = p["mat"]  # haemoglobinised cytoplasm ahead of the still open nucleus
+    p["hb_cyto"] = 0.35 + 0.5 * mat
+    p["poly_cyto"] = 0.7 - 0.45 * mat
+    p["nuc_d"] = float(rng.uniform(0.45, 0.6))
+    if rng.random() < 0.5:
+        p["nucleoli"] = [(lobes[0][0] + float(rng.uniform(-0.4, 0.4)) * rn,
+                          lobes[0][1] + float(rng.uniform(-0.4, 0.4)) * rn,
+                          float(rng.uniform(0.5, 0.9)) / um_per_px)]
+    return lobes, []
+
+
+_NUCLEATED: dict[str, Any] = {
+    "neutrophil": _neutrophil, "hypersegmented_neutrophil": _neutrophil,
+    "lymphocyte": _lymphocyte, "monocyte": _monocyte, "other_wbc": _other_wbc,
+    "nucleated_rbc": _normoblast, "normoblast": _normoblast, "megaloblast": _megaloblast,
+}
 
 
 def _lobe_chain(n: int, lr: float, max_r: float, rng: np.random.Generator,
@@ -941,7 +1064,8 @@ def default_label_weights(field_type: str) -> dict[str, float]:
 def _check_weights(field_type: str, label_weights: Mapping[str, float] | None) -> dict[str, float]:
     if label_weights is None:
         return default_label_weights(field_type)
-    allowed = SYNTH_LABELS[field_type]
+    allowed = SYNTH_LABELS[field_type] + tuple(
+        v for v, types in _VARIANT_FIELDS.items() if field_type in types)
     out: dict[str, float] = {}
     for k, v in label_weights.items():
         if k not in allowed:
@@ -977,8 +1101,10 @@ def render_field(
         um_per_px: physical scale; a normal red cell is ``style.rbc_diameter_um`` across.
         n_cells: number of cells to place (all kinds); None draws it from ``style.density``.
             Cells that find no room are dropped (logged).
-        label_weights: relative frequency per label (labels from ``SYNTH_LABELS[field_type]``);
-            None uses :func:`default_label_weights`.
+        label_weights: relative frequency per label (labels from ``SYNTH_LABELS[field_type]``,
+            or a shape of :data:`RENDER_VARIANTS` such as ``pencil_cell`` on blood fields, whose
+            ground-truth label is the vocabulary label it belongs to); None uses
+            :func:`default_label_weights`.
         overlap: fraction (0-1) of cells placed overlapping a neighbour (centres at 60-90%
             of the summed radii); the rest may touch but not overlap. Elongated shapes
             (elliptocytes, sickle cells, teardrop tails) can still overlap a little at 0.
@@ -1106,6 +1232,127 @@ def _place(specs: list[_Spec], rng: np.random.Generator, h: int, w: int, overlap
             out.append(sp)
             break
     return out
+
+
+# ---------------------------------------------------------------------------
+# Disease presets: whole cases of several fields
+# ---------------------------------------------------------------------------
+
+#: White cells and platelets of an ordinary blood film (relative to red-cell weights near 1).
+_BLOOD_WHITE = {"neutrophil": 0.012, "lymphocyte": 0.008, "monocyte": 0.003, "platelet": 0.06}
+
+
+@dataclass(frozen=True)
+class CasePreset:
+    """The blood picture of one condition as the literature describes it, for rendering cases.
+
+    ``label_weights`` are relative frequencies (as in :func:`render_field`); ``size_scale`` makes
+    e.g. ovalocytes large (macro-ovalocytes); ``jitter`` (a fraction) varies every abnormal
+    weight from case to case so that ten cases are not ten copies of one smear.
+    """
+
+    name: str
+    field_type: str
+    label_weights: Mapping[str, float]
+    morphology: str
+    source: str
+    size_scale: Mapping[str, float] = field(default_factory=dict)
+    jitter: float = 0.25
+
+
+CASE_PRESETS: dict[str, CasePreset] = {p.name: p for p in (
+    CasePreset(
+        "normal", "blood",
+        {"normal": 0.90, "ovalocyte": 0.02, "target_cell": 0.01, "stomatocyte": 0.01,
+         "macrocyte": 0.01, "microcyte": 0.01, "teardrop": 0.003, "reticulocyte": 0.01, **_BLOOD_WHITE},
+        "normocytic normochromic cells, a few ovalocytes, target cells and stomatocytes, "
+        "polychromasia about 1%", "Bain, Blood Cells 5th ed. 2015, ch. 3"),
+    CasePreset(
+        "myelofibrosis", "blood",
+        {"normal": 0.62, "teardrop": 0.15, "ovalocyte": 0.05, "elliptocyte": 0.02, "target_cell": 0.02,
+         "microcyte": 0.03, "macrocyte": 0.03, "schistocyte": 0.005, "reticulocyte": 0.02,
+         "nucleated_rbc": 0.003, "neutrophil": 0.018, "lymphocyte": 0.006, "monocyte": 0.003,
+         "platelet": 0.07},
+        "leukoerythroblastic film: many teardrops, anisopoikilocytosis, nucleated red cells, large "
+        "platelets (myelocytes cannot be rendered on blood fields)", "Tefferi, Am J Hematol 2023; Bain 2015",
+        size_scale={"platelet": 1.6}),
+    CasePreset(
+        "b12_deficiency", "blood",
+        {"normal": 0.50, "ovalocyte": 0.22, "macrocyte": 0.12, "teardrop": 0.03, "schistocyte": 0.008,
+         "microcyte": 0.02, "target_cell": 0.01, "nucleated_rbc": 0.001, "neutrophil": 0.014,
+         "hypersegmented_neutrophil": 0.002, "lymphocyte": 0.008, "monocyte": 0.003, "platelet": 0.04},
+        "macro-ovalocytes, macrocytes, anisopoikilocytosis with some teardrops and fragments, "
+        "hypersegmented neutrophils", "Green, Blood 2017; Devalia et al., Br J Haematol 2014",
+        size_scale={"ovalocyte": 1.3}),
+    CasePreset(
+        "mds", "blood",
+        {"normal": 0.60, "macrocyte": 0.15, "ovalocyte": 0.08, "teardrop": 0.02, "stomatocyte": 0.02,
+         "elliptocyte": 0.02, "nucleated_rbc": 0.001, "neutrophil": 0.010, "lymphocyte": 0.010,
+         "monocyte": 0.003, "platelet": 0.03},
+        "oval macrocytes and anisopoikilocytosis without hypersegmented neutrophils, neutropenia, "
+        "thrombocytopenia (dysplastic, hypogranular neutrophils are not rendered)",
+        "WHO 2022 (Khoury et al., Leukemia 2022); Bain 2015", size_scale={"ovalocyte": 1.2}),
+    CasePreset(
+        "parvovirus_crisis", "nmb",
+        {"normal": 0.94, "microcyte": 0.02, "macrocyte": 0.02, "spherocyte": 0.02,
+         "neutrophil": 0.006, "lymphocyte": 0.004, "platelet": 0.05},
+        "new methylene blue preparation with no reticulocytes (transient red-cell aplasia)",
+        "Young and Brown, N Engl J Med 2004"),
+    CasePreset(
+        "beta_thalassaemia_major", "blood",
+        {"normal": 0.22, "microcyte": 0.22, "hypochromic": 0.22, "target_cell": 0.15, "teardrop": 0.04,
+         "schistocyte": 0.02, "elliptocyte": 0.02, "reticulocyte": 0.02, "nucleated_rbc": 0.02,
+         "neutrophil": 0.015, "lymphocyte": 0.01, "monocyte": 0.003, "platelet": 0.05},
+        "microcytic hypochromic cells, many target cells, marked poikilocytosis with teardrops and "
+        "fragments, many nucleated red cells (basophilic stippling is not rendered)",
+        "Taher et al., N Engl J Med 2021; TIF guidelines 2021; Bain 2015",
+        size_scale={"hypochromic": 0.85, "target_cell": 0.9}),
+    CasePreset(
+        "iron_deficiency", "blood",
+        {"normal": 0.37, "hypochromic": 0.28, "microcyte": 0.25, "pencil_cell": 0.06,
+         "target_cell": 0.02, "elliptocyte": 0.01, "neutrophil": 0.012, "lymphocyte": 0.008,
+         "monocyte": 0.003, "platelet": 0.09},
+        "microcytic hypochromic cells with pencil cells (long thin elliptocytes), few target cells, "
+        "reactive thrombocytosis", "Camaschella, N Engl J Med 2015; Bain 2015",
+        size_scale={"hypochromic": 0.9}),
+    CasePreset(
+        "hereditary_spherocytosis", "blood",
+        {"normal": 0.66, "spherocyte": 0.25, "reticulocyte": 0.06, "microcyte": 0.02,
+         "target_cell": 0.005, **_BLOOD_WHITE},
+        "spherocytes (dense, no central pallor) with polychromasia",
+        "Bolton-Maggs et al., Br J Haematol 2012; Perrotta et al., Lancet 2008"),
+    CasePreset(
+        "hereditary_elliptocytosis", "blood",
+        {"normal": 0.43, "elliptocyte": 0.40, "ovalocyte": 0.15, "reticulocyte": 0.01,
+         "schistocyte": 0.003, **_BLOOD_WHITE},
+        "elliptocytes and ovalocytes of normal size, most of the red cells",
+        "Gallagher, Semin Hematol 2004; Bain 2015"),
+)}
+
+
+def render_case(preset: str, seed: int, n_fields: int = 5, *, height: int = 480, width: int = 640,
+                um_per_px: float = DEFAULT_UM_PER_PX) -> list[SynthField]:
+    """Render one case of ``preset`` (a key of :data:`CASE_PRESETS`): ``n_fields`` fields of one
+    slide (one stain look), the abnormal cells' shares varied per case by the preset's jitter.
+
+    Deterministic: the same preset, seed and arguments give the same fields, bit for bit.
+    """
+    spec = CASE_PRESETS.get(preset)
+    if spec is None:
+        raise MorphError("bad_request", f"unknown case preset {preset!r}; "
+                         f"known: {', '.join(CASE_PRESETS)}", detail={"preset": preset})
+    _check_seed(seed)
+    if not (_is_int(n_fields) and 1 <= n_fields <= 100):
+        raise MorphError("bad_request", f"n_fields must be an integer in 1..100, got {n_fields!r}")
+    rng = np.random.default_rng([seed, 13])
+    stain = FIELD_STAIN[spec.field_type]
+    style = replace(RenderStyle.random(rng, stain), size_scale=dict(spec.size_scale))
+    weights = {k: (w if k == "normal" or kind_of(RENDER_VARIANTS.get(k, k)) != "rbc"
+                   else w * float(np.exp(rng.normal(0.0, spec.jitter))))
+               for k, w in spec.label_weights.items()}
+    return [render_field(int(rng.integers(2**31)), field_type=spec.field_type, height=height, width=width,
+                         um_per_px=um_per_px, label_weights=weights, style=style)
+            for _ in range(n_fields)]
 
 
 # ---------------------------------------------------------------------------

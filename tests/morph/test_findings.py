@@ -109,9 +109,11 @@ def test_nucleated_rbc_per_100_wbc() -> None:
 
 
 def test_hypersegmented_neutrophils() -> None:
-    hs = compute_findings({"neutrophil": 20, "hypersegmented_neutrophil": 1})[
+    hs = compute_findings({"neutrophil": 20, "hypersegmented_neutrophil": 2})[
         "hypersegmented_neutrophils"]
-    assert hs["status"] == "present"  # any with six or more lobes
+    assert hs["status"] == "present"  # any with six or more lobes (two detections: see the rules)
+    one = compute_findings({"neutrophil": 20, "hypersegmented_neutrophil": 1})
+    assert one["hypersegmented_neutrophils"]["status"] == "indeterminate"  # may be one misread cell
     assert ">= 6 lobes" in hs["interpretation"]
     assert compute_findings({"neutrophil": 100})["hypersegmented_neutrophils"]["status"] == "absent"
     assert compute_findings({"neutrophil": 20})["hypersegmented_neutrophils"]["status"] == \
@@ -231,3 +233,13 @@ def test_a_field_full_of_artefact_is_set_aside_not_pooled() -> None:
     cells2 = [dict(c, label="elliptocyte") if c["field"] == 0 else c for c in cells if c["field"] < 3]
     f2 = compute_findings({"normal": 180, "elliptocyte": 120}, cells=cells2)
     assert f2["field_agreement"]["set_aside"] == [] and f2["field_agreement"]["disagreements"]
+
+
+def test_indeterminate_reticulocytes_say_how_many_cells_and_fields_would_decide() -> None:
+    cells = [{"label": "normal", "kind": "rbc", "diameter_um": 7.5, "eccentricity": 0.2, "field": i % 5}
+             for i in range(270)]
+    ret = compute_findings({"normal": 270}, cells=cells, stain="nmb")["reticulocytes"]
+    assert ret["status"] == "indeterminate"
+    # 0 of n is "absent" once the upper bound z^2 / (n + z^2) is under 0.5%: n >= 765
+    assert ret["red_cells_to_decide"] == 765 and ret["more_fields_to_decide"] == 10  # 54 per field
+    assert compute_findings({"normal": 765}, stain="nmb")["reticulocytes"]["status"] == "absent"
