@@ -342,6 +342,20 @@ def _fmt(var: str, value: Any) -> str:
     return str(value).replace("_", " ")
 
 
+def _interval_note(var: str, variables: Mapping[str, Any]) -> str:
+    """' (estimate 12%, 95% CI 9.1-15.6%)' for a fraction, so that a reader sees how far the
+    interval lets the criterion fire; '' when the input has no interval."""
+    base, _, leaf = var.rpartition(".")
+    if leaf not in ("percent", "ci95_low", "ci95_high"):
+        return ""
+    lo, hi = variables.get(f"{base}.ci95_low"), variables.get(f"{base}.ci95_high")
+    if not (_is_num(lo) and _is_num(hi)):
+        return ""
+    est = variables.get(f"{base}.percent")
+    head = f"estimate {est:.3g}%, " if leaf != "percent" and _is_num(est) else ""
+    return f" ({head}95% CI {lo:.3g}-{hi:.3g}%)"
+
+
 def _evaluate(diff: Differential, variables: Mapping[str, Any]) -> dict[str, Any]:
     log_odds = diff.prior_log_odds
     contributions: list[dict[str, Any]] = []
@@ -373,7 +387,7 @@ def _evaluate(diff: Differential, variables: Mapping[str, Any]) -> dict[str, Any
                 missing.append(f"{crit.says} ({var}: {why})")
                 continue
             w = _score_value(crit, raw)
-            shown, value = _fmt(var, raw), raw
+            shown, value = _fmt(var, raw) + _interval_note(var, variables), raw
         log_odds += w
         contributions.append({
             "criterion": crit.id,

@@ -736,6 +736,7 @@ def finding_variables(findings: Mapping[str, Any]) -> dict[str, Any]:
         v[f"{key}.percent"] = e["percent"]
         v[f"{key}.grade"] = e["grade"]
         v[f"{key}.ci95_low"] = e["ci95_percent"][0] if e["ci95_percent"] else None
+        v[f"{key}.ci95_high"] = e["ci95_percent"][1] if e["ci95_percent"] else None
     v["basophilic_stippling.status"] = findings["basophilic_stippling"]["status"]
     v["rbc.max_grade"] = findings["rbc_max_grade"]["grade"]
     v["poikilocytes.percent"] = findings["poikilocytes"]["percent"]
@@ -743,10 +744,13 @@ def finding_variables(findings: Mapping[str, Any]) -> dict[str, Any]:
     v["red_cell_destruction.percent"] = findings["red_cell_destruction"]["percent"]
     ab = findings["abnormal_rbc"]["ci95_percent"]
     v["abnormal_rbc.ci95_low"] = ab[0] if ab else None
+    v["abnormal_rbc.percent"] = findings["abnormal_rbc"]["percent"]
+    v["abnormal_rbc.ci95_high"] = ab[1] if ab else None
     mo = findings["macro_ovalocytes"]
     v["macro_ovalocytes.percent"] = mo["percent"]
     v["macro_ovalocytes.grade"] = mo["grade"]
     v["macro_ovalocytes.ci95_low"] = mo["ci95_percent"][0] if mo["ci95_percent"] else None
+    v["macro_ovalocytes.ci95_high"] = mo["ci95_percent"][1] if mo["ci95_percent"] else None
     ret = findings["reticulocytes"]
     v["reticulocytes.status"] = ret["status"]
     v["reticulocytes.percent"] = ret["percent"] if ret["status"] != "not_assessed" else None

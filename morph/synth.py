@@ -1238,6 +1238,9 @@ def _place(specs: list[_Spec], rng: np.random.Generator, h: int, w: int, overlap
 # Disease presets: whole cases of several fields
 # ---------------------------------------------------------------------------
 
+#: Share of a case's fields covered by cells (RenderStyle.density) in the reading area of a film.
+READING_DENSITY: tuple[float, float] = (0.4, 0.55)
+
 #: White cells and platelets of an ordinary blood film (relative to red-cell weights near 1).
 _BLOOD_WHITE = {"neutrophil": 0.012, "lymphocyte": 0.008, "monocyte": 0.003, "platelet": 0.06}
 
@@ -1346,7 +1349,10 @@ def render_case(preset: str, seed: int, n_fields: int = 5, *, height: int = 480,
         raise MorphError("bad_request", f"n_fields must be an integer in 1..100, got {n_fields!r}")
     rng = np.random.default_rng([seed, 13])
     stain = FIELD_STAIN[spec.field_type]
-    style = replace(RenderStyle.random(rng, stain), size_scale=dict(spec.size_scale))
+    # fields from the reading area of a film, where red cells just touch (ICSH 2015), as a
+    # morphologist picks them: Chula RBC-12 fields hold about 70 whole red cells
+    style = replace(RenderStyle.random(rng, stain), size_scale=dict(spec.size_scale),
+                    density=float(rng.uniform(*READING_DENSITY)))
     weights = {k: (w if k == "normal" or kind_of(RENDER_VARIANTS.get(k, k)) != "rbc"
                    else w * float(np.exp(rng.normal(0.0, spec.jitter))))
                for k, w in spec.label_weights.items()}

@@ -577,6 +577,8 @@ def test_thrombotic_microangiopathy_vignette() -> None:
     assert findings["rbc_morphology"]["schistocyte"]["grade"] == "3+"
     assert diffs[0]["id"] == "thrombotic_microangiopathy"
     assert any("ICSH" in e for e in diffs[0]["evidence_for"])
+    # the evidence shows the estimate and its interval next to the bound the rule used
+    assert any("estimate 4.52%, 95% CI" in e for e in diffs[0]["evidence_for"])
 
 
 def test_schistocytes_must_be_above_one_percent_with_their_interval() -> None:

@@ -241,3 +241,49 @@ def test_crop_cell_is_centred_on_its_mass(label: str) -> None:
         cell = (np.asarray(st.background) - crop.astype(float)).sum(axis=2) > 20  # darker than glass
         ys, xs = np.nonzero(cell)
         assert abs(xs.mean() + 0.5 - 48) < 3 and abs(ys.mean() + 0.5 - 48) < 3
+
+
+# -- disease presets (whole cases) -----------------------------------------------------------
+def test_render_case_is_deterministic_and_one_slide() -> None:
+    from morph.synth import render_case
+
+    a = render_case("hereditary_elliptocytosis", 7, 2, height=120, width=160, um_per_px=UM)
+    b = render_case("hereditary_elliptocytosis", 7, 2, height=120, width=160, um_per_px=UM)
+    assert len(a) == 2 and all(np.array_equal(x.image, y.image) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[0].image, a[1].image)  # two fields, not one twice
+    assert a[0].style == a[1].style                      # of one slide (one stain look)
+
+
+@pytest.mark.parametrize("preset", ["normal", "myelofibrosis", "b12_deficiency", "mds", "parvovirus_crisis",
+                                    "beta_thalassaemia_major", "iron_deficiency", "hereditary_spherocytosis",
+                                    "hereditary_elliptocytosis"])
+def test_every_issue_preset_renders_with_vocabulary_labels(preset: str) -> None:
+    from morph.synth import CASE_PRESETS, render_case
+
+    spec = CASE_PRESETS[preset]
+    assert spec.morphology and spec.source
+    (f,) = render_case(preset, 1, 1, height=160, width=200, um_per_px=UM)
+    assert f.field_type == spec.field_type and f.cells
+    assert all(c.label in ALL_LABELS or c.label == PLATELET for c in f.cells)
+
+
+def test_pencil_cells_are_long_thin_small_elliptocytes() -> None:
+    from morph.synth import RENDER_VARIANTS
+
+    assert RENDER_VARIANTS["pencil_cell"] == "elliptocyte"
+    f = _field(5, label_weights={"pencil_cell": 1.0}, n_cells=30)
+    assert {c.label for c in f.cells} == {"elliptocyte"}
+    full = [c for c in f.cells if not c.touches_border]
+    assert full and all(c.diameter_px * UM < 7.0 for c in full)
+    with pytest.raises(MorphError):
+        _field(5, field_type="marrow", label_weights={"pencil_cell": 1.0})
+
+
+def test_unknown_preset_and_bad_field_count_are_refused() -> None:
+    from morph.synth import render_case
+
+    with pytest.raises(MorphError) as e:
+        render_case("scurvy", 1)
+    assert "known:" in e.value.message
+    with pytest.raises(MorphError):
+        render_case("normal", 1, 0)
