@@ -656,14 +656,18 @@ def _hyperseg(k: int, n_neut: int, spec: Mapping[str, Any]) -> dict[str, Any]:
            "source": spec.get("source")}
     if n_neut == 0:
         status = "not_assessed"
-    elif int(spec["label_min_lobes"]) >= 6 and k >= int(spec["min_count"]):
-        status = "present"  # "any with six or more lobes"
+    elif int(spec["label_min_lobes"]) >= 6:
+        # "any with six or more lobes": present on min_count detections; their share only
+        # decides between absent and indeterminate (one cell of three must not read as present)
+        state = _three_state(k, n_neut, thr / 100.0)
+        status = "present" if k >= int(spec["min_count"]) else (
+            "absent" if state == "absent" else "indeterminate")
     else:
         status = _three_state(k, n_neut, thr / 100.0)
     out["status"] = status
     out["interpretation"] = (
         f"the hypersegmented_neutrophil label means >= {spec['label_min_lobes']} lobes; present when "
-        f"at least {spec['min_count']} is seen, absent when none is seen and the 95% upper bound of "
+        f"at least {spec['min_count']} are seen, absent when fewer are seen and the 95% upper bound of "
         f"their share of neutrophils is under {thr:g}%"
     )
     return out

@@ -243,3 +243,11 @@ def test_indeterminate_reticulocytes_say_how_many_cells_and_fields_would_decide(
     # 0 of n is "absent" once the upper bound z^2 / (n + z^2) is under 0.5%: n >= 765
     assert ret["red_cells_to_decide"] == 765 and ret["more_fields_to_decide"] == 10  # 54 per field
     assert compute_findings({"normal": 765}, stain="nmb")["reticulocytes"]["status"] == "absent"
+
+
+def test_one_hypersegmented_neutrophil_among_few_is_not_present() -> None:
+    # 1 of 3 has a 95% lower bound over 5%, but one detection may be one misread cell
+    hs = compute_findings({"neutrophil": 2, "hypersegmented_neutrophil": 1})["hypersegmented_neutrophils"]
+    assert hs["status"] == "indeterminate"
+    assert compute_findings({"neutrophil": 150, "hypersegmented_neutrophil": 1})[
+        "hypersegmented_neutrophils"]["status"] == "absent"  # upper bound 3.7% < 5%
