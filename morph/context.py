@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import MorphError
+from .json_bounds import find_json_hazard
 
 #: The stains a smear may carry: Wright/Giemsa, or new methylene blue (reticulocytes).
 STAINS: tuple[str, ...] = ("wright", "nmb")
@@ -244,10 +244,9 @@ def parse_context_json(text: str | bytes | None, source: str = "context") -> dic
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise MorphError("bad_context", "context is not valid JSON (not UTF-8 text)", path=source) from exc
-    _check_nesting(text, source)
+    _check_bounds(text, source)
     try:
-        value = json.loads(text, object_pairs_hook=_unique_fields, parse_int=_bounded_number,
-                           parse_float=_bounded_number)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise MorphError("bad_context", f"context is not valid JSON ({exc.msg})", path=source) from exc
     if not isinstance(value, dict):
@@ -256,50 +255,22 @@ def parse_context_json(text: str | bytes | None, source: str = "context") -> dic
     return value
 
 
-#: Bounds on context JSON, far above any real context (a flat object of short numbers) and far
-#: below what would cost time or memory: 1 followed by 400 zeros would overflow a float, a
-#: 5,000-digit integer is refused by ``int()``, 100,000 nested arrays exhaust the stack.
+#: Nesting bound on context JSON, far above any real context (a flat object of short numbers)
+#: and far below what costs time: 100,000 nested arrays would exhaust the parser's stack.
 MAX_CONTEXT_DEPTH = 8
-MAX_NUMBER_CHARS = 40
-_NESTING_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
-class _TooLong(str):
-    """A number literal over :data:`MAX_NUMBER_CHARS`, kept as text until its key is known."""
-
-
-def _bounded_number(text: str) -> Any:
-    if len(text) > MAX_NUMBER_CHARS:
-        return _TooLong(text)
-    return float(text) if any(c in text for c in ".eE") else int(text)
-
-
-def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object's fields: a repeated key or an over-long number is an error naming the key
+def _check_bounds(text: str, source: str) -> None:
+    """Refuse hostile JSON before parsing it (:func:`morph.json_bounds.find_json_hazard`): deep
+    nesting names ``source``; an over-long or non-finite number or a repeated key names its field
     (JSON would silently keep the last of two values)."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise MorphError("bad_context", f"{key} is given twice; give each field once", path=key)
-        if isinstance(value, _TooLong):
-            raise MorphError("bad_context", f"{key} is a number of {len(value)} characters; "
-                             f"at most {MAX_NUMBER_CHARS} are accepted", path=key)
-        out[key] = value
-    return out
-
-
-def _check_nesting(text: str, source: str) -> None:
-    """Refuse JSON nested deeper than :data:`MAX_CONTEXT_DEPTH` before parsing it."""
-    depth = 0
-    for token in _NESTING_TOKENS.finditer(text):
-        ch = token.group()
-        if ch in "[{":
-            depth += 1
-            if depth > MAX_CONTEXT_DEPTH:
-                raise MorphError("bad_context", f"context is nested more than {MAX_CONTEXT_DEPTH} levels "
-                                 "deep; it must be a flat object of fields", path=source)
-        elif ch in "]}":
-            depth -= 1
+    hazard = find_json_hazard(text, max_depth=MAX_CONTEXT_DEPTH)
+    if hazard is None:
+        return
+    if hazard.kind == "too_deep":
+        raise MorphError("bad_context", f"context is nested more than {MAX_CONTEXT_DEPTH} levels deep; it must "
+                         "be a flat object of fields", path=source)
+    raise MorphError("bad_context", f"{hazard.where}: {hazard.message}", path=hazard.where or source)
 
 
 def read_context_file(path: str | os.PathLike[str]) -> dict[str, Any]:
