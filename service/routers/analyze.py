@@ -10,7 +10,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from morph.context import parse_context_json
@@ -33,10 +33,11 @@ from ..metrics import ServiceMetrics
 from ..schemas import CaseReportOut, Stain, UmPerPx
 from ..settings import Settings
 from ..workers import WorkerPool, run_unless_disconnected
+from . import api_router
 
 log = logging.getLogger("service")
 
-router = APIRouter(tags=["analysis"])
+router = api_router(tags=["analysis"])
 
 _CONTEXT_EXAMPLE = '{"age_years": 67, "hb_g_dl": 8.9, "mcv_fl": 112}'
 

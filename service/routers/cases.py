@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import Depends, Path, Query
 from fastapi.responses import FileResponse
 
 from morph.store import CaseStore
@@ -17,8 +17,9 @@ from morph.store import CaseStore
 from ..deps import get_store, require_content_type
 from ..errors import error_responses
 from ..schemas import CaseListOut, CaseOut, CellReviewOut, ReviewIn, VerifiedReportOut
+from . import api_router
 
-router = APIRouter(prefix="/cases", tags=["cases"])
+router = api_router(prefix="/cases", tags=["cases"])
 
 Store = Annotated[CaseStore, Depends(get_store)]
 CaseId = Annotated[str, Path(min_length=1, max_length=64, description="the case_id that POST /v1/analyze returned")]

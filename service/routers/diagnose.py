@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from fastapi.concurrency import run_in_threadpool
 
 from morph.errors import MorphError
@@ -14,8 +14,9 @@ from morph.pipeline import DISCLAIMER
 from ..deps import require_content_type
 from ..errors import ServiceError, error_responses
 from ..schemas import DiagnoseRequest, DiagnoseResponse
+from . import api_router
 
-router = APIRouter(tags=["analysis"])
+router = api_router(tags=["analysis"])
 
 
 @router.post(

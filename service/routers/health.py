@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from morph.pipeline import Analyzer
 
 from ..deps import get_analyzer
 from ..errors import error_responses
 from ..schemas import HealthOut, ReadyOut
+from . import api_router
 
-router = APIRouter(tags=["health"])
+router = api_router(tags=["health"])
 
 
 @router.get("/healthz", summary="The process is alive", response_model=HealthOut)

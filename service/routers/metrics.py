@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..deps import get_metrics
 from ..metrics import ServiceMetrics
+from . import api_router
 
-router = APIRouter(tags=["health"])
+router = api_router(tags=["health"])
 
 
 @router.get(

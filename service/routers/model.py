@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from morph import labels as L
 from morph.overlay import label_color
@@ -13,8 +13,9 @@ from morph.pipeline import Analyzer
 from ..deps import get_analyzer
 from ..errors import ServiceError, error_responses
 from ..schemas import DifferentialsOut, LabelsOut, ModelInfoOut
+from . import api_router
 
-router = APIRouter(tags=["model"])
+router = api_router(tags=["model"])
 
 
 @router.get(

@@ -169,22 +169,52 @@ def test_hostile_context_is_422_naming_the_field(client, png_bytes, context, fie
 
 
 @pytest.mark.parametrize("value", [int("1" + "0" * 400), -int("9" * 400)])
-def test_diagnose_with_a_400_digit_integer_is_422(client, value):
-    body = f'{{"counts": {{"normal": 10}}, "context": {{"hb_g_dl": {value}}}}}'
-    r = client.post("/v1/diagnose", content=body, headers={"content-type": "application/json"})
-    assert r.status_code == 422, r.text
-    assert "hb_g_dl" in r.text
-    for body in (f'{{"counts": {{"normal": 10}}, "um_per_px": {value}}}',
-                 f'{{"counts": {{"normal": {value}}}}}'):
+def test_diagnose_with_a_400_digit_integer_is_422_naming_the_field(client, value):
+    for body, field in ((f'{{"counts": {{"normal": 10}}, "context": {{"hb_g_dl": {value}}}}}', "context.hb_g_dl"),
+                        (f'{{"counts": {{"normal": 10}}, "um_per_px": {value}}}', "um_per_px"),
+                        (f'{{"counts": {{"normal": {value}}}}}', "counts.normal")):
         r = client.post("/v1/diagnose", content=body, headers={"content-type": "application/json"})
-        assert r.status_code in (400, 422), r.text
+        err = assert_error(r, 422, "validation_error")
+        assert err["message"].startswith(f"invalid request: {field}: a number of "), err
+        assert err["detail"][0]["loc"] == ["body", *field.split(".")]
 
 
-@pytest.mark.parametrize("body", ["[" * 100_000 + "]" * 100_000, '{"counts": {"normal": ' + "9" * 5000 + "}}"])
-def test_diagnose_with_deep_or_huge_json_is_a_4xx_not_a_500(client, body):
+HOSTILE_BODIES = [
+    ("[" * 100_000 + "]" * 100_000, "body", "nested more than 32 levels"),
+    ('{"counts": {"normal": 1}, "context": {"hb_g_dl": ' + "[" * 100_000 + "]" * 100_000 + "}}",
+     "context.hb_g_dl", "nested more than"),
+    ('{"counts": {"normal": ' + "9" * 5000 + "}}", "counts.normal", "a number of 5000 characters"),
+    ('{"counts": {"normal": 1}, "um_per_px": 1e400}', "um_per_px", "1e400 is out of range"),
+    ('{"counts": {"normal": NaN}}', "counts.normal", "NaN is not a JSON number"),
+    ('{"counts": {"normal": 1}, "um_per_px": -Infinity}', "um_per_px", "-Infinity is not a JSON number"),
+    ('{"counts": {"normal": 1}, "cells": [{"label": "normal"}, {"diameter_um": Infinity}]}', "cells.1.diameter_um",
+     "Infinity is not"),
+    ('{"counts": {"normal": 1, "normal": 2}}', "counts.normal", "given twice"),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "why"), HOSTILE_BODIES,
+                         ids=["deep", "deep-field", "5000-digits", "1e400", "nan", "-inf", "inf-in-list", "twice"])
+def test_hostile_json_bodies_are_422_naming_the_field(client, body, field, why):
     r = client.post("/v1/diagnose", content=body, headers={"content-type": "application/json"})
-    assert 400 <= r.status_code < 500, r.text
-    assert set(r.json()) == {"error"}
+    err = assert_error(r, 422, "validation_error")
+    assert err["message"].startswith(f"invalid request: {field}: {why}"), err
+    assert len(err["message"]) < 300  # the huge input is never echoed back
+
+
+def test_review_body_is_guarded_too_and_every_api_route_is(make_client, tmp_path):
+    from fastapi.routing import APIRoute
+
+    from service.body_guard import GuardedJSONRoute
+    from service.routers import analyze, cases, diagnose, health, metrics, model
+
+    c = make_client(store_dir=str(tmp_path / "store"))
+    r = c.patch("/v1/cases/c1/cells/0/0", content='{"reviewer": "a", "label": ' + "[" * 5000 + "]" * 5000 + "}",
+                headers={"content-type": "application/json"})
+    assert assert_error(r, 422, "validation_error")["message"].startswith("invalid request: label: nested")
+    api = [route for module in (analyze, cases, diagnose, health, metrics, model) for route in module.router.routes
+           if isinstance(route, APIRoute)]
+    assert len(api) >= 8 and all(isinstance(route, GuardedJSONRoute) for route in api)
 
 
 # -- saved uploads, file modes ------------------------------------------------------------------
