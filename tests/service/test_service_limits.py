@@ -133,10 +133,12 @@ def test_timeout_is_504(make_client, png_bytes):
     from service.deps import get_analyzer
 
     c = make_client(timeout_s=0.3)
-    c.app.dependency_overrides[get_analyzer] = lambda: _Slow(2.0)
+    c.app.dependency_overrides[get_analyzer] = lambda: _Slow(30.0)
     t0 = time.perf_counter()
     err = assert_error(c.post("/v1/analyze", files=_files(("a.png", png_bytes))), 504, "timeout")
-    assert time.perf_counter() - t0 < 1.5
+    # Far sooner than the 30 s the work would take: the answer did not wait for it (the bound
+    # is loose because starting a worker process on a loaded 2-core host takes a while).
+    assert time.perf_counter() - t0 < 15
     assert err["detail"]["timeout_s"] == 0.3
 
 
@@ -145,11 +147,12 @@ def test_inference_runs_off_the_event_loop(make_client, png_bytes):
     from service.deps import get_analyzer
 
     c = make_client()
-    c.app.dependency_overrides[get_analyzer] = lambda: _Slow(1.5)
+    c.app.dependency_overrides[get_analyzer] = lambda: _Slow(4.0)
     t = threading.Thread(target=lambda: c.post("/v1/analyze", files=_files(("a.png", png_bytes))))
     t.start()
     time.sleep(0.3)
     t0 = time.perf_counter()
     assert c.get("/healthz").status_code == 200
-    assert time.perf_counter() - t0 < 0.5
+    # Answered while the 4 s analysis still runs (loose bound: the host may be busy).
+    assert time.perf_counter() - t0 < 3.0
     t.join()
