@@ -58,6 +58,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="model folder or name (default: shipped default, else untrained morphnet)")
     p.add_argument("--work", default="/tmp/morph-service-bench", help="work folder for the untrained model")
+    p.add_argument("--slices", type=int, default=1,
+                   help="alternate in-process and service runs in this many slices each, so that the "
+                   "host's drift hits both alike (default 1: in-process before and after one load run)")
+    p.add_argument("--inproc-torch-threads", type=int, default=None,
+                   help="torch threads of the in-process analyzer (default: as each server worker has, "
+                   "CPUs // max-concurrency, so that both sides run the same configuration; 0 = torch's default)")
     p.add_argument("--skip-413", action="store_true", help="skip the oversized-upload checks")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
     return p
@@ -158,11 +164,24 @@ def _free_port() -> int:
 
 
 # ---- 1. in-process ---------------------------------------------------------------------------
-def run_inprocess(model: str, uploads: list[tuple[str, bytes]], seconds: float, threads: int) -> dict[str, Any]:
+_TORCH_THREADS: int | None = None  # --inproc-torch-threads, set by main
+
+
+def _inproc_torch_threads(analyses: int) -> int:
+    """The server gives each of its ``analyses`` worker processes CPUs // analyses torch threads
+    (service.workers.WorkerPool): the in-process bar runs the same unless told otherwise."""
+    if _TORCH_THREADS is not None:
+        return _TORCH_THREADS
+    return max(1, (os.cpu_count() or 1) // analyses)
+
+
+def run_inprocess(model: str, uploads: list[tuple[str, bytes]], seconds: float, threads: int,
+                  analyzer: Any = None) -> dict[str, Any]:
     from morph.pipeline import AnalysisOptions, build_analyzer
 
-    analyzer = build_analyzer(model)
+    analyzer = analyzer or build_analyzer(model)
     options = AnalysisOptions()
+    torch_threads = _inproc_torch_threads(threads)
     analyzer.run_case(uploads[:1], options)  # warm-up
     done = [0] * threads
     deadline = time.perf_counter() + seconds
@@ -175,8 +194,15 @@ def run_inprocess(model: str, uploads: list[tuple[str, bytes]], seconds: float, 
             done[k] += 1
             i += threads
 
-    wall = _run_threads(_loop, threads)
-    return {"threads": threads, "images": sum(done), "seconds": round(wall, 2),
+    import torch
+
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(torch_threads or default_threads)
+    try:
+        wall = _run_threads(_loop, threads)
+    finally:
+        torch.set_num_threads(default_threads)
+    return {"threads": threads, "torch_threads": torch_threads or default_threads, "images": sum(done), "seconds": round(wall, 2),
             "images_per_s": sum(done) / wall, "model": analyzer.model_info().get("name")}
 
 
@@ -222,7 +248,8 @@ class Server:
                 self.proc.wait()
 
 
-def run_load(server: Server, uploads: list[tuple[str, bytes]], clients: int, seconds: float) -> dict[str, Any]:
+def run_load(server: Server, uploads: list[tuple[str, bytes]], clients: int, seconds: float,
+             warm: bool = True) -> dict[str, Any]:
     import httpx
 
     mime = "image/jpeg" if uploads[0][0].endswith(".jpg") else "image/png"
@@ -234,9 +261,10 @@ def run_load(server: Server, uploads: list[tuple[str, bytes]], clients: int, sec
             r.json()  # parse the whole report, as a client would
         return r.status_code
 
-    with httpx.Client(timeout=120) as c:  # warm-up: every field once
-        for i in range(len(uploads)):
-            _post(c, i)
+    if warm:
+        with httpx.Client(timeout=120) as c:  # warm-up: every field once
+            for i in range(len(uploads)):
+                _post(c, i)
     rss_start = server.rss_mb()
     peak = [rss_start]
     timeline: list[tuple[float, float]] = []
@@ -288,7 +316,46 @@ def run_load(server: Server, uploads: list[tuple[str, bytes]], clients: int, sec
         "rss_start_mb": round(rss_start, 1), "rss_peak_mb": round(peak[0], 1),
         "rss_25_mb": _rss_at(0.25), "rss_50_mb": _rss_at(0.5), "rss_75_mb": _rss_at(0.75),
         "rss_end_mb": round(server.rss_mb(), 1),
+        "latencies": lat,
     }
+
+
+def _merge_loads(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One load result from alternating slices: throughput over their summed wall time."""
+    lat = [x for p in parts for x in p["latencies"]]
+    wall = sum(p["seconds"] for p in parts)
+    ok = sum(p["ok"] for p in parts)
+    return {
+        **parts[-1], "seconds": round(wall, 2), "requests": len(lat), "ok": ok,
+        "errors": sum(p["errors"] for p in parts),
+        "error_kinds": sorted({k for p in parts for k in p["error_kinds"]}),
+        "images_per_s": ok / wall, "p50_s": _pct(lat, 50), "p95_s": _pct(lat, 95), "p99_s": _pct(lat, 99),
+        "mean_s": statistics.fmean(lat) if lat else float("nan"),
+        "rss_start_mb": parts[0]["rss_start_mb"], "rss_peak_mb": max(p["rss_peak_mb"] for p in parts),
+        "latencies": lat,
+    }
+
+
+def _merge_inprocess(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    images, wall = sum(p["images"] for p in parts), sum(p["seconds"] for p in parts)
+    return {**parts[0], "images": images, "seconds": round(wall, 2), "images_per_s": images / wall}
+
+
+def run_alternating(
+    model: str, uploads: list[tuple[str, bytes]], server: Server, args: argparse.Namespace, conc: int,
+    inproc_s: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """In-process and service runs in alternating slices (each side idle while the other runs)."""
+    from morph.pipeline import build_analyzer
+
+    analyzer = build_analyzer(model)
+    inproc_parts, load_parts = [], []
+    for k in range(args.slices):
+        inproc_parts.append(run_inprocess(model, uploads, inproc_s / args.slices, conc, analyzer))
+        load_parts.append(run_load(server, uploads, args.clients, args.seconds / args.slices, warm=k == 0))
+        print(f"slice {k + 1}/{args.slices}: in-process {inproc_parts[-1]['images_per_s']:.2f}, service "
+              f"{load_parts[-1]['images_per_s']:.2f} images/s, load avg {os.getloadavg()[0]:.1f}", flush=True)
+    return _merge_inprocess(inproc_parts), _merge_loads(load_parts)
 
 
 # ---- 3. oversized uploads --------------------------------------------------------------------
@@ -359,7 +426,11 @@ def main(args: argparse.Namespace) -> int:
           f"({statistics.fmean(len(d) for _, d in uploads) / 1024:.0f} KB each); "
           f"analyses at once: {conc}; CPUs: {os.cpu_count()}", flush=True)
 
+    global _TORCH_THREADS
+    _TORCH_THREADS = args.inproc_torch_threads
     inproc_s = args.inproc_seconds if args.inproc_seconds is not None else min(args.seconds, 30.0)
+    if args.slices > 1:
+        return _main_alternating(args, model, uploads, conc, inproc_s)
     # in-process before AND after the load run: on a shared machine, background load drifts
     before = run_inprocess(model, uploads, inproc_s / 2, conc)
     print(f"in-process (before): {before['images']} images in {before['seconds']} s = "
@@ -381,6 +452,31 @@ def main(args: argparse.Namespace) -> int:
     inproc = max(before, after, key=lambda r: r["images_per_s"])
 
     ratio = load["images_per_s"] / inproc["images_per_s"] if inproc["images_per_s"] else float("nan")
+    inproc_row = ("in-process before/after (images/s)", f"{before['images_per_s']:.2f}/{after['images_per_s']:.2f}")
+    _print_table(load, inproc_row, ratio, "service / best in-process", load_avg)
+    return _finish(args, load, ratio, big, alive_after,
+                   {"inprocess_before": before, "inprocess_after": after})
+
+
+def _main_alternating(args: argparse.Namespace, model: str, uploads: list[tuple[str, bytes]], conc: int,
+                      inproc_s: float) -> int:
+    server = Server(model, args.workers, conc)
+    try:
+        inproc, load = run_alternating(model, uploads, server, args, conc, inproc_s)
+        load_avg = os.getloadavg()[0]
+        big = [] if args.skip_413 else [oversized(server, chunked=False), oversized(server, chunked=True)]
+        with urllib.request.urlopen(server.url + "/healthz", timeout=5) as r:
+            alive_after = r.status == 200
+    finally:
+        server.stop()
+    ratio = load["images_per_s"] / inproc["images_per_s"] if inproc["images_per_s"] else float("nan")
+    inproc_row = (f"in-process ({args.slices} slices, {inproc['torch_threads']} torch thr)", f"{inproc['images_per_s']:.2f}")
+    _print_table(load, inproc_row, ratio, "service / in-process", load_avg)
+    return _finish(args, load, ratio, big, alive_after, {"inprocess": inproc})
+
+
+def _print_table(load: dict[str, Any], inproc_row: tuple[str, str], ratio: float, ratio_name: str,
+                 load_avg: float) -> None:
     print()
     print(f"{'service load':<34}{'value':>14}")
     rows = [
@@ -389,8 +485,8 @@ def main(args: argparse.Namespace) -> int:
         ("requests", f"{load['requests']}"),
         ("errors", f"{load['errors']}" + (f" {load['error_kinds']}" if load["errors"] else "")),
         ("throughput (images/s)", f"{load['images_per_s']:.2f}"),
-        ("in-process before/after (images/s)", f"{before['images_per_s']:.2f}/{after['images_per_s']:.2f}"),
-        ("service / best in-process", f"{100 * ratio:.0f} %"),
+        inproc_row,
+        (ratio_name, f"{100 * ratio:.0f} %"),
         ("load average (1 min) at the end", f"{load_avg:.1f}"),
         ("latency p50 (s)", f"{load['p50_s']:.3f}"),
         ("latency p95 (s)", f"{load['p95_s']:.3f}"),
@@ -402,6 +498,10 @@ def main(args: argparse.Namespace) -> int:
     ]
     for k, v in rows:
         print(f"{k:<34}{v:>14}")
+
+
+def _finish(args: argparse.Namespace, load: dict[str, Any], ratio: float, big: list[dict[str, Any]],
+            alive_after: bool, inproc: dict[str, Any]) -> int:
     for b in big:
         print(f"200 MB upload ({b['mode']}): {b['status']!r}; client had sent {b['client_sent_mb']} MB "
               f"when refused; server RSS {b['server_rss_before_mb']:.0f} -> {b['server_rss_after_mb']:.0f} MB")
@@ -409,9 +509,9 @@ def main(args: argparse.Namespace) -> int:
     verdict = load["errors"] == 0 and ratio >= 0.8 and all(b["status"].split(" ")[1:2] == ["413"] for b in big)
     print(f"targets (0 errors, >= 80 % of in-process, 413s): {'met' if verdict else 'NOT met'}")
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"inprocess_before": before, "inprocess_after": after, "load": load, "oversized": big,
-             "ratio": ratio}, indent=2) + "\n")
+        load = {k: v for k, v in load.items() if k != "latencies"}
+        Path(args.json).write_text(json.dumps({**inproc, "load": load, "oversized": big, "ratio": ratio},
+                                              indent=2) + "\n")
     return 0
 
 
