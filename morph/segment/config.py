@@ -51,6 +51,9 @@ class SegmentConfig:
         min_cell_fraction: while the pixels above the high threshold cover less than this
             fraction of the field, it is re-estimated below itself (see ``foreground._thresholds``).
         low_high_ratio: the low threshold is at least this fraction of the high (Otsu) one.
+        floor_fallback_ratio: when the next re-split would fall into the glass noise but this
+            many times more is stained between the noise floor and the high threshold than
+            above it, the high threshold drops to the floor (see ``foreground._thresholds``).
         max_hole_area: holes up to this area (units of cell area) are filled (central pallor).
         ring_close: gaps in pale rims up to this size (units of ``r``) are closed.
         dt_smooth: Gaussian smoothing of the distance transform, in units of ``r``.
@@ -111,6 +114,7 @@ class SegmentConfig:
     seed_noise_k: float = 8.0
     min_cell_fraction: float = 0.2
     low_high_ratio: float = 0.5
+    floor_fallback_ratio: float = 5.0
     max_hole_area: float = 0.5
     ring_close: float = 0.12
     dt_smooth: float = 0.12

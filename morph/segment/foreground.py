@@ -37,13 +37,19 @@ def _thresholds(raw: np.ndarray, cfg: SegmentConfig) -> tuple[float, float, floa
             break
         # re-split only when more is stained between the noise floor and the threshold
         # (pale red cells) than above it (nuclei, a scratch)
-        if float(((sig > floor) & (sig <= hi)).mean()) < above:
+        between = float(((sig > floor) & (sig <= hi)).mean())
+        if between < above:
             break
         below = sig[sig < hi]
         if below.size < 16:
             break
         nxt = _otsu(below)
         if nxt < floor:
+            # never into the glass noise; but when far more is stained between the floor and
+            # the threshold than above it, the threshold passes only specks (a field of pale
+            # cells whose next split lands just under the floor): the floor it is
+            if between > cfg.floor_fallback_ratio * above:
+                hi = floor
             break
         hi = nxt
     lo = max(cfg.noise_k * noise, cfg.low_high_ratio * hi)
