@@ -51,18 +51,28 @@ def cpu_seconds(pid: int) -> float:
     return total / TICK
 
 
-def pss_mb(pid: int) -> float:
-    """Proportional memory of ``pid``'s tree, MB: a page shared by k processes counts 1/k in
-    each, so the forkserver's torch pages shared with every worker are counted once."""
-    total = 0
+def memory_by_process(pid: int) -> list[tuple[str, float, float]]:
+    """(role, RSS MB, PSS MB) of each process of ``pid``'s tree, read together (one snapshot).
+    RSS counts a page shared by k processes k times (the forkserver's torch pages once per
+    worker); PSS counts 1/k of it in each, so the PSS sum counts it once."""
+    out = []
     for p in process_tree(pid):
         try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except (OSError, ValueError):
-            pass
-    return total / 1024
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            rollup = dict(line.split(":", 1) for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()
+                          if line.startswith(("Rss:", "Pss:")))
+            rss, pss = (int(rollup[k].split()[0]) / 1024 for k in ("Rss", "Pss"))
+        except (OSError, ValueError, KeyError, IndexError):
+            continue
+        role = ("server" if p == pid else "tracker" if "resource_tracker" in cmd
+                else "forkserver" if ppid == pid else "worker")
+        out.append((role, rss, pss))
+    return out
+
+
+def _split_text(split: list[tuple[str, float, float]]) -> str:
+    return ", ".join(f"{role} {rss:.0f}/{pss:.0f}" for role, rss, pss in split)
 
 
 def big_jpeg(folder: Path, side: int = 7000) -> bytes:
@@ -91,15 +101,18 @@ def timeouts(args: argparse.Namespace) -> int:
     server = Server(resolve_model(args.model, Path(args.work)), 1, args.max_concurrency,
                     env={"MORPH_TIMEOUT_S": str(args.timeout)})
     try:
-        rss_idle = server.rss_mb()
-        peak = [rss_idle]
-        peak_pss = [pss_mb(server.proc.pid)]
+        idle_split = memory_by_process(server.proc.pid)
+        rss_idle = sum(rss for _, rss, _ in idle_split)
+        peak, peak_pss, peak_split = [rss_idle], [sum(pss for _, _, pss in idle_split)], [idle_split]
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.wait(0.05):
-                peak[0] = max(peak[0], server.rss_mb())
-                peak_pss[0] = max(peak_pss[0], pss_mb(server.proc.pid))
+                split = memory_by_process(server.proc.pid)
+                rss = sum(r for _, r, _ in split)
+                if rss > peak[0]:
+                    peak[0], peak_split[0] = rss, split
+                peak_pss[0] = max(peak_pss[0], sum(p for _, _, p in split))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -146,6 +159,8 @@ def timeouts(args: argparse.Namespace) -> int:
           f"{len(answers)} x {kinds}")
     print(f"peak PSS (shared pages counted once) {peak_pss[0]:.0f} MB")
     print(f"server RSS idle before {rss_idle:.0f} MB, after {rss_end:.0f} MB; next normal request: HTTP {after}")
+    print(f"RSS/PSS (MB) by process, idle before: {_split_text(idle_split)}")
+    print(f"RSS/PSS (MB) by process, at the peak RSS: {_split_text(peak_split[0])}")
     ok = last <= 5 and idle_after <= 10 and peak_pss[0] < 3000 and after == 200
     print(f"targets (all answered <= 5 s, CPU idle <= 10 s, peak memory < 3 GB as PSS; summed RSS "
           f"{'under' if peak[0] < 3000 else 'over'} 3 GB): {'met' if ok else 'NOT met'}")
