@@ -61,9 +61,9 @@ CASES: tuple[Case, ...] = (
          "folate (and, in life, a marrow) separate them"),
     Case("parvovirus_crisis", "parvovirus_b19_aplastic_crisis", {"hb_g_dl": 4.8, "mcv_fl": 84},
          {"reticulocyte_percent": 0.2},
-         "5 NMB fields hold about 270 red cells; 'reticulocytes absent' (95% upper bound under 0.5%) "
-         "needs at least 765, about 15 fields, so the smear says 'indeterminate: count more cells' "
-         "and the laboratory reticulocyte count decides"),
+         "'reticulocytes absent' (95% upper bound under 0.5%) needs at least 765 red cells with none "
+         "read as a reticulocyte (CLSI H44-A2 counts 1,000); five fields hold fewer, so the smear says "
+         "'indeterminate: count more cells' and the laboratory reticulocyte count decides"),
     Case("beta_thalassaemia_major", "beta_thalassemia_major", {"hb_g_dl": 6.5, "mcv_fl": 63},
          mimic="iron_deficiency_anemia"),
     Case("iron_deficiency", "iron_deficiency_anemia", {"hb_g_dl": 8.9, "mcv_fl": 68},
@@ -233,6 +233,25 @@ def print_table(cases: list[Case], reports: dict[str, dict[str, Any]], n_cases: 
     for case in cases:
         if case.why:
             print(f"  {case.preset} needs {json.dumps(case.deciding)}: {case.why}")
+    for case in cases:
+        print(f"  {case.preset}: {_measured(case, reports['morphology'], n_cases)}")
+
+
+def _measured(case: Case, reports: dict[str, Any], n_cases: int) -> str:
+    """Median assessed red cells per case and what the smear said about reticulocytes."""
+    found = [reports[k]["findings"] for i in range(n_cases) if (k := f"{case.preset}-{i:02d}") in reports]
+    if not found:
+        return "no report"
+    rbc = int(np.median([f["assessed_rbc"] for f in found]))
+    out = f"median {rbc} assessed red cells per case"
+    ret = Counter(f["reticulocytes"]["status"] for f in found)
+    if set(ret) != {"not_assessed"}:
+        more = [f["reticulocytes"].get("more_fields_to_decide") for f in found]
+        known = [m for m in more if m is not None]
+        out += f"; reticulocytes {dict(ret)}"
+        if known:
+            out += f", median {int(np.median(known))} more fields to decide"
+    return out
 
 
 def misreads(truth: dict[str, Any], reports: dict[str, Any], cases: list[Case]) -> None:
