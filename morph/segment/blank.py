@@ -28,15 +28,16 @@ def _flat_bright(rgb: np.ndarray, cfg: SegmentConfig) -> tuple[np.ndarray, np.nd
     with its right and lower neighbours at full resolution), that grid's grey, and ``s``."""
     h, w = rgb.shape[:2]
     s = 4 if min(h, w) >= 128 else 1
-    a = rgb[: h - 1: s, : w - 1: s]
-    right = rgb[: h - 1: s, 1: w: s]
+    # float copies of the coarse grid only (a uint8 field stays uint8 at full resolution)
+    a = rgb[: h - 1: s, : w - 1: s].astype(np.float32)
+    right = rgb[: h - 1: s, 1: w: s].astype(np.float32)
     grey = a.mean(axis=2)
     flat = (np.abs(a - right).max(axis=2) <= 1.0) & (grey >= cfg.blank_min_grey)
     min_px = max(256.0, cfg.blank_min_area * h * w) / (s * s)
     # most fields have no flat bright area at all: the lower neighbours only when needed
     if flat.sum() < min_px:
         return np.zeros(flat.shape, np.int32), grey, s
-    flat &= np.abs(a - rgb[1: h: s, : w - 1: s]).max(axis=2) <= 1.0
+    flat &= np.abs(a - rgb[1: h: s, : w - 1: s].astype(np.float32)).max(axis=2) <= 1.0
     lab, n = ndi.label(flat)
     # one region per grey level (a white patch pressed against flat glass stays apart from it)
     combo = np.where(flat, lab.astype(np.int64) * 128 + np.rint(grey / 4.0).astype(np.int64), 0)
@@ -82,7 +83,8 @@ def _stepped(lab: np.ndarray, grey: np.ndarray, cfg: SegmentConfig) -> np.ndarra
 
 
 def blank_mask(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray | None:
-    """Full-resolution mask of the blank areas of an (H, W, 3) float RGB field (None: none)."""
+    """Full-resolution mask of the blank areas of an (H, W, 3) RGB field, float32 or uint8
+    (None: none)."""
     lab, grey, s = _flat_bright(rgb, cfg)
     if not lab.any():
         return None
@@ -97,7 +99,7 @@ def blank_mask(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray | None:
     full_lab = np.zeros((h, w), np.int32)
     full_lab[: up.shape[0], : up.shape[1]] = up
     near = level[full_lab]
-    blank = (near > 0) & (np.abs(rgb.mean(axis=2) - near) <= 2.0)
+    blank = (near > 0) & (np.abs(rgb.astype(np.float32, copy=False).mean(axis=2) - near) <= 2.0)
     # the edge of a patch (JPEG ringing) belongs to it
     return ndi.binary_dilation(blank, iterations=1)
 
@@ -124,6 +126,7 @@ def blank_to_glass(rgb: np.ndarray, cfg: SegmentConfig) -> tuple[np.ndarray, np.
     blank = blank_mask(rgb, cfg)
     if blank is None:
         return rgb, None
+    rgb = rgb.astype(np.float32, copy=False)  # painting needs float (a uint8 field is converted only here)
     rest = rgb[~blank]
     if rest.shape[0] < 64:
         return rgb, blank

@@ -85,7 +85,7 @@ def segment_field(
         return _no_cells(f"no cells found: image too small to hold a cell ({W}x{H} px)")
     # 0-3. blank areas, glass map, optical density, foreground, typical radius at the working scale
     wv = working_scale(rgb, cfg)
-    del rgb  # the full-resolution float copy (588 MB for 49 MP) is not needed past the working scale
+    del rgb  # not needed past the working scale
     if isinstance(wv, str):
         return _no_cells(wv)
     r = wv.r_full / wv.k
@@ -122,9 +122,13 @@ def segment_field(
 
 
 def _checked_rgb(image: np.ndarray, um_per_px: float) -> np.ndarray:
-    """The image as (H, W, 3) float RGB, after checking the scale and the array."""
+    """The image as (H, W, 3) RGB, after checking the scale and the array: a uint8 RGB image as
+    it is (the working scale needs no float copy of it: 588 MB for 49 MP), anything else as
+    float32."""
     if not (isinstance(um_per_px, int | float) and math.isfinite(um_per_px) and um_per_px > 0):
         raise MorphError("bad_request", f"um_per_px must be a positive number, got {um_per_px!r}")
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return image
     rgb = as_rgb_float(image)
     if rgb is None:
         shape = getattr(image, "shape", None)

@@ -110,11 +110,19 @@ class Working:
     shape: tuple[int, int] = (0, 0)  # its size in original pixels
 
 
+def _block_mean_f32(rgb: np.ndarray, k: int) -> np.ndarray:
+    """:func:`block_mean` as float32 (a uint8 field's blocks sum to exactly the float32 field's)."""
+    return block_mean(rgb, k).astype(np.float32, copy=False)
+
+
 def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
     """Steps 0-3: blank areas painted glass, glass map, density, foreground and the typical
-    radius, at the working scale (block size ``k``); a string says why the field holds no cells."""
+    radius, at the working scale (block size ``k``); a string says why the field holds no cells.
+
+    ``rgb`` is float32 (:func:`as_rgb_float`) or, to spare a full-resolution float copy of a
+    large field, an (H, W, 3) uint8 image: every result is the same."""
     H, W = rgb.shape[:2]
-    if float(np.percentile(rgb[::4, ::4].mean(axis=2), 99)) < cfg.black_max_grey:
+    if float(np.percentile(rgb[::4, ::4].astype(np.float32).mean(axis=2), 99)) < cfg.black_max_grey:
         return "no cells found: the field is black (no light reached the camera, or an empty image)"
     rgb, blank_px = blank_to_glass(rgb, cfg)
     blank = float(blank_px.mean()) if blank_px is not None else 0.0
@@ -130,7 +138,7 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
     # 1. coarse pass (~320 px, blocks of at most coarse_max_block px): glass colour map, thresholds,
     #    then the typical red-cell radius of this field
     c = max(1, min(int(max(H, W) // 320), cfg.coarse_max_block))
-    small = block_mean(rgb, c)
+    small = _block_mean_f32(rgb, c)
     bg_s = background_map(small, cfg)
     dens_s = optical_density(small, bg_s)
     od_s, raw_s, fg_s, thr = foreground(small, bg_s, None, cfg, density=dens_s)
@@ -148,7 +156,7 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
         if k == c:
             work, bg, dens = small, bg_s, dens_s
         else:
-            work = block_mean(rgb, k)
+            work = _block_mean_f32(rgb, k)
             bg, dens = resize_to(bg_s, work.shape[:2]), None
         od, raw, fg, _ = foreground(work, bg, r_full / k, cfg, thr, dens)
         r_new = _radius_of(fg, od, cfg)
