@@ -114,7 +114,7 @@ class SegmentConfig:
     seed_noise_k: float = 8.0
     min_cell_fraction: float = 0.2
     low_high_ratio: float = 0.5
-    floor_fallback_ratio: float = 5.0
+    floor_fallback_ratio: float = 20.0
     max_hole_area: float = 0.5
     ring_close: float = 0.12
     dt_smooth: float = 0.12
