@@ -55,3 +55,15 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
 
 
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (Debian's, never a downloaded one) for every browser test."""
+    from svc_helpers import CHROMIUM_ARGS, chromium_path
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -142,3 +142,13 @@ def sample_image(repo: Any, tmp_path: Any) -> Any:
     p = tmp_path / "field.png"
     p.write_bytes(encode(field_image(3, height=480, width=640)))
     return p
+
+
+def browser_marks() -> list:
+    """Marks for a test module that drives Chromium: ``browser``, and a skip when it is absent."""
+    import pytest
+
+    return [
+        pytest.mark.browser,
+        pytest.mark.skipif(not have_chromium(), reason=f"Chromium not installed at {chromium_path()}"),
+    ]

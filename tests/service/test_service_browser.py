@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 from svc_helpers import (
-    CHROMIUM_ARGS,
-    chromium_path,
-    have_chromium,
+    browser_marks,
     sample_image,
     start_server,
     stop_server,
@@ -23,11 +21,8 @@ from svc_helpers import (
 API_KEY = "browser-test-key"
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not have_chromium(), reason=f"Chromium not installed at {chromium_path()}"),
-]
-sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = browser_marks()
+pytest.importorskip("playwright.sync_api")  # skip the module cleanly without Playwright
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +35,6 @@ def server() -> Iterator[str]:
     finally:
         stop_server(proc)
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from svc_helpers import (
-    CHROMIUM_ARGS,
-    chromium_path,
-    have_chromium,
+    browser_marks,
     sample_image,
     start_server,
     stop_server,
@@ -25,19 +22,9 @@ from svc_helpers import (
 API_KEY = "review-test-key"
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not have_chromium(), reason=f"Chromium not installed at {chromium_path()}"),
-]
-sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = browser_marks()
+pytest.importorskip("playwright.sync_api")  # skip the module cleanly without Playwright
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _serve(store: Path) -> tuple[Any, str]:
