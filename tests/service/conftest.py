@@ -57,9 +57,12 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
 
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium (Debian's, never a downloaded one) for every browser test."""
+    """Headless Chromium (Debian's, never a downloaded one) for one browser-test module.
+
+    Module scope, not session: Playwright's sync API keeps an asyncio loop running in this
+    thread while it is open, which breaks later tests that start their own loop."""
     from svc_helpers import CHROMIUM_ARGS, chromium_path
 
     sync_api = pytest.importorskip("playwright.sync_api")
