@@ -122,12 +122,17 @@ def defocus(image: np.ndarray, sigma_px: float) -> np.ndarray:
 
 def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
     """The image after saving as JPEG at ``quality`` (1-95) and reading back (in memory)."""
-    from PIL import Image
-
     if not (isinstance(quality, int) and 1 <= quality <= 95):
         raise MorphError("bad_request", f"quality must be an integer in 1..95, got {quality!r}")
+    return encode_decode_jpeg(_rgb(image), quality)
+
+
+def encode_decode_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """The JPEG round trip itself, unchecked: callers check ``quality`` by their own rule."""
+    from PIL import Image
+
     buf = io.BytesIO()
-    Image.fromarray(_rgb(image)).save(buf, format="JPEG", quality=quality)
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
     buf.seek(0)
     with Image.open(buf) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()

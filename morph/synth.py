@@ -31,7 +31,6 @@ Everything is seeded: the same seed and arguments give the same image, bit for b
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import math
 import numbers
@@ -46,6 +45,7 @@ from .context import STAINS
 from .errors import MorphError
 from .labels import kind_of
 from .segment import DEFAULT_UM_PER_PX
+from .shifts import encode_decode_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -1026,14 +1026,9 @@ def _finish(od: np.ndarray, style: RenderStyle, rng: np.random.Generator, um_per
 
 
 def _jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
-    """Compression artefacts as in camera/archive JPEGs (in memory, no file)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=int(min(max(quality, 10), 100)))
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    """Compression artefacts as in camera/archive JPEGs (in memory, no file); a style's
+    quality is clamped to 10..100 rather than refused."""
+    return encode_decode_jpeg(image, int(min(max(quality, 10), 100)))
 
 
 def _is_int(v: object) -> bool:
