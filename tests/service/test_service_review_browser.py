@@ -55,14 +55,20 @@ def _wait_reviewed(page: Any, n: int) -> None:
     page.wait_for_function(f"document.querySelector('#case-status').dataset.reviewed === '{n}'")
 
 
+def _open_page(browser: Any, url: str) -> tuple[Any, Any]:
+    """A fresh browser context on the service's page (the caller closes the context)."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = ctx.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url + "/")
+    return ctx, page
+
+
 def test_review_a_stored_case_then_find_it_after_a_restart(browser: Any, tmp_path: Path) -> None:
     store = tmp_path / "store"
     proc, url = _serve(store)
-    ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
+    ctx, page = _open_page(browser, url)
     try:
-        page = ctx.new_page()
-        page.set_default_timeout(60_000)
-        page.goto(url + "/")
         page.fill("#api-key", API_KEY)
         page.fill("#reviewer", "ann")
         page.check("#store")
@@ -86,14 +92,11 @@ def test_review_a_stored_case_then_find_it_after_a_restart(browser: Any, tmp_pat
             page.keyboard.press(key)
             _wait_reviewed(page, n + 1)
         page.keyboard.press("ArrowRight")  # step on to a cell not reviewed yet, confirm it and the next
-        while page.locator("#fields rect.cell.selected.reviewed").count():
-            page.keyboard.press("ArrowRight")
-        page.keyboard.press("Enter")
-        _wait_reviewed(page, 4)
-        while page.locator("#fields rect.cell.selected.reviewed").count():
-            page.keyboard.press("ArrowRight")
-        page.keyboard.press("Enter")
-        _wait_reviewed(page, 5)
+        for reviewed in (4, 5):
+            while page.locator("#fields rect.cell.selected.reviewed").count():
+                page.keyboard.press("ArrowRight")
+            page.keyboard.press("Enter")
+            _wait_reviewed(page, reviewed)
 
         after = _counts(page)
         assert after != before and sum(after.values()) == sum(before.values())
@@ -108,11 +111,8 @@ def test_review_a_stored_case_then_find_it_after_a_restart(browser: Any, tmp_pat
         stop_server(proc)
 
     proc, url = _serve(store)  # a new process on the same store
-    ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
+    ctx, page = _open_page(browser, url)
     try:
-        page = ctx.new_page()
-        page.set_default_timeout(60_000)
-        page.goto(url + "/")
         page.fill("#api-key", API_KEY)
         page.click("#load-cases")
         row = page.locator(f"#cases li[data-case-id='{case_id}']")
