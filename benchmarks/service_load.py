@@ -439,10 +439,7 @@ def main(args: argparse.Namespace) -> int:
     server = Server(model, args.workers, conc)
     try:
         load = run_load(server, uploads, args.clients, args.seconds)
-        load_avg = os.getloadavg()[0]
-        big = [] if args.skip_413 else [oversized(server, chunked=False), oversized(server, chunked=True)]
-        with urllib.request.urlopen(server.url + "/healthz", timeout=5) as r:
-            alive_after = r.status == 200
+        load_avg, big, alive_after = _after_load(server, args)
     finally:
         server.stop()
     after = run_inprocess(model, uploads, inproc_s / 2, conc)
@@ -458,15 +455,21 @@ def main(args: argparse.Namespace) -> int:
                    {"inprocess_before": before, "inprocess_after": after})
 
 
+def _after_load(server: Server, args: argparse.Namespace) -> tuple[float, list[dict[str, Any]], bool]:
+    """Right after the load run: the host's load, the 413 checks (unless skipped), still alive?"""
+    load_avg = os.getloadavg()[0]
+    big = [] if args.skip_413 else [oversized(server, chunked=False), oversized(server, chunked=True)]
+    with urllib.request.urlopen(server.url + "/healthz", timeout=5) as r:
+        alive_after = r.status == 200
+    return load_avg, big, alive_after
+
+
 def _main_alternating(args: argparse.Namespace, model: str, uploads: list[tuple[str, bytes]], conc: int,
                       inproc_s: float) -> int:
     server = Server(model, args.workers, conc)
     try:
         inproc, load = run_alternating(model, uploads, server, args, conc, inproc_s)
-        load_avg = os.getloadavg()[0]
-        big = [] if args.skip_413 else [oversized(server, chunked=False), oversized(server, chunked=True)]
-        with urllib.request.urlopen(server.url + "/healthz", timeout=5) as r:
-            alive_after = r.status == 200
+        load_avg, big, alive_after = _after_load(server, args)
     finally:
         server.stop()
     ratio = load["images_per_s"] / inproc["images_per_s"] if inproc["images_per_s"] else float("nan")
