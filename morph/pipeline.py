@@ -244,10 +244,8 @@ class Analyzer:
     def diagnose(
         self, counts: dict[str, int], fields: Sequence[FieldResult], options: AnalysisOptions
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        try:
-            from .differentials import diagnose
-        except ImportError:  # pragma: no cover - until the findings engine lands
-            return {}, []
+        from .differentials import diagnose
+
         cells = [  # "field" lets the findings weigh fields that disagree and count fields needed
             {"label": c.label, "kind": c.kind, "diameter_um": c.diameter_um, "eccentricity": c.eccentricity,
              "field": f.path}
