@@ -14,9 +14,10 @@ field pixels around each cell centre is resized to ``crop_size``, so a macrocyte
 bigger than a normocyte whatever the microscope. Decoding is kind-aware: one network
 scores the whole vocabulary, and a red cell is decoded over the red-cell labels only,
 a nucleated cell over the nucleated and marrow labels only (the other logits are
-masked). On a new-methylene-blue (``"nmb"``) field, red cells are decoded over
-``normal`` and ``reticulocyte`` only: that stain is read for reticulocytes, not for
-shape. Probabilities are temperature-scaled; a cell whose top probability is under
+masked). Decoding is stain-aware too: a label the stated stain cannot show
+(:data:`morph.labels.VISIBLE_ON`: reticulocyte on new methylene blue only) is never given,
+and on a new-methylene-blue (``"nmb"``) field red cells are decoded over ``normal`` and
+``reticulocyte`` only: that stain is read for reticulocytes, not for shape. Probabilities are temperature-scaled; a cell whose top probability is under
 the tuned threshold is labelled ``unidentified``.
 """
 
@@ -36,7 +37,7 @@ from torch import nn
 
 from .errors import MorphError
 from .io import write_json, write_torch
-from .labels import MARROW_LABELS, NUCLEATED_LABELS, RBC_LABELS, UNIDENTIFIED
+from .labels import MARROW_LABELS, NUCLEATED_LABELS, RBC_LABELS, UNIDENTIFIED, visible_on
 from .model_folder import ModelFolder
 from .models import create_model, fuse_for_inference
 from .segment import DEFAULT_UM_PER_PX
@@ -276,7 +277,8 @@ class CellClassifier:
             "metrics": summary,
             "provenance": dict(self.provenance),
             "decoding": "kind-aware: red cells over red-cell labels, nucleated cells over nucleated "
-            "and marrow labels; on NMB stain red cells over normal/reticulocyte",
+            "and marrow labels; stain-aware: reticulocyte on NMB stain only, where red cells are "
+            "read over normal/reticulocyte",
         }
 
     # -- decoding -------------------------------------------------------------------------
@@ -290,7 +292,7 @@ class CellClassifier:
                 allowed = NUCLEATED_LABELS + MARROW_LABELS
             else:
                 allowed = self.labels
-            mask = np.array([lab in allowed for lab in self.labels])
+            mask = np.array([lab in allowed and visible_on(lab, stain) for lab in self.labels])
             if not mask.any():  # this model knows none of them: fall back to the kind, then all
                 kind_all = RBC_LABELS if kind == "rbc" else NUCLEATED_LABELS + MARROW_LABELS
                 mask = np.array([lab in kind_all for lab in self.labels])

@@ -181,6 +181,11 @@ class AugmentConfig:
     blur_p: float = 0.2
     noise_std: float = 0.02
     translate_px: float = 2.0  # centre jitter (point labels are hand-placed)
+    # Stain and scanner shifts (0 = off), so another lab's slides look like training data:
+    stain_od: float = 0.0  # paler / darker staining: optical density x U(1 - s, 1 + s)
+    stain_vector: float = 0.0  # per-channel optical-density gain spread (the stain's hue)
+    blur_sigma: float = 0.0  # when blurred (blur_p), a Gaussian of sigma U(0.3, this) crop px
+    jpeg_p: float = 0.0  # share of crops passed through a JPEG round trip at quality 25-90
 
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -205,6 +210,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
         mat = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
         grid = F.affine_grid(mat, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if cfg.stain_od or cfg.stain_vector:
+        x = _jitter_optical_density(x, rand(n, 1, 1, 1), rand(n, 3, 1, 1), cfg)
     if cfg.brightness or cfg.contrast or cfg.saturation or cfg.hue:
         b = 1 + (rand(n, 1, 1, 1) * 2 - 1) * cfg.brightness
         c = 1 + (rand(n, 1, 1, 1) * 2 - 1) * cfg.contrast
@@ -218,11 +225,54 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     if cfg.blur_p > 0:
         sel = rand(n) < cfg.blur_p
         if bool(sel.any()):
-            k1 = torch.tensor([0.25, 0.5, 0.25], device=dev)
-            k2 = (k1[:, None] * k1[None, :]).expand(3, 1, 3, 3).contiguous()
-            xb = F.conv2d(F.pad(x[sel], (1, 1, 1, 1), mode="replicate"), k2, groups=3)
             x = x.clone()
-            x[sel] = xb
+            if cfg.blur_sigma > 0:
+                x[sel] = gaussian_blur_each(x[sel], 0.3 + rand(int(sel.sum())) * max(cfg.blur_sigma - 0.3, 0.0))
+            else:
+                k1 = torch.tensor([0.25, 0.5, 0.25], device=dev)
+                k2 = (k1[:, None] * k1[None, :]).expand(3, 1, 3, 3).contiguous()
+                x[sel] = F.conv2d(F.pad(x[sel], (1, 1, 1, 1), mode="replicate"), k2, groups=3)
     if cfg.noise_std > 0:
         x = x + torch.randn(x.shape, generator=g, device=dev) * (rand(n, 1, 1, 1) * cfg.noise_std)
-    return x.clamp_(0, 1)
+    x = x.clamp_(0, 1)
+    if cfg.jpeg_p > 0:
+        x = _jpeg_some(x, rand(n) < cfg.jpeg_p, rand(n))
+    return x
+
+
+def _jitter_optical_density(x: torch.Tensor, u_scale: torch.Tensor, u_vec: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """Scale each crop's optical density (Beer-Lambert: stain amount) by one factor and each
+    channel by its own (the stain's colour), relative to the crop's brightest pixels (its glass)."""
+    eps = 1.0 / 255
+    glass = x.amax(dim=(2, 3), keepdim=True).clamp_min(eps)
+    od = -torch.log((x / glass).clamp(eps, 1.0))
+    gain = (1 + (u_scale * 2 - 1) * cfg.stain_od) * (1 + (u_vec * 2 - 1) * cfg.stain_vector)
+    return glass * torch.exp(-od * gain)
+
+
+def gaussian_blur_each(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each image of ``x`` (N, C, H, W) with its own Gaussian ``sigma`` (N,), in pixels
+    (separable, reflection at the borders: a defocused microscope)."""
+    n, c, h, w = x.shape
+    r = max(1, int(math.ceil(2.5 * float(sigma.max()))))
+    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-(t[None, :] ** 2) / (2 * sigma[:, None].clamp_min(1e-3) ** 2))
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (N*C, K)
+    y = F.pad(x.reshape(1, n * c, h, w), (r, r, r, r), mode="reflect")
+    y = F.conv2d(y, k[:, None, None, :], groups=n * c)
+    y = F.conv2d(y, k[:, None, :, None], groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+def _jpeg_some(x: torch.Tensor, sel: torch.Tensor, u_quality: torch.Tensor) -> torch.Tensor:
+    """A JPEG round trip (quality 25-90) for the selected crops: the compression of a lab's scanner."""
+    from .shifts import encode_decode_jpeg
+
+    if not bool(sel.any()):
+        return x
+    x = x.clone()
+    for i in torch.nonzero(sel).flatten().tolist():
+        img = (x[i].permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+        out = encode_decode_jpeg(img, int(25 + 65 * float(u_quality[i])))
+        x[i] = torch.from_numpy(out).to(x.device).permute(2, 0, 1).float() / 255
+    return x

@@ -63,6 +63,18 @@ CHULA_CLASSES: dict[int, str] = {
 }
 
 
+#: Labels that only some stains can show (every other label is visible on every stain). The
+#: reticulum of a reticulocyte is precipitated RNA that only a supravital stain (new methylene
+#: blue) shows; on a Wright smear the same young cell is at most polychromatic, and calling it a
+#: reticulocyte there would count cells that nobody can see.
+VISIBLE_ON: dict[str, tuple[str, ...]] = {"reticulocyte": ("nmb",)}
+
+
+def visible_on(label: str, stain: str) -> bool:
+    """Whether a smear stained with ``stain`` can show ``label`` (see :data:`VISIBLE_ON`)."""
+    return stain in VISIBLE_ON.get(label, (stain,))
+
+
 def kind_of(label: str) -> str:
     """Return the cell kind ("rbc", "nucleated", "platelet") a label belongs to."""
     if label in RBC_LABELS:
