@@ -39,9 +39,10 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -61,6 +62,9 @@ from morph.evaluation import (  # noqa: E402
 from morph.io import read_image  # noqa: E402
 from morph.localize import CentreDetector, load_localizer  # noqa: E402
 from morph.segment import DEFAULT_UM_PER_PX, Segmentation, segment_field  # noqa: E402
+
+if TYPE_CHECKING:
+    from morph.classify import CellClassifier
 
 
 # ----------------------------------------------------------------------------- fields
@@ -383,37 +387,79 @@ def print_table(rows: list[tuple[str, dict[str, dict[str, float]]]]) -> None:
 
 
 # ----------------------------------------------------------------------------- classifier
-def classifier_table(chula_root: Path, n_images: int | None) -> None:
-    """Per-class recall (accuracy within each true class) of the shipped classifier on the Chula
-    validation crops (the model's own split.json), on clean fields and under each stain shift."""
-    from morph.classify import extract_crops, load_model
-    from morph.evaluation import classification_metrics
-    from morph.io import read_json, read_yaml
+STAIN_SHIFTS: tuple[Shift, ...] = tuple(s for s in SHIFTS if s.stain_only)  # "clean" first
 
-    clf = load_model(None)
-    mapping = {int(k): v for k, v in read_yaml(REPO / "training" / "mappings" / "chula.yaml")["classes"].items()}
-    stems = sorted({int(g.split(":", 1)[-1]) for g in read_json(Path(clf.folder) / "split.json")["val_images"]})
-    fields = [Field("chula", s, read_image(chula_root / "images" / f"{s}.jpg"), DEFAULT_UM_PER_PX,
-                    points=np.array(_rows(chula_root / "labels" / f"{s}.txt"), float).reshape(-1, 3))
-              for s in stems[:n_images]]
-    rows = []
-    for shift in (s for s in SHIFTS if s.stain_only):
-        y_true: list[str] = []
-        y_pred: list[str] = []
-        for f in fields:
-            g = shift.apply(f, shift.name)
-            crops = extract_crops(g.image, g.points[:, :2], g.um_per_px, clf.preprocessing)
-            y_pred += clf.predict_crops(crops, "rbc", "wright").raw_labels
-            y_true += [mapping[int(c)] for c in g.points[:, 2]]
-        rows.append((shift.name, classification_metrics(y_true, y_pred, labels=list(clf.labels))))
+
+def chula_labels() -> dict[int, str]:
+    """Chula class number -> morph label (training/mappings/chula.yaml)."""
+    from morph.io import read_yaml
+
+    return {int(k): v for k, v in read_yaml(REPO / "training" / "mappings" / "chula.yaml")["classes"].items()}
+
+
+def val_stems(model_folder: Path) -> list[int]:
+    """The Chula image numbers of a model folder's validation split (its split.json)."""
+    from morph.io import read_json
+
+    return sorted({int(g.split(":", 1)[-1]) for g in read_json(Path(model_folder) / "split.json")["val_images"]})
+
+
+def chula_val_fields(chula_root: Path, stems: list[int], n_images: int | None = None) -> list[Field]:
+    """The labelled Chula fields of the given image numbers (the first ``n_images`` of them)."""
+    return [Field("chula", s, read_image(chula_root / "images" / f"{s}.jpg"), DEFAULT_UM_PER_PX,
+                  points=np.array(_rows(chula_root / "labels" / f"{s}.txt"), float).reshape(-1, 3))
+            for s in stems[:n_images]]
+
+
+def field_crops(clf: CellClassifier, fields: list[Field], labels: dict[int, str]) -> tuple[np.ndarray, list[str]]:
+    """One crop per labelled point of the fields at the model's scale, and the points' true labels."""
+    from morph.classify import extract_crops
+
+    crops = [extract_crops(f.image, f.points[:, :2], f.um_per_px, clf.preprocessing) for f in fields
+             if f.points is not None]
+    s = clf.preprocessing.crop_size
+    truth = [labels[int(c)] for f in fields if f.points is not None for c in f.points[:, 2]]
+    return (np.concatenate(crops) if crops else np.zeros((0, s, s, 3), np.uint8)), truth
+
+
+def classifier_shift_metrics(models: Sequence[CellClassifier], fields: list[Field]
+                             ) -> list[list[tuple[str, dict[str, Any]]]]:
+    """For each model, ``(shift name, classification metrics)`` on the crops of ``fields`` clean
+    (first) and under each stain shift; every shifted field is made once and cut for every model."""
+    from morph.evaluation import classification_metrics
+    from morph.labels import kind_of
+
+    labels = chula_labels()
+    out: list[list[tuple[str, dict[str, Any]]]] = [[] for _ in models]
+    for shift in STAIN_SHIFTS:
+        shifted = [shift.apply(f, shift.name) for f in fields]
+        for rows, clf in zip(out, models, strict=True):
+            crops, truth = field_crops(clf, shifted, labels)
+            pred = clf.predict_crops(crops, [kind_of(t) for t in truth], "wright")
+            rows.append((shift.name, classification_metrics(truth, pred.raw_labels, pred.confidences, list(clf.labels))))
+    return out
+
+
+def print_classifier_table(clf: CellClassifier, n_fields: int, rows: list[tuple[str, dict[str, Any]]]) -> None:
+    """Accuracy, its change from clean, macro-F1 and per-class recall under each stain shift."""
     labels = list(rows[0][1]["confusion_matrix"]["true_labels"])
-    print(f"\nclassifier {clf.name} {clf.version}: Chula val crops ({len(fields)} fields, {rows[0][1]['n']} crops); "
+    print(f"\nclassifier {clf.name} {clf.version}: Chula val crops ({n_fields} fields, {rows[0][1]['n']} crops); "
           "accuracy, its change from clean, macro-F1 and per-class recall")
     print(f"{'shift':<24}{'acc':>7}{'d acc':>7}{'mF1':>7}" + "".join(f"{lab[:6]:>7}" for lab in labels))
     acc0 = rows[0][1]["accuracy"]
     for name, m in rows:
         per = "".join(f"{m['per_class'].get(lab, {}).get('recall', 0.0):>7.3f}" for lab in labels)
         print(f"{name:<24}{m['accuracy']:>7.3f}{m['accuracy'] - acc0:>+7.3f}{m['macro_f1']:>7.3f}{per}")
+
+
+def classifier_table(chula_root: Path, n_images: int | None, clf: CellClassifier | None = None) -> None:
+    """Per-class recall (accuracy within each true class) of a classifier (default: the shipped
+    one) on the Chula validation crops (the model's own split.json), clean and under each stain shift."""
+    from morph.classify import load_model
+
+    clf = clf or load_model(None)
+    fields = chula_val_fields(chula_root, val_stems(Path(str(clf.folder))), n_images)
+    print_classifier_table(clf, len(fields), classifier_shift_metrics([clf], fields)[0])
 
 
 # ----------------------------------------------------------------------------- main
