@@ -161,7 +161,7 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def print_models(rows: list[dict[str, Any]], threads: int, split_line: str) -> None:
     print(f"\nChula RBC-12 validation split (by image), n = {rows[0]['n_val']} cells; {split_line}; "
           f"speed on 1 and {threads} torch threads, load average {rows[0]['load_avg']}")
-    hdr = (f"{'role':<9}{'model':<38}{'macro-F1':>9}{'acc':>8}{'tear F1':>9}{'ECE':>8}{'crops/s':>9}"
+    hdr = (f"{'role':<9}{'model':<40}{'macro-F1':>9}{'acc':>8}{'tear F1':>9}{'ECE':>8}{'crops/s':>9}"
            f"{f'({threads} thr)':>10}{'params':>11}{'MB':>7}{'train s':>9}  device")
     print(hdr)
     print("-" * len(hdr))
@@ -169,7 +169,7 @@ def print_models(rows: list[dict[str, Any]], threads: int, split_line: str) -> N
         tear = "-" if r["teardrop_f1"] is None else f"{r['teardrop_f1']:.3f}"
         ece = "-" if r["ece"] is None else f"{r['ece']:.4f}"
         train = "-" if r["train_time_s"] is None else f"{r['train_time_s']:.0f}"
-        print(f"{r['role']:<9}{r['model'][:37]:<38}{r['macro_f1']:>9.4f}{r['accuracy']:>8.4f}{tear:>9}{ece:>8}"
+        print(f"{r['role']:<9}{r['model'][:39]:<40}{r['macro_f1']:>9.4f}{r['accuracy']:>8.4f}{tear:>9}{ece:>8}"
               f"{r['crops_per_s_1thread']:>9}{r['crops_per_s']:>10}{r['params']:>11,}{r['weights_mb']:>7.2f}"
               f"{train:>9}  {r['train_device']}")
     print("(crops/s: one torch thread first, the target's; macro-F1/acc/teardrop F1/ECE before the "
@@ -200,12 +200,19 @@ def print_targets(targets: list[dict[str, Any]]) -> None:
         print(f"  {'PASS' if t['ok'] else 'miss':<5}{t['role']:<9}{t['metric']:<22}{v:>10}  (goal {t['goal']})")
 
 
+def synthetic_ok(t: dict[str, Any]) -> bool:
+    rn = t["reticulocyte_nmb"]
+    values = (rn["precision"], rn["recall"], t["megaloblast_vs_normoblast_f1"], t["hypersegmented_neutrophil_f1"])
+    return all(v is not None and v >= 0.95 for v in values)
+
+
 def print_synthetic(synth: dict[str, Any]) -> None:
     print(f"\n{SYNTHETIC_LINE}")
     for name, t in synth.items():
         rn = t["reticulocyte_nmb"]
-        print(f"  {name:<36} retic nmb P {rn['precision']} R {rn['recall']} (n {rn['support']}) | "
-              f"mega/normo F1 {t['megaloblast_vs_normoblast_f1']} | hyperseg F1 {t['hypersegmented_neutrophil_f1']}")
+        print(f"  {'PASS' if synthetic_ok(t) else 'miss':<5}{name:<36} retic nmb P {rn['precision']} R {rn['recall']} "
+              f"(n {rn['support']}) | mega/normo F1 {t['megaloblast_vs_normoblast_f1']} | "
+              f"hyperseg F1 {t['hypersegmented_neutrophil_f1']}")
 
 
 def print_folders_size() -> None:

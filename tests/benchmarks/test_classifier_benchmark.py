@@ -62,3 +62,10 @@ def test_targets_pass_and_miss() -> None:
     got = {t["metric"]: t["ok"] for t in bench.check_targets(rows)}
     assert got == {"macro_f1": True, "accuracy": False, "teardrop_f1": False, "ece": True,
                    "crops_per_s_1thread": True, "stain_worst_drop": False}
+
+
+def test_synthetic_verdict() -> None:
+    t = {"reticulocyte_nmb": {"precision": 0.99, "recall": 1.0, "support": 10},
+         "megaloblast_vs_normoblast_f1": 0.96, "hypersegmented_neutrophil_f1": 1.0}
+    assert bench.synthetic_ok(t)
+    assert not bench.synthetic_ok({**t, "megaloblast_vs_normoblast_f1": None})
