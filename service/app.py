@@ -1,9 +1,11 @@
 """The FastAPI app: ``create_app(settings)``, and ``app`` for ``uvicorn service.app:app``.
 
-The model is loaded once, in ``lifespan``, and handed to the routes with
-``Depends(get_analyzer)``. Uploaded images stay in memory: the multipart parser
-is told never to spool to disk (the body limit bounds the memory), and nothing
-about an image is logged.
+The model is loaded by each analysis worker process (``service.workers``), never by the
+server process itself (which so stays small, without torch): ``lifespan`` starts the
+workers, and the routes get the analyzer's recipe and model card with
+``Depends(get_analyzer)``. Uploaded images stay in memory: the multipart parser is told
+never to spool to disk (the body limit bounds the memory), and nothing about an image is
+logged.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.formparsers import MultiPartParser
 
 import morph
-from morph.pipeline import build_analyzer
 
 from .deps import get_analyzer, open_store, require_api_key
 from .errors import install_error_handlers
@@ -31,7 +32,7 @@ from .middleware import BodyLimitMiddleware
 from .routers import analyze, cases, diagnose, health, model
 from .routers import metrics as metrics_router
 from .settings import Settings
-from .workers import WorkerPool
+from .workers import AnalyzerRecipe, WorkerPool
 
 log = logging.getLogger("service")
 
@@ -49,7 +50,7 @@ Errors always have the shape `{"error": {"code", "message", "detail"}}`. When th
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. The model is loaded when the app starts (lifespan), not here."""
+    """Build the app. The model is loaded when the app starts (lifespan), in the workers."""
     settings = settings or Settings()
     logging.getLogger("service").setLevel(settings.log_level.upper())
     # Keep uploaded files in memory: the body limit bounds them. Starlette would otherwise
@@ -60,12 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = app.state.pool = WorkerPool(settings.max_concurrency)
         if getattr(app.state, "analyzer", None) is None:
-            app.state.analyzer = await anyio.to_thread.run_sync(
-                build_analyzer, settings.model, settings.localizer)
-            log.info("model loaded: %s", app.state.analyzer.model_info().get("name"))
+            app.state.analyzer = AnalyzerRecipe(settings.model, settings.localizer)
         app.state.store = await anyio.to_thread.run_sync(open_store, settings)
         if get_analyzer not in app.dependency_overrides:  # tests bring their own analyzer
-            await pool.prestart(app.state.analyzer)
+            await pool.prestart(app.state.analyzer)  # the workers load the model; a bad one fails here
+            log.info("model loaded: %s", app.state.analyzer.model_info().get("name"))
         yield
         app.state.analyzer = None
         await anyio.to_thread.run_sync(pool.close)

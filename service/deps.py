@@ -20,7 +20,7 @@ from morph.pipeline import Analyzer
 from .errors import ServiceError
 from .metrics import ServiceMetrics
 from .settings import Settings
-from .workers import WorkerPool
+from .workers import AnalyzerRecipe, WorkerPool
 
 if TYPE_CHECKING:
     from morph.store import CaseStore
@@ -40,9 +40,10 @@ def get_metrics(request: Request) -> ServiceMetrics:
     return metrics
 
 
-def get_analyzer(request: Request) -> Analyzer:
-    """The analyzer loaded in lifespan; 503 until it is there."""
-    analyzer: Analyzer | None = getattr(request.app.state, "analyzer", None)
+def get_analyzer(request: Request) -> Analyzer | AnalyzerRecipe:
+    """What the analysis workers run (the recipe they build the analyzer from, with its model
+    card; tests: an analyzer object); 503 until the app has started."""
+    analyzer: Analyzer | AnalyzerRecipe | None = getattr(request.app.state, "analyzer", None)
     if analyzer is None:
         raise ServiceError("not_ready", "the model is not loaded yet; retry shortly")
     return analyzer

@@ -2,17 +2,18 @@
 
 A thread cannot be stopped: an analysis abandoned by a timeout ran on, kept its memory and
 CPU, and had already given its concurrency slot back, so more analyses started beside it.
-Here each analysis runs in a worker process that holds the app's analyzer (sent once, when
-the worker starts). :class:`WorkerPool` has one slot per worker: a request takes a slot
+Here each analysis runs in a worker process that holds the app's analyzer: built there from
+the model settings when the worker starts (:class:`AnalyzerRecipe`), so the server process
+itself never loads torch or the models, or (tests) an analyzer object sent to it once. :class:`WorkerPool` has one slot per worker: a request takes a slot
 (waiting counts against its time limit), hands its job to an idle worker and waits for the
 answer. On a timeout or a disconnect the worker is killed, and the slot is given back only
 once the process is gone, so the limit counts every analysis that is still running and the
 CPU and memory of a stopped one come back at once. A killed worker is replaced when the next
 job needs one.
 
-Workers are forked from a ``forkserver`` that has imported torch and the pipeline but never
-ran them (forking the server itself, with its threads and thread pools, is not safe), so a
-replacement starts in a fraction of a second. A worker is also retired after
+Workers are forked from a ``forkserver`` that has imported torch and the model code but
+loaded no weights and ran nothing (forking the server itself, with its threads and thread
+pools, is not safe), so a replacement starts in about a second. A worker is also retired after
 :data:`JOBS_PER_WORKER` jobs, which keeps the memory of a long-running server flat.
 """
 
@@ -30,6 +31,7 @@ from typing import Any
 import anyio
 
 from morph.errors import MorphError
+from morph.pipeline import Analyzer, build_analyzer
 
 from .errors import ServiceError
 
@@ -37,10 +39,31 @@ log = logging.getLogger("service")
 
 #: A worker is replaced after this many jobs (allocator fragmentation stays bounded).
 JOBS_PER_WORKER = 200
-#: Seconds a new worker may take to be ready (unpickle the analyzer) before it is given up.
+#: Seconds a new worker may take to be ready (build its analyzer) before it is given up.
 WORKER_START_S = 120.0
-#: Modules the forkserver imports once, so every worker starts with them loaded.
-PRELOAD = ["torch", "morph.pipeline", "service.routers.analyze"]
+#: Modules the forkserver imports once, so every worker starts with them loaded: code only,
+#: never weights (each worker loads its own models; the forkserver holds no second copy).
+PRELOAD = ["torch", "morph.classify", "morph.localize", "service.routers.analyze"]
+
+
+@dataclass
+class AnalyzerRecipe:
+    """The server's analyzer as its workers build it (:func:`build_analyzer` of the two model
+    choices, once per worker, at its start). The server process keeps only this and the model
+    card the first worker sent back, so ``GET /v1/model`` and ``/readyz`` need no torch."""
+
+    model: str | None
+    localizer: str | None
+    card: dict[str, Any] | None = None  # ``model_info()`` of the analyzer a worker built
+
+    def build(self) -> Analyzer:
+        return build_analyzer(self.model, self.localizer)
+
+    def model_info(self) -> dict[str, Any]:
+        if self.card is None:
+            raise ServiceError("not_ready", "the model is not loaded yet; retry shortly")
+        return self.card
+
 
 _context_lock = threading.Lock()
 _context: Any = None
@@ -58,28 +81,53 @@ def _mp_context() -> Any:
         return _context
 
 
-def _worker_main(conn: Connection, analyzer: Any, torch_threads: int) -> None:
-    """A worker's life: answer jobs ``(fn, args)`` with ``fn(analyzer, *args)`` until EOF."""
+def _worker_main(conn: Connection, source: Any, torch_threads: int) -> None:
+    """A worker's life: build the analyzer (from an :class:`AnalyzerRecipe`; any other
+    ``source`` is the analyzer itself), say ready with its model card, then answer jobs
+    ``(fn, args)`` with ``fn(analyzer, *args)`` until EOF."""
     try:
         import torch
 
         torch.set_num_threads(torch_threads)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    conn.send(("ready", os.getpid()))
+    reply = _run_reply(_build, source)
+    if reply[0] != "ok":  # the model cannot be loaded: say why, and end
+        conn.send(reply)
+        return
+    analyzer, card = reply[1]
+    conn.send(("ready", os.getpid(), card))
     while True:
         try:
             fn, args = conn.recv()
         except (EOFError, OSError):
             return
-        try:
-            reply: tuple[Any, ...] = ("ok", fn(analyzer, *args))
-        except MorphError as exc:  # not picklable as is: sent as its parts
-            reply = ("morph_error", exc.code, exc.message, exc.path, exc.detail)
-        except Exception as exc:
-            log.exception("analysis failed in worker %d", os.getpid())
-            reply = ("error", type(exc).__name__)
-        conn.send(reply)
+        conn.send(_run_reply(fn, analyzer, *args))
+
+
+def _build(source: Any) -> tuple[Any, dict[str, Any] | None]:
+    """The worker's analyzer and, when it built it from a recipe, its model card."""
+    if isinstance(source, AnalyzerRecipe):
+        analyzer = source.build()
+        return analyzer, analyzer.model_info()
+    return source, None
+
+
+def _morph_error(reply: tuple[Any, ...]) -> MorphError:
+    """The :class:`MorphError` a ``("morph_error", ...)`` message carries."""
+    _, code, message, path, detail = reply
+    return MorphError(code, message, path=path, detail=detail)
+
+
+def _run_reply(fn: Callable[..., Any], *args: Any) -> tuple[Any, ...]:
+    """``fn(*args)`` as the message the server reads: ok, a MorphError's parts, or an error."""
+    try:
+        return ("ok", fn(*args))
+    except MorphError as exc:  # not picklable as is: sent as its parts
+        return ("morph_error", exc.code, exc.message, exc.path, exc.detail)
+    except Exception as exc:
+        log.exception("failed in analysis worker %d", os.getpid())
+        return ("error", type(exc).__name__)
 
 
 @dataclass
@@ -141,13 +189,17 @@ class WorkerPool:
         process.start()
         child.close()
         worker = _Worker(process, parent, analyzer)
-        try:  # ready: the analyzer is unpickled and torch set up, so its first job starts at once
+        try:  # ready: the analyzer is built and torch set up, so its first job starts at once
             ready = parent.recv() if parent.poll(WORKER_START_S) else None
         except (EOFError, OSError):
             ready = None
-        if not ready:
+        if not ready or ready[0] != "ready":
             worker.kill()
+            if ready and ready[0] == "morph_error":  # e.g. a model folder that is not there
+                raise _morph_error(ready)
             raise ServiceError("worker_failed", "an analysis process could not be started; see the server log")
+        if isinstance(analyzer, AnalyzerRecipe):
+            analyzer.card = ready[2]
         self.started += 1
         return worker
 
@@ -169,8 +221,7 @@ class WorkerPool:
         if kind == "ok":
             return reply[1]
         if kind == "morph_error":
-            _, code, message, path, detail = reply
-            raise MorphError(code, message, path=path, detail=detail)
+            raise _morph_error(reply)
         raise ServiceError("internal_error", "internal error; the server log has the details")
 
     def _give_back(self, worker: _Worker) -> None:

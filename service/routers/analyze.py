@@ -32,7 +32,7 @@ from ..errors import ServiceError, error_responses, morph_error_parts
 from ..metrics import ServiceMetrics
 from ..schemas import CaseReportOut, Stain, UmPerPx
 from ..settings import Settings
-from ..workers import WorkerPool, run_unless_disconnected
+from ..workers import AnalyzerRecipe, WorkerPool, run_unless_disconnected
 from . import api_router
 
 log = logging.getLogger("service")
@@ -83,7 +83,7 @@ def _run_case(
 async def analyze(
     request: Request,
     files: Annotated[list[UploadFile], File(description="one or more images (JPEG, PNG, TIFF, BMP) of one case")],
-    analyzer: Annotated[Analyzer, Depends(get_analyzer)],
+    analyzer: Annotated[Analyzer | AnalyzerRecipe, Depends(get_analyzer)],
     settings: Annotated[Settings, Depends(get_settings)],
     metrics: Annotated[ServiceMetrics, Depends(get_metrics)],
     pool: Annotated[WorkerPool, Depends(get_pool)],

@@ -11,6 +11,7 @@ from morph.pipeline import Analyzer
 from ..deps import get_analyzer
 from ..errors import error_responses
 from ..schemas import HealthOut, ReadyOut
+from ..workers import AnalyzerRecipe
 from . import api_router
 
 router = api_router(tags=["health"])
@@ -23,8 +24,8 @@ async def healthz() -> dict[str, Any]:
 
 @router.get("/readyz", summary="The model is loaded and requests can be served",
             response_model=ReadyOut, responses=error_responses(503))
-async def readyz(analyzer: Annotated[Analyzer, Depends(get_analyzer)]) -> dict[str, Any]:
-    return {"status": "ready", "model": getattr(analyzer.classifier, "name", None)}
+async def readyz(analyzer: Annotated[Analyzer | AnalyzerRecipe, Depends(get_analyzer)]) -> dict[str, Any]:
+    return {"status": "ready", "model": analyzer.model_info().get("name")}
 
 
 # HEAD answers like GET (load balancers and `curl -I` probe with it); kept out of the schema,

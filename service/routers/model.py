@@ -13,6 +13,7 @@ from morph.pipeline import Analyzer
 from ..deps import get_analyzer
 from ..errors import ServiceError, error_responses
 from ..schemas import DifferentialsOut, LabelsOut, ModelInfoOut
+from ..workers import AnalyzerRecipe
 from . import api_router
 
 router = api_router(tags=["model"])
@@ -22,8 +23,8 @@ router = api_router(tags=["model"])
     "/model", summary="The loaded model: name, version, labels, preprocessing, metrics, provenance",
     response_model=ModelInfoOut, responses=error_responses(401, 503),
 )
-async def model_info(analyzer: Annotated[Analyzer, Depends(get_analyzer)]) -> dict[str, Any]:
-    return analyzer.model_info()
+async def model_info(analyzer: Annotated[Analyzer | AnalyzerRecipe, Depends(get_analyzer)]) -> dict[str, Any]:
+    return analyzer.model_info()  # the recipe's: the card its first worker sent back
 
 
 @router.get("/labels", summary="The cell label vocabulary", response_model=LabelsOut,
