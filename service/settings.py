@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=50_000_000, ge=1, description="pixel limit per decoded image")
     max_images: int = Field(default=16, ge=1, description="most images in one /v1/analyze request")
     timeout_s: float = Field(default=120.0, gt=0, description="time limit for one analysis, seconds")
-    max_concurrency: int = Field(default=2, ge=1, description="analyses run at once (worker threads)")
+    max_concurrency: int = Field(default=2, ge=1, description="analyses run at once (worker processes)")
     save_uploads_dir: Path | None = Field(
         default=None, description="if set, uploaded images are ALSO written here (off by default: "
         "patient images are otherwise processed in memory only)",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from svc_helpers import assert_error, encode, field_image
+from svc_helpers import assert_error, encode, field_image, start_server, stop_server, wait_ready
 
 from service.deps import get_analyzer
 from service.workers import WorkerPool, run_unless_disconnected
@@ -146,6 +146,48 @@ def test_a_client_disconnect_kills_the_analysis(tmp_path):
 
 def _analyze(analyzer, inputs):
     return analyzer.run_case(inputs, None)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        try:
+            children.setdefault(int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        out.append(todo.pop())
+        todo.extend(children.get(out[-1], []))
+    return out
+
+
+def _has_torch(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc (Linux)")
+def test_the_server_process_never_loads_torch_its_workers_build_the_model(png_bytes):
+    """The uvicorn process answers /readyz and /v1/model from the model card its first worker
+    sent back, and analyses in workers that built the model; torch lives in the workers only."""
+    import httpx
+
+    proc, url = start_server({"MORPH_MODEL": "tiny", "MORPH_MAX_CONCURRENCY": "1"}, REPO)
+    try:
+        wait_ready(proc, url)
+        with httpx.Client(base_url=url, timeout=60) as c:
+            name = c.get("/readyz").json()["model"]
+            info = c.get("/v1/model").json()
+            report = c.post("/v1/analyze", files=_files(("a.png", png_bytes))).json()
+        assert "tiny" in name and info["name"] == name and info["labels"]
+        assert report["model"]["name"] == name and report["images"][0].get("error") is None
+        assert not _has_torch(proc.pid), "the server process loaded torch"
+        assert any(_has_torch(pid) for pid in _descendants(proc.pid)), "no worker holds the model"
+    finally:
+        stop_server(proc)
 
 
 # -- hostile context ------------------------------------------------------------------------------
