@@ -378,8 +378,9 @@ class CellClassifier:
             **self.extra_config,
         }
 
-    def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write the model folder (config, labels, preprocessing, thresholds, weights, metrics)."""
+    def save(self, folder: str | os.PathLike[str], half: bool = False) -> Path:
+        """Write the model folder (config, labels, preprocessing, thresholds, weights, metrics).
+        ``half`` stores floating-point weights as float16 (half the size; read back as float32)."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", self.config())
@@ -387,6 +388,8 @@ class CellClassifier:
         write_json(out / "preprocessing.json", self.preprocessing.to_dict())
         write_json(out / "thresholds.json", self.thresholds)
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         write_torch(out / "weights.pt", state)
         if self.metrics:
             write_json(out / "metrics.json", self.metrics)

