@@ -227,7 +227,7 @@ def efficientnet_lite0(num_classes: int, image_size: int = 96, drop_connect_rate
     crops. Its "same" padding is fixed for that size, so crops must come at exactly that size
     (the model folder's preprocessing does it). Random weights: see :func:`load_imagenet_weights`."""
     lite = _lite_package()
-    return lite.EfficientNet.from_name(  # type: ignore[no-any-return]
+    return lite.EfficientNet.from_name(
         IMAGENET_WHEELS["efficientnet_lite0"][0], num_classes=num_classes, image_size=image_size,
         drop_connect_rate=drop_connect_rate, dropout_rate=dropout_rate)
 
