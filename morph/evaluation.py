@@ -20,6 +20,7 @@ from .types import Cell
 if TYPE_CHECKING:  # the classifier (torch) is imported only where a model is evaluated
     from .classify import CellClassifier
     from .readers import LabelledCrop, LabelledData, LabelledPoint
+    from .synth import SynthCell
 
 
 def match_centres_in_boxes(dets: np.ndarray, boxes: np.ndarray) -> int:
@@ -417,3 +418,107 @@ def _labelled_metrics(clf: CellClassifier, scored: _Scored, mode: str, split: st
     m["skipped_examples"] = scored.skipped[:20]
     m.update(scored.extra)
     return m
+
+
+# --------------------------------------------------------------------------------------------
+# out-of-distribution objects: how many go to ``unidentified`` (``benchmarks/ood.py``)
+# --------------------------------------------------------------------------------------------
+#: Object types of the OOD measurement: the rendered objects of :data:`morph.synth.OOD_OBJECTS`,
+#: and two cuts of rendered fields: a red cell cut by the image edge (cropped at its visible
+#: centre, the window filled by reflection as in the pipeline) and two overlapping red cells
+#: cropped at their midpoint (as when a localizer takes them for one cell).
+OOD_FIELD_OBJECTS: tuple[str, ...] = ("cut_off_cell", "overlapping_cells")
+
+
+def ood_object_crops(preprocessing: Any, obj: str, n: int, seed: int = 0, um_per_px: float | None = None,
+                     stain: str = "wright") -> np.ndarray:
+    """``n`` crops of ``obj`` (:data:`morph.synth.OOD_OBJECTS` or :data:`OOD_FIELD_OBJECTS`) at a
+    model's scale, rendered at field scale ``um_per_px`` and resized as at inference."""
+    from .classify import resize_crops
+    from .segment import DEFAULT_UM_PER_PX
+    from .synth import render_ood_crop
+
+    um = float(um_per_px or DEFAULT_UM_PER_PX)
+    if obj in OOD_FIELD_OBJECTS:
+        return _field_object_crops(preprocessing, obj, n, seed, um)
+    win = preprocessing.window_px(um, "rbc")
+    crops = np.stack([render_ood_crop(seed * 100_003 + i, obj, stain=stain, size=win, um_per_px=um) for i in range(n)])
+    return resize_crops(crops, preprocessing.crop_size)
+
+
+def _field_object_crops(preprocessing: Any, obj: str, n: int, seed: int, um: float) -> np.ndarray:
+    """Cut-off or overlapping red cells from rendered blood fields (overlap everywhere)."""
+    from .classify import extract_crops
+    from .synth import render_field
+
+    out: list[np.ndarray] = []
+    for i in range(200):
+        if sum(len(c) for c in out) >= n:
+            break
+        f = render_field(seed * 1_009 + i, field_type="blood", height=480, width=640, um_per_px=um, overlap=1.0,
+                         label_weights={"normal": 0.8, "macrocyte": 0.1, "target_cell": 0.1})
+        rbc = [c for c in f.cells if c.kind == "rbc"]
+        if obj == "cut_off_cell":
+            centres = [(c.x, c.y) for c in rbc if c.touches_border and c.mask is not None
+                       and c.mask.sum() < 0.6 * np.pi * (c.diameter_px / 2) ** 2]
+        else:
+            centres = _overlap_midpoints([c for c in rbc if not c.touches_border])
+        if centres:
+            out.append(extract_crops(f.image, centres, um, preprocessing))
+    crops = np.concatenate(out) if out else np.zeros((0, preprocessing.crop_size, preprocessing.crop_size, 3), np.uint8)
+    return crops[:n]
+
+
+def _overlap_midpoints(cells: list[SynthCell]) -> list[tuple[float, float]]:
+    """Midpoints of pairs of cells whose centres are 0.5-0.85 of their summed radii apart (clearly
+    overlapping, neither hidden); each cell in one pair at most."""
+    used: set[int] = set()
+    out = []
+    for i, a in enumerate(cells):
+        for j in range(i + 1, len(cells)):
+            b = cells[j]
+            d = float(np.hypot(a.x - b.x, a.y - b.y))
+            if i in used or j in used or not 0.5 <= d / ((a.diameter_px + b.diameter_px) / 2) <= 0.85:
+                continue
+            used.update((i, j))
+            out.append(((a.x + b.x) / 2, (a.y + b.y) / 2))
+    return out
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float | None:
+    """Area under the ROC curve of a score that should be higher on ``positive`` (ties count half)."""
+    pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
+    if not len(pos) or not len(neg):
+        return None
+    ranks = _average_ranks(np.concatenate([pos, neg]))
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)))
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), np.float64)
+    ranks[order] = np.arange(1, len(x) + 1)
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=ranks)
+    return sums[inv] / counts[inv]
+
+
+def ood_rejection(clf: CellClassifier, logits: np.ndarray, kind: str = "rbc", stain: str = "wright",
+                  reference: np.ndarray | None = None) -> dict[str, Any]:
+    """Shares of cells sent to ``unidentified``: by the confidence threshold alone, by the OOD
+    threshold alone, by both at once, and in all (either). With ``reference`` (logits of
+    in-distribution cells), also how well the energy score and the confidence (1 - max softmax)
+    tell these cells from the reference ones (AUROC; 0.5 = not at all)."""
+    pred = clf.decode(logits, kind, stain)
+    n = len(logits)
+    low = np.array([c < clf.threshold_for(r) for r, c in zip(pred.raw_labels, pred.confidences, strict=True)], bool)
+    ood = pred.out_of_distribution.astype(bool)
+    row: dict[str, Any] = {"n": n}
+    for name, sel in (("threshold", low), ("ood", ood), ("both", low & ood), ("unidentified", low | ood)):
+        row[name] = round(float(sel.mean()), 4) if n else None
+    if reference is not None:
+        ref = clf.decode(reference, kind, stain)
+        row["auroc_energy"] = auroc(pred.ood_scores, ref.ood_scores)
+        row["auroc_confidence"] = auroc(-pred.confidences, -ref.confidences)
+    return row

@@ -60,8 +60,10 @@ __all__ = [
     "SynthCell",
     "SynthField",
     "default_label_weights",
+    "OOD_OBJECTS",
     "render_cell_crop",
     "render_case",
+    "render_ood_crop",
     "render_field",
 ]
 
@@ -1379,6 +1381,14 @@ def crop_labels(stain: str = "wright") -> tuple[str, ...]:
     return tuple(out)
 
 
+def _check_crop_args(seed: int, size: int, um_per_px: float) -> None:
+    _check_seed(seed)
+    if not (_is_int(size) and 8 <= size <= 1024):
+        raise MorphError("bad_request", f"size must be an integer in 8..1024, got {size!r}")
+    if not (_is_real(um_per_px) and 0.01 <= um_per_px <= 2.0):
+        raise MorphError("bad_request", f"um_per_px must be in 0.01..2.0, got {um_per_px!r}")
+
+
 def render_cell_crop(
     seed: int,
     label: str,
@@ -1402,11 +1412,7 @@ def render_cell_crop(
     if label not in allowed:
         raise MorphError("bad_request", f"label {label!r} cannot be rendered with stain {stain!r}; "
                          f"renderable: {', '.join(allowed)}", detail={"label": label})
-    _check_seed(seed)
-    if not (_is_int(size) and 8 <= size <= 1024):
-        raise MorphError("bad_request", f"size must be an integer in 8..1024, got {size!r}")
-    if not (_is_real(um_per_px) and 0.01 <= um_per_px <= 2.0):
-        raise MorphError("bad_request", f"um_per_px must be in 0.01..2.0, got {um_per_px!r}")
+    _check_crop_args(seed, size, um_per_px)
     if not (_is_real(size_scale) and 0.3 <= size_scale <= 3.0):
         raise MorphError("bad_request", f"size_scale must be in 0.3..3.0, got {size_scale!r}")
     rng = np.random.default_rng(seed)
@@ -1430,19 +1436,128 @@ def render_cell_crop(
             ys, xs = np.nonzero(m)
             main.cx += main.cx - (bx0 + float(xs.mean()) + 0.5)
             main.cy += main.cy - (by0 + float(ys.mean()) + 0.5)
-    specs = []
-    if context_cells:
-        for _ in range(int(rng.integers(0, 5))):
-            nb = _make_spec(str(rng.choice(_CONTEXT_LABELS[stain])), rng, style, um_per_px, stain)
-            a = float(rng.uniform(0, 2 * math.pi))
-            dist = (main.r + nb.r) * float(rng.uniform(0.92, 1.25))
-            nb.cx, nb.cy = main.cx + dist * math.cos(a), main.cy + dist * math.sin(a)
-            if abs(nb.cx - c) - nb.r < c and abs(nb.cy - c) - nb.r < c:  # visible at all
-                specs.append(nb)
+    specs = _context_specs(rng, style, um_per_px, stain, (main.cx, main.cy, main.r), c) if context_cells else []
     specs.append(main)  # the centred cell on top
     for sp in specs:
         _draw(sp, od, st, rng, um_per_px)
+    return _finish_crop(od, style, rng, um_per_px)
+
+
+def _context_specs(rng: np.random.Generator, style: RenderStyle, um_per_px: float, stain: str,
+                   centre: tuple[float, float, float], c: float) -> list[_Spec]:
+    """0-4 red cells around an object at ``centre`` (x, y, radius px), as cut from a field; only
+    those the crop (half side ``c``) shows at all are kept."""
+    cx, cy, r = centre
+    specs = []
+    for _ in range(int(rng.integers(0, 5))):
+        nb = _make_spec(str(rng.choice(_CONTEXT_LABELS[stain])), rng, style, um_per_px, stain)
+        a = float(rng.uniform(0, 2 * math.pi))
+        dist = (r + nb.r) * float(rng.uniform(0.92, 1.25))
+        nb.cx, nb.cy = cx + dist * math.cos(a), cy + dist * math.sin(a)
+        if abs(nb.cx - c) - nb.r < c and abs(nb.cy - c) - nb.r < c:  # visible at all
+            specs.append(nb)
+    return specs
+
+
+def _finish_crop(od: np.ndarray, style: RenderStyle, rng: np.random.Generator, um_per_px: float) -> np.ndarray:
+    """A crop's picture: flat illumination at a drawn gain, then optics and noise."""
+    size = od.shape[0]
     gain = float(rng.uniform(0.88, 1.04))
     light = np.broadcast_to(np.asarray(style.background, np.float32) * np.float32(gain), (size, size, 3))
     return _finish(od, style, rng, um_per_px, light=light)
+
+
+# ---------------------------------------------------------------------------
+# Objects that are not cells of the vocabulary (out-of-distribution tests)
+# ---------------------------------------------------------------------------
+
+#: What :func:`render_ood_crop` draws: a single platelet, a platelet clump, amorphous debris and
+#: stain precipitate. No classifier label fits them; a localizer may still hand them over as cells.
+OOD_OBJECTS: tuple[str, ...] = ("platelet", "platelet_clump", "debris", "stain_precipitate")
+
+
+def _blob(U: np.ndarray, V: np.ndarray, r: float) -> np.ndarray:
+    return np.exp(-(U * U + V * V) / np.float32(r * r))
+
+
+def _platelet_clump(od: np.ndarray, rng: np.random.Generator, st: _Stain, style: RenderStyle,
+                    um_per_px: float, c: float) -> float:
+    """4-11 platelets heaped within ~2 um of the centre; returns the clump's radius (px)."""
+    spread = float(rng.uniform(0.8, 1.6)) / um_per_px
+    for _ in range(int(rng.integers(4, 12))):
+        sp = _make_spec("platelet", rng, style, um_per_px, st.name)
+        sp.cx, sp.cy = c + float(rng.normal(0, spread)), c + float(rng.normal(0, spread))
+        _draw(sp, od, st, rng, um_per_px)
+    return 2.2 * spread
+
+
+def _stain_precipitate(od: np.ndarray, rng: np.random.Generator, st: _Stain, style: RenderStyle,
+                       um_per_px: float, c: float) -> float:
+    """15-70 dark-violet granules (0.15-0.5 um) in an irregular cluster 2-8 um across."""
+    size = od.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    spread = float(rng.uniform(0.5, 2.0)) / um_per_px
+    elong = float(rng.uniform(1.0, 2.5))
+    ang = float(rng.uniform(0, math.pi))
+    tone = st.vec["nucleus"] * np.float32(rng.uniform(0.8, 1.3))
+    for _ in range(int(rng.integers(15, 71))):
+        a, b = rng.normal(0, spread) * elong, rng.normal(0, spread)
+        gx = c + a * math.cos(ang) - b * math.sin(ang)
+        gy = c + a * math.sin(ang) + b * math.cos(ang)
+        r = float(rng.uniform(0.15, 0.5)) / um_per_px
+        od += (_blob(xx - np.float32(gx), yy - np.float32(gy), r) * np.float32(rng.uniform(0.6, 1.6)))[..., None] * tone
+    return 2.0 * spread * elong
+
+
+def _debris(od: np.ndarray, rng: np.random.Generator, st: _Stain, style: RenderStyle,
+            um_per_px: float, c: float) -> float:
+    """An amorphous, textured, lumpy smudge 3-9 um across (cell remnants, dust, fibres of stain)."""
+    size = od.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    U, V = xx - np.float32(c), yy - np.float32(c)
+    r = float(rng.uniform(1.5, 4.5)) / um_per_px
+    th = np.arctan2(V, U)
+    four = [(k, float(rng.uniform(0.08, 0.3) / k ** 0.5), float(rng.uniform(0, 2 * math.pi))) for k in range(2, 7)]
+    sd = np.hypot(U, V) - r * (1.0 + _fourier(th, four))
+    alpha = _edge_alpha(sd, width=float(rng.uniform(0.9, 3.0)))
+    tex = np.clip(_tex(rng, float(rng.uniform(0.3, 1.0)) / um_per_px, size, size) + 0.8, 0, None)
+    mix = rng.dirichlet((1.0, 1.0, 1.0))
+    tone = (mix[0] * np.full(3, 0.55, np.float32) + mix[1] * st.vec["hb"] * 1.5
+            + mix[2] * st.vec["nucleus"] * 0.6).astype(np.float32)
+    od += (alpha * tex * np.float32(rng.uniform(0.3, 1.1)))[..., None] * tone
+    return r * 1.3
+
+
+_OOD_DRAWERS: dict[str, Any] = {"platelet_clump": _platelet_clump, "stain_precipitate": _stain_precipitate,
+                                "debris": _debris}
+
+
+def render_ood_crop(
+    seed: int,
+    obj: str,
+    *,
+    stain: str = "wright",
+    size: int = 64,
+    um_per_px: float = DEFAULT_UM_PER_PX,
+    context_cells: bool = True,
+) -> np.ndarray:
+    """One object of :data:`OOD_OBJECTS`, centred in a (size, size, 3) uint8 RGB crop, with (by
+    default) red cells around it as in a crop cut from a field. Deterministic for a seed."""
+    _check_stain(stain)
+    if obj not in OOD_OBJECTS:
+        raise MorphError("bad_request", f"unknown object {obj!r}; known: {', '.join(OOD_OBJECTS)}", detail={"object": obj})
+    if obj == "platelet":
+        return render_cell_crop(seed, "platelet", stain=stain, size=size, um_per_px=um_per_px,
+                                context_cells=context_cells)
+    _check_crop_args(seed, size, um_per_px)
+    rng = np.random.default_rng([seed, 17])
+    style = RenderStyle.random(rng, stain)
+    st = _Stain(stain, style)
+    od = np.zeros((size, size, 3), np.float32)
+    c = 0.5 * size + float(rng.uniform(-1.5, 1.5))
+    r = _OOD_DRAWERS[obj](od, rng, st, style, um_per_px, c)
+    if context_cells:
+        for sp in _context_specs(rng, style, um_per_px, stain, (c, c, r), 0.5 * size):
+            _draw(sp, od, st, rng, um_per_px)
+    return _finish_crop(od, style, rng, um_per_px)
 
