@@ -36,26 +36,24 @@ import numpy as np  # noqa: E402
 
 def chula_val_crops(clf: Any, data_dir: Path) -> np.ndarray:
     """Crops at the labelled points of the model's Chula validation images (its ``split.json``)."""
-    from morph.data import crops_from_points
-    from morph.readers import read_labelled_data
-    from morph.segment import DEFAULT_UM_PER_PX
+    from benchmarks import robustness
 
-    data = read_labelled_data(data_dir / "chula-rbc-12", "chula", str(REPO / "training/mappings/chula.yaml"))
-    stems = {g.split(":", 1)[-1] for g in json.loads((Path(clf.folder) / "split.json").read_text())["val_images"]}
-    pts = [p for p in data.points if Path(p.image_path).stem in stems]
-    return crops_from_points(pts, clf.preprocessing, DEFAULT_UM_PER_PX).crops
+    fields = robustness.chula_val_fields(data_dir / "chula-rbc-12", robustness.val_stems(Path(clf.folder)))
+    return robustness.field_crops(clf, fields, robustness.chula_labels())[0]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    p.add_argument("--data", default=os.environ.get("MORPH_DATA_DIR", str(REPO.parent / "shared" / "data")),
+                   help="data root holding chula-rbc-12")
     p.add_argument("--n", type=int, default=200, help="crops per object type")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-reject", type=float, default=0.02,
                    help="OOD share of validation cells rejected, when the folder has no fitted OOD threshold")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the results as JSON")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     import torch
 
@@ -65,8 +63,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     clf = load_model(args.model)
-    data_dir = Path(os.environ.get("MORPH_DATA_DIR", REPO.parent / "shared" / "data"))
-    ref = clf.logits(chula_val_crops(clf, data_dir))
+    ref = clf.logits(chula_val_crops(clf, Path(args.data)))
     fitted = "ood" not in clf.thresholds
     if fitted:
         clf.fit_ood(ref, "rbc", "wright", args.max_reject, "Chula validation crops, fitted by benchmarks/ood.py")
@@ -74,18 +71,20 @@ def main() -> int:
     for obj in OOD_OBJECTS + OOD_FIELD_OBJECTS:
         crops = ood_object_crops(clf.preprocessing, obj, args.n, args.seed)
         rows[obj] = ood_rejection(clf, clf.logits(crops), reference=ref)
-    ood = clf.thresholds["ood"]
+    ood = clf.thresholds.get("ood") or {"per_group": {}}  # none when too few validation cells to fit one
     print(f"model {clf.name} ({clf.arch}); confidence threshold {clf.thresholds.get('global')}; OOD energy "
           f"threshold {ood['per_group'].get('rbc/wright')} (rbc/wright, "
           + ("fitted HERE: the folder has none, " if fitted else "from the folder, ")
           + f"max_reject {ood.get('max_reject')}); decoded as red cells on Wright stain")
-    hdr = f"{'objects':<28}{'n':>6}{'thresh':>9}{'OOD':>8}{'both':>8}{'unident.':>10}{'AUROC E':>9}{'AUROC conf':>11}"
+    hdr = (f"{'objects':<28}{'n':>6}{'thresh':>9}{'OOD':>8}{'both':>8}{'unident.':>10}{'AUROC E':>9}{'AUROC conf':>11}"
+           "  most often called (raw)")
     print(hdr)
     print("-" * len(hdr))
     for name, r in rows.items():
         au_e, au_c = r.get("auroc_energy"), r.get("auroc_confidence")
         print(f"{name:<28}{r['n']:>6}{r['threshold']:>9.3f}{r['ood']:>8.3f}{r['both']:>8.3f}{r['unidentified']:>10.3f}"
-              + (f"{au_e:>9.3f}{au_c:>11.3f}" if au_e is not None else f"{'-':>9}{'-':>11}"))
+              + (f"{au_e:>9.3f}{au_c:>11.3f}" if au_e is not None else f"{'-':>9}{'-':>11}")
+              + f"  {r['most_called']['label']} {r['most_called']['share']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": clf.name, "ood": ood, "fitted_here": fitted, "rows": rows}, indent=1))
     return 0

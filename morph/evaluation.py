@@ -517,6 +517,9 @@ def ood_rejection(clf: CellClassifier, logits: np.ndarray, kind: str = "rbc", st
     row: dict[str, Any] = {"n": n}
     for name, sel in (("threshold", low), ("ood", ood), ("both", low & ood), ("unidentified", low | ood)):
         row[name] = round(float(sel.mean()), 4) if n else None
+    if n:  # what the model takes them for, before any rejection
+        labels, counts = np.unique(np.array(pred.raw_labels, dtype=object), return_counts=True)
+        row["most_called"] = {"label": str(labels[counts.argmax()]), "share": round(float(counts.max() / n), 4)}
     if reference is not None:
         ref = clf.decode(reference, kind, stain)
         row["auroc_energy"] = auroc(pred.ood_scores, ref.ood_scores)
