@@ -53,6 +53,8 @@ __all__ = [
     "CASE_PRESETS",
     "FIELD_TYPES",
     "RENDER_VARIANTS",
+    "RING_FIELD_WEIGHTS",
+    "SPARSE_CELLS",
     "CasePreset",
     "STAINS",
     "SYNTH_LABELS",
@@ -65,6 +67,7 @@ __all__ = [
     "render_case",
     "render_ood_crop",
     "render_field",
+    "render_ring_field",
 ]
 
 FIELD_TYPES: tuple[str, ...] = ("blood", "nmb", "marrow")
@@ -110,9 +113,11 @@ _DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
 
 #: Shapes the renderer can draw that have no label of their own: drawn as themselves, labelled
 #: (ground truth) as the vocabulary label they belong to. Pencil cells are long thin
-#: elliptocytes of iron deficiency (ICSH 2015 counts them among elliptocytes).
-RENDER_VARIANTS: dict[str, str] = {"pencil_cell": "elliptocyte"}
-_VARIANT_FIELDS: dict[str, tuple[str, ...]] = {"pencil_cell": ("blood",)}
+#: elliptocytes of iron deficiency (ICSH 2015 counts them among elliptocytes); ring cells are the
+#: hypochromic cells of severe iron deficiency: a pale centre over more than half the diameter
+#: inside a dark, violet-tinged rim.
+RENDER_VARIANTS: dict[str, str] = {"pencil_cell": "elliptocyte", "ring_cell": "hypochromic"}
+_VARIANT_FIELDS: dict[str, tuple[str, ...]] = {"pencil_cell": ("blood",), "ring_cell": ("blood",)}
 
 #: Maturity range drawn for erythroid precursors (0 basophilic .. 1 orthochromatic).
 _ERYTHROID: dict[str, tuple[float, float]] = {
@@ -129,7 +134,7 @@ _DIAM_UM: dict[str, float] = {
     "normal": 7.5, "macrocyte": 9.4, "microcyte": 5.8, "spherocyte": 6.2, "target_cell": 7.7,
     "stomatocyte": 7.4, "ovalocyte": 7.6, "teardrop": 7.1, "burr_cell": 7.3,
     "schistocyte": 6.2, "hypochromic": 7.1, "elliptocyte": 7.3, "reticulocyte": 8.4,
-    "sickle_cell": 7.5, "uncategorised": 7.5, "pencil_cell": 5.6,
+    "sickle_cell": 7.5, "uncategorised": 7.5, "pencil_cell": 5.6, "ring_cell": 6.8,
     "nucleated_rbc": 8.5, "neutrophil": 12.0, "hypersegmented_neutrophil": 13.0,
     "lymphocyte": 8.5, "monocyte": 15.0, "other_wbc": 14.0,
     "normoblast": 9.0, "megaloblast": 14.0, "platelet": 2.6,
@@ -529,6 +534,15 @@ def _hypochromic(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
     p["dens"] *= 0.85
 
 
+def _ring_cell(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
+    # severe iron deficiency: an almost empty centre over 55-75% of the diameter and a narrow,
+    # dark rim whose stain leans violet (what a nucleus detector must not take for chromatin)
+    p["pallor_d"] = float(rng.uniform(0.85, 0.97))
+    p["pallor_r"] = float(rng.uniform(0.62, 0.8))
+    p["rim"] = float(rng.uniform(0.5, 1.1))
+    p["rim_violet"] = float(rng.uniform(0.3, 0.9))
+
+
 def _reticulocyte(p: dict[str, Any], rng: np.random.Generator, g: _Geom) -> None:
     if g.stain == "wright":
         p["poly"] = float(rng.uniform(0.35, 0.7))
@@ -560,7 +574,7 @@ _RBC_SHAPES: dict[str, Any] = {
     "target_cell": _target_cell, "stomatocyte": _stomatocyte, "ovalocyte": _ovalocyte,
     "elliptocyte": _elliptocyte, "pencil_cell": _pencil_cell, "teardrop": _teardrop,
     "burr_cell": _burr_cell, "schistocyte": _schistocyte, "hypochromic": _hypochromic,
-    "reticulocyte": _reticulocyte, "sickle_cell": _sickle_cell,
+    "ring_cell": _ring_cell, "reticulocyte": _reticulocyte, "sickle_cell": _sickle_cell,
 }
 #: shapes that set their own patch extent
 _OWN_EXTENT = frozenset({"elliptocyte", "pencil_cell", "teardrop"})
@@ -841,7 +855,8 @@ def _draw_rbc(spec: _Spec, U: np.ndarray, V: np.ndarray, st: _Stain, rng: np.ran
             h = 1.0 - p["pallor_d"] * np.exp(-(pr ** 4))
             if p["spot"] > 0:
                 h = h + p["spot"] * np.exp(-((q / p["spot_r"]) ** 2))
-        h = h + p["rim"] * np.exp(-(((rr - 0.82) / 0.15) ** 2))
+        rim = np.exp(-(((rr - 0.82) / 0.15) ** 2))
+        h = h + p["rim"] * rim
     tex = _tex(rng, 2.0 / max(um_per_px / 0.1, 0.3), *U.shape)
     ew = max(0.8, 0.15 / um_per_px)
     if p["edge"] > 0:
@@ -851,6 +866,8 @@ def _draw_rbc(spec: _Spec, U: np.ndarray, V: np.ndarray, st: _Stain, rng: np.ran
     if p["poly"] > 0:
         vec = vec * np.float32(1.0 - 0.25 * p["poly"]) + st.vec["poly"] * np.float32(p["poly"])
     add = amount[..., None] * vec
+    if p.get("rim_violet", 0.0) > 0:  # ring cells only (other cells draw exactly as before)
+        add += (alpha * p["rim_violet"] * rim).astype(np.float32)[..., None] * st.vec["platelet"]
     if p["halo"] > 0:
         halo = p["halo"] * np.exp(-(((sd - 1.5 * ew) / (1.5 * ew)) ** 2)) * (sd > 0)
         add -= halo[..., None].astype(np.float32)
@@ -1356,6 +1373,39 @@ def render_case(preset: str, seed: int, n_fields: int = 5, *, height: int = 480,
     return [render_field(int(rng.integers(2**31)), field_type=spec.field_type, height=height, width=width,
                          um_per_px=um_per_px, label_weights=weights, style=style)
             for _ in range(n_fields)]
+
+
+# ---------------------------------------------------------------------------
+# Iron-deficiency ring-cell fields: the failure case of real smears from other laboratories
+# ---------------------------------------------------------------------------
+
+#: Label mix of a severe iron-deficiency film as other laboratories' fields show it: mostly
+#: hypochromic ring cells and microcytes with pencil cells, a white cell only now and then.
+RING_FIELD_WEIGHTS: dict[str, float] = {
+    "ring_cell": 0.50, "hypochromic": 0.10, "microcyte": 0.12, "pencil_cell": 0.08, "normal": 0.10,
+    "target_cell": 0.02, "neutrophil": 0.004, "lymphocyte": 0.003, "platelet": 0.07,
+}
+
+#: Cells in a sparse field (the thin end of a film, or a very anaemic one), inclusive.
+SPARSE_CELLS: tuple[int, int] = (5, 40)
+
+
+def render_ring_field(seed: int, *, sparse: bool = False, height: int = 480, width: int = 640,
+                      um_per_px: float = DEFAULT_UM_PER_PX) -> SynthField:
+    """A blood field of severe iron deficiency (:data:`RING_FIELD_WEIGHTS`): ring cells whose dark,
+    violet-tinged rim surrounds a pale centre over more than half the diameter; with ``sparse``
+    only 5-40 cells (:data:`SPARSE_CELLS`) on a lot of glass. Ring cells are labelled
+    ``hypochromic`` and pencil cells ``elliptocyte`` (:data:`RENDER_VARIANTS`).
+
+    Deterministic: the same seed and arguments give the same field, bit for bit.
+    """
+    _check_seed(seed)
+    rng = np.random.default_rng([seed, 29])
+    # iron-deficient films stain fully (the rims are dark): no very pale smears
+    style = replace(RenderStyle.random(rng, "wright"), stain_strength=float(rng.uniform(0.8, 1.25)))
+    n_cells = int(rng.integers(SPARSE_CELLS[0], SPARSE_CELLS[1] + 1)) if sparse else None
+    return render_field(seed, field_type="blood", height=height, width=width, um_per_px=um_per_px,
+                        n_cells=n_cells, label_weights=RING_FIELD_WEIGHTS, style=style)
 
 
 # ---------------------------------------------------------------------------
