@@ -27,7 +27,10 @@
    scale, never the measured cell size.
 4. **Nuclei.** Dark-violet pixels (green absorbed, blue transmitted; well above the red-cell
    level) grouped by a closing of ``0.35 r`` make one nucleated cell each (a neutrophil's
-   lobes are one cell). It owns the stained pixels within ``0.9 r`` of its nucleus, and
+   lobes are one cell). A nucleus is compact chromatin: a thin group (nowhere thicker than
+   ``0.24 r``) shaped as the dark rim of a hypochromic "ring" red cell (enclosing its pale
+   centre, or a band bent along the glass, around a red-cell-sized body) is not a nucleus.
+   Each nucleated cell owns the stained pixels within ``0.9 r`` of its nucleus, and
    red-cell seeds are sought only outside that zone, so red cells touching a white cell keep
    their own seeds instead of being flooded by it; small left-over regions lying almost wholly
    within ``1.4 r`` of a nucleus (cytoplasm crescents) join the nucleated cell.

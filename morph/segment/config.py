@@ -83,6 +83,15 @@ class SegmentConfig:
             the typical red-cell value.
         nucleus_min_od: absolute floor (optical density) for the nucleus threshold.
         nucleus_min_area: nuclear groups under this area (units of cell area) are not nuclei.
+        nucleus_rim_thickness: a nuclear group whose chromatin is nowhere thicker than this
+            (half-width, units of ``r``; 0 disables the rule) is the dark rim of a hypochromic
+            ring cell, not a nucleus, when what it encloses lies within ``nucleus_rim_host``
+            (units of ``r``) of the glass (a red-cell-sized body) and it either encloses a hole
+            of at least ``nucleus_rim_hole`` times its own area, or has at least
+            ``nucleus_rim_edge_share`` of it within ``nucleus_rim_edge`` (units of ``r``) of the
+            glass and a solidity under ``nucleus_rim_solidity`` (a band bent along the edge).
+        nucleus_rim_host, nucleus_rim_hole, nucleus_rim_edge, nucleus_rim_edge_share,
+        nucleus_rim_solidity: see ``nucleus_rim_thickness``.
         cytoplasm_reach: a nucleated cell owns the stained pixels this far (units of ``r``)
             from its nucleus; red-cell seeds are sought only outside.
         cytoplasm_max_reach: regions smaller than ``cytoplasm_max_area`` (cell areas) lying almost
@@ -142,6 +151,12 @@ class SegmentConfig:
     nucleus_rel_od: float = 2.2
     nucleus_min_od: float = 0.35
     nucleus_min_area: float = 0.12
+    nucleus_rim_thickness: float = 0.24
+    nucleus_rim_edge: float = 0.35
+    nucleus_rim_edge_share: float = 0.1
+    nucleus_rim_host: float = 1.15
+    nucleus_rim_hole: float = 0.75
+    nucleus_rim_solidity: float = 0.55
     cytoplasm_reach: float = 0.9
     cytoplasm_max_reach: float = 1.4
     cytoplasm_max_area: float = 0.8

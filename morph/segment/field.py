@@ -14,6 +14,7 @@ from .arrays import as_rgb_float
 from .config import DEFAULT_UM_PER_PX, SegmentConfig
 from .nuclei import (
     Nuclei,
+    drop_rims,
     join_cytoplasm,
     nuclear_groups,
     nucleated_zones,
@@ -145,6 +146,7 @@ def _nucleated_cells(nuclear: np.ndarray, maps: CentreMaps | None, fg: np.ndarra
     """Nuclear groups, split between the learned nucleated-cell centres when a group holds two
     or more, and the zone each one owns."""
     groups, n = nuclear_groups(nuclear, r, cell_area, cfg)
+    groups, n = drop_rims(groups, n, nuclear, fg, r, cfg)
     if n and maps is not None and "nucleated" in maps.heats:
         groups, n = split_nuclear_groups(groups, n, maps.peaks("nucleated", PEAK_SPACING["nucleated"] * r))
     return nucleated_zones(groups, n, fg, r, cfg)

@@ -52,6 +52,53 @@ def nuclear_groups(nuclear: np.ndarray, r: float, cell_area: float, cfg: Segment
     return nuc_groups, n_nuc
 
 
+def drop_rims(groups: np.ndarray, n: int, nuclear: np.ndarray, fg: np.ndarray, r: float,
+              cfg: SegmentConfig) -> tuple[np.ndarray, int]:
+    """Drop the nuclear groups that are the dark rim of a hypochromic ("ring") red cell, not
+    chromatin: a nucleus, even a hypersegmented neutrophil's lobe, is a compact body. Only thin
+    groups (chromatin nowhere thicker than ``nucleus_rim_thickness``, half-width in units of
+    ``r``) are examined (:func:`_rim_shaped`). Returns the remaining groups relabelled 1..n and n."""
+    if not n or cfg.nucleus_rim_thickness <= 0:
+        return groups, n
+    nuc = ndi.binary_opening(nuclear) & (groups > 0)
+    thick = label_max(ndi.distance_transform_edt(nuc), groups, n)
+    thin = thick < cfg.nucleus_rim_thickness * r
+    thin[0] = False
+    if not thin.any():
+        return groups, n
+    area = np.bincount(groups.ravel(), weights=nuc.ravel(), minlength=n + 1)
+    to_glass = ndi.distance_transform_edt(fg)
+    near_glass = nuc & (to_glass <= cfg.nucleus_rim_edge * r)
+    along_glass = np.bincount(groups.ravel(), weights=near_glass.ravel(), minlength=n + 1) / np.maximum(area, 1.0)
+    rim = np.zeros(n + 1, dtype=bool)
+    boxes = ndi.find_objects(groups, max_label=n)
+    for i in np.nonzero(thin)[0]:
+        box = boxes[i - 1]
+        rim[i] = _rim_shaped(groups[box] == i, to_glass[box] / r, float(area[i]),
+                             bool(along_glass[i] >= cfg.nucleus_rim_edge_share), cfg)
+    if not rim.any():
+        return groups, n
+    lut = np.cumsum(~rim) - 1  # kept labels renumbered 1..; label 0 stays 0 (rim[0] is False)
+    lut[rim] = 0
+    return lut.astype(np.int32)[groups], int(n - rim.sum())
+
+
+def _rim_shaped(group: np.ndarray, to_glass: np.ndarray, chromatin_area: float, along_glass: bool,
+                cfg: SegmentConfig) -> bool:
+    """Whether a thin nuclear group is the rim of a red-cell-sized body: what it encloses lies
+    within ``nucleus_rim_host`` (units of ``r``) of the glass (a white cell, whose lobes may also
+    form a chain or a ring, is bigger), and it either encloses a pale hole of at least
+    ``nucleus_rim_hole`` times its own area (a closed ring) or runs along the glass as a curved
+    band (solidity under ``nucleus_rim_solidity``)."""
+    filled = ndi.binary_fill_holes(group)
+    hull = morphology.convex_hull_image(filled)
+    if float(to_glass[hull].max()) >= cfg.nucleus_rim_host:
+        return False
+    if float(filled.sum() - group.sum()) >= cfg.nucleus_rim_hole * max(chromatin_area, 1.0):
+        return True
+    return along_glass and float(filled.sum()) < cfg.nucleus_rim_solidity * float(hull.sum())
+
+
 def split_nuclear_groups(groups: np.ndarray, n: int, peaks: np.ndarray) -> tuple[np.ndarray, int]:
     """Split each nuclear group holding two or more nucleated-cell centres between them
     (each pixel to its nearest centre); groups with fewer stay whole. Returns new labels."""

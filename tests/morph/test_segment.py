@@ -328,3 +328,42 @@ def test_a_fragment_cut_from_a_cell_is_joined_a_touching_small_cell_is_not() -> 
     assert out[35, 30] == out[45, 45]  # notch joined to its cell
     assert len(np.unique(out[out > 0])) == 6
     assert out[57, 100] == 7 and out[45, 100] == 3  # the small touching cell stays apart
+
+
+def _nucleated_in(cells: list, bbox: tuple[int, int, int, int]) -> bool:
+    x0, y0, x1, y1 = bbox
+    return any(c.kind == "nucleated" and x0 <= c.x < x1 and y0 <= c.y < y1 for c in cells)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_ring_cell_rims_are_not_nuclei(seed: int) -> None:
+    synth = pytest.importorskip("morph.synth")
+    f = synth.render_ring_field(seed, height=240, width=320)
+    assert not any(c.kind == "nucleated" for c in f.cells)
+    seg = segment_field(f.image, um_per_px=f.um_per_px)
+    assert sum(c.kind == "nucleated" for c in seg.cells) == 0
+    rbc = [c.bbox for c in f.cells if c.kind == "rbc"]
+    found = _match_count([(c.x, c.y) for c in seg.cells if c.kind == "rbc"], rbc)
+    assert found / len(rbc) >= 0.9
+    # without the rule the dark violet rims are read as nuclei (what the rule is for)
+    old = segment_field(f.image, um_per_px=f.um_per_px, config=SegmentConfig(nucleus_rim_thickness=0.0))
+    assert sum(c.kind == "nucleated" for c in old.cells) >= 2
+
+
+def test_rendered_white_cells_and_erythroblasts_stay_nucleated() -> None:
+    # crowded white cells: hypersegmented neutrophils' thin lobe chains, lymphocytes, normoblasts
+    # and megaloblasts; the rim rule must lose none of those found without it
+    synth = pytest.importorskip("morph.synth")
+    blood = {"normal": 0.6, "neutrophil": 0.15, "hypersegmented_neutrophil": 0.15, "lymphocyte": 0.1}
+    marrow = {"normal": 0.5, "normoblast": 0.2, "megaloblast": 0.2, "neutrophil": 0.1}
+    for field_type, weights, seed in (("blood", blood, 6), ("blood", blood, 7), ("marrow", marrow, 6)):
+        f = synth.render_field(seed, field_type=field_type, height=240, width=320, n_cells=24, label_weights=weights)
+        white = [c for c in f.cells if c.kind == "nucleated" and not c.touches_border]
+        found = {}
+        for rule, cfg in (("off", SegmentConfig(nucleus_rim_thickness=0.0)), ("on", SegmentConfig())):
+            cells = segment_field(f.image, um_per_px=f.um_per_px, config=cfg).cells
+            found[rule] = [c.label for c in white if _nucleated_in(cells, c.bbox)]
+        assert found["on"] == found["off"], (field_type, seed)
+        assert len(found["on"]) >= 4
+        if field_type == "blood":
+            assert {"neutrophil", "hypersegmented_neutrophil"} <= set(found["on"])

@@ -287,3 +287,34 @@ def test_unknown_preset_and_bad_field_count_are_refused() -> None:
     assert "known:" in e.value.message
     with pytest.raises(MorphError):
         render_case("normal", 1, 0)
+
+
+def test_ring_fields_hold_ring_cells_and_sparse_ones_few_cells() -> None:
+    from morph.synth import RENDER_VARIANTS, SPARSE_CELLS, render_ring_field
+
+    assert RENDER_VARIANTS["ring_cell"] == "hypochromic"
+    f = render_ring_field(3, height=240, width=320, um_per_px=UM)
+    assert np.array_equal(f.image, render_ring_field(3, height=240, width=320, um_per_px=UM).image)
+    assert f.counts().get("hypochromic", 0) >= 0.4 * len(f.cells)
+    for seed in range(4):
+        n = len(render_ring_field(seed, sparse=True, height=480, width=640).cells)
+        assert n <= SPARSE_CELLS[1] and n >= SPARSE_CELLS[0] - 2  # a cell may find no room
+
+
+def test_ring_cells_have_a_wide_pale_centre_and_a_dark_rim() -> None:
+    f = _field(4, label_weights={"ring_cell": 1.0}, n_cells=12, overlap=0.0)
+    grey = f.image.astype(np.float32).mean(axis=2)
+    checked = 0
+    for c in f.cells:
+        if c.touches_border or c.label != "hypochromic":
+            continue
+        x0, y0, x1, y1 = c.bbox
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        d = np.hypot(xx + 0.5 - c.x, yy + 0.5 - c.y) / (c.diameter_px / 2)
+        patch = grey[y0:y1, x0:x1]
+        centre = patch[(d < 0.25) & c.mask].mean()
+        half = patch[(d > 0.45) & (d < 0.5) & c.mask].mean()  # still pale at half the diameter
+        rim = patch[(d > 0.7) & (d < 0.9) & c.mask].mean()
+        assert centre - rim > 25 and half - rim > 10
+        checked += 1
+    assert checked >= 5
