@@ -18,7 +18,8 @@ Sets and scoring (the rules of ``benchmarks/localization.py``, from :mod:`morph.
         blank-area shifts: the clean cells outside the blanked part).
     txl: TXL-PBC test red-cell boxes; bcd: bcd-256 red-cell boxes of the held-out test part
         (:func:`morph.evaluation.bcd256_is_test`); rend: rendered blood fields (seeds from 0,
-        never used to train locnet). P/R = one-to-one centre-in-box matching of red cells.
+        never used to train locnet); ring: rendered iron-deficiency ring-cell fields, every other
+        one sparse (``render_ring_field``). P/R = one-to-one centre-in-box matching of red cells.
     warn: fields (all sets) warned "very dense" or "no cells".
     worst: the largest drop of any P/R (and Chula recall) below its clean value.
 
@@ -133,6 +134,19 @@ def rendered_fields(n: int) -> list[Field]:
         f = render_field(seed, field_type="blood")
         b = np.array([c.bbox for c in f.cells if c.kind == "rbc"], float).reshape(-1, 4)
         out.append(Field("rend", seed, f.image, f.um_per_px, boxes=b))
+    return out
+
+
+def ring_fields(n: int) -> list[Field]:
+    """Rendered iron-deficiency ring-cell fields (``render_ring_field``), every other one sparse
+    (5-40 cells): the failure case of real smears from other laboratories."""
+    from morph.synth import render_ring_field
+
+    out = []
+    for seed in range(n):
+        f = render_ring_field(seed, sparse=seed % 2 == 1)
+        b = np.array([c.bbox for c in f.cells if c.kind == "rbc"], float).reshape(-1, 4)
+        out.append(Field("ring", seed, f.image, f.um_per_px, boxes=b))
     return out
 
 
@@ -365,7 +379,8 @@ def run_mosaic(name: str, height: int, width: int, chula: list[Field], loc: Cent
 
 # ----------------------------------------------------------------------------- table
 COLUMNS = (("chula", "R"), ("chula", "merge"), ("chula", "d_um"), ("chula", "cells"),
-           ("txl", "P"), ("txl", "R"), ("bcd", "P"), ("bcd", "R"), ("rend", "P"), ("rend", "R"))
+           ("txl", "P"), ("txl", "R"), ("bcd", "P"), ("bcd", "R"), ("rend", "P"), ("rend", "R"),
+           ("ring", "P"), ("ring", "R"))
 
 
 def _worst_drop(row: dict[str, dict[str, float]], clean: dict[str, dict[str, float]]) -> float:
@@ -485,7 +500,8 @@ def load_sets(data: Path, n: int, quick: bool) -> list[Field]:
             fields += load(data / folder)
         else:
             print(f"skip {folder}: not found under {data}")
-    return fields + rendered_fields(max(2, n // 2) if quick else n)
+    n_rendered = max(2, n // 2) if quick else n
+    return fields + rendered_fields(n_rendered) + ring_fields(n_rendered)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -497,7 +513,7 @@ def main(args: argparse.Namespace) -> int:
     fields = load_sets(args.data, n, args.quick)
     wanted = None if args.shifts is None else [s.strip() for s in args.shifts.split(",") if s.strip()]
     print(f"localizer: {loc.name + ' ' + loc.version if loc else 'hand-made seeds'}; fields per set: "
-          + ", ".join(f"{s} {sum(f.set == s for f in fields)}" for s in ("chula", "txl", "bcd", "rend")))
+          + ", ".join(f"{s} {sum(f.set == s for f in fields)}" for s in ("chula", "txl", "bcd", "rend", "ring")))
     clean: dict[tuple[str, int], np.ndarray] = {}
     rows = []
     for shift in SHIFTS:
