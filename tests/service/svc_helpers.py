@@ -78,7 +78,7 @@ def start_server(env: dict[str, str], cwd: Any) -> tuple[Any, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(proc: Any, url: str, timeout_s: float = 90.0) -> None:
+def wait_ready(proc: Any, url: str, timeout_s: float = 240.0) -> None:
     """Wait until ``url``/readyz answers 200; raise with the server's output if it died or hung."""
     import time
     import urllib.request

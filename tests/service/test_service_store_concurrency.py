@@ -42,7 +42,8 @@ def test_two_processes_writing_one_sqlite_store_lose_no_correction(tmp_path: Pat
     store = CaseStore(store_dir)
     case_id = store.add_case(CaseInput(_report(N_CELLS), [encode(field_image(0))]))
     store.close()
-    env = {"MORPH_MODEL": "none", "MORPH_LOCALIZER": "none", "MORPH_STORE_DIR": str(store_dir)}  # no model: quick start
+    env = {"MORPH_MODEL": "none", "MORPH_LOCALIZER": "none", "MORPH_STORE_DIR": str(store_dir),
+           "MORPH_MAX_CONCURRENCY": "1"}  # no model, one analysis worker: quick start
     servers = [start_server(env, REPO) for _ in range(2)]
     try:
         for proc, url in servers:
