@@ -223,6 +223,11 @@ def print_folders_size() -> None:
 
 
 # ----------------------------------------------------------------------------- main
+def progress(step: str) -> None:
+    """What the run is doing, on stderr (the tables go to stdout)."""
+    print(f"... {step}", file=sys.stderr, flush=True)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="the student's model folder (default: the shipped model)")
@@ -266,12 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     stems, split_line = common_val_stems(models)
     fields = robustness.chula_val_fields(chula, stems, args.shift_fields or (10 if args.quick else None))
     data = read_labelled_data(chula, "chula", str(REPO / "training/mappings/chula.yaml"))
+    progress(f"scoring {len(models)} models on the validation split")
     rows = [headline(role, clf, data) for role, clf in models]
     labels = robustness.chula_labels()
+    progress("timing")
     for r, (_, clf) in zip(rows, models, strict=True):
         r.update(speed(clf, robustness.field_crops(clf, fields, labels)[0],
                        args.speed_crops or (512 if args.quick else 2048), args.threads))
     torch.set_num_threads(args.threads)
+    progress(f"{len(robustness.STAIN_SHIFTS) - 1} stain shifts on {len(fields)} fields")
     for r, shifted in zip(rows, robustness.classifier_shift_metrics([c for _, c in models], fields), strict=True):
         r["shifts"] = shift_summary(shifted)
         r["stain_worst_drop"] = r["shifts"]["stain_worst_drop"]
@@ -286,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     print_folders_size()
     synth = {}
     if not args.no_synthetic:
+        progress("synthetic validation fields")
         synth = {r["model"]: s for r, (_, clf) in zip(rows, models, strict=True) if (s := synthetic(clf)) is not None}
         print_synthetic(synth)
     print(f"\nwall time {time.perf_counter() - t0:.0f} s")
