@@ -414,9 +414,10 @@ def chula_labels() -> dict[int, str]:
 
 def val_stems(model_folder: Path) -> list[int]:
     """The Chula image numbers of a model folder's validation split (its split.json)."""
+    from morph.data import val_image_stems
     from morph.io import read_json
 
-    return sorted({int(g.split(":", 1)[-1]) for g in read_json(Path(model_folder) / "split.json")["val_images"]})
+    return sorted(int(s) for s in val_image_stems(read_json(Path(model_folder) / "split.json")))
 
 
 def chula_val_fields(chula_root: Path, stems: list[int], n_images: int | None = None) -> list[Field]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,6 +65,11 @@ class CropSet:
             [x for s in sets for x in (s.sources or ["?"] * len(s))],
             [x for s in sets for x in s.issues],
         )
+
+
+def val_image_stems(split: Mapping[str, Any]) -> set[str]:
+    """Image stems of a split's validation images (``split.json`` names them ``"<source>:<stem>"``)."""
+    return {str(g).split(":", 1)[-1] for g in split.get("val_images", [])}
 
 
 def split_groups(groups: Iterable[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:

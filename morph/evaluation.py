@@ -245,13 +245,13 @@ def _val_stems(clf: CellClassifier) -> set[str] | None:
         return None
     from pathlib import Path
 
+    from .data import val_image_stems
     from .io import read_json
 
     p = Path(folder) / "split.json"
     if not p.is_file():
         return None
-    split = read_json(p)
-    return {str(g).split(":", 1)[-1] for g in split.get("val_images", [])}
+    return val_image_stems(read_json(p))
 
 
 @dataclass

@@ -50,6 +50,7 @@ from morph.data import (
     crops_from_files,
     crops_from_points,
     split_groups,
+    val_image_stems,
 )
 from morph.errors import MorphError
 from morph.evaluation import (
@@ -557,10 +558,6 @@ class Distillation:
     info: dict[str, Any]
 
 
-def _val_stems(ds: Datasets) -> set[str]:
-    return {g.split(":", 1)[-1] for g in ds.split.get("val_images", [])}
-
-
 def unlabelled_cells(cfg: TrainConfig, ds: Datasets, run_dir: Path, progress: bool) -> list[FieldCells]:
     """The harvested unlabelled cells (cached in the run folder: the same cells for teacher and student)."""
     assert cfg.teacher is not None
@@ -573,7 +570,7 @@ def unlabelled_cells(cfg: TrainConfig, ds: Datasets, run_dir: Path, progress: bo
 
         def prog(x: Any) -> Any:
             return tqdm(x, desc="unlabelled fields", unit="field", leave=False)
-    fields_ = harvest(cfg.teacher.unlabelled, cfg.resolved_data_root(), _val_stems(ds), prog)
+    fields_ = harvest(cfg.teacher.unlabelled, cfg.resolved_data_root(), val_image_stems(ds.split), prog)
     save_harvest(fields_, path)
     return fields_
 
