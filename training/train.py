@@ -602,9 +602,9 @@ def prepare_distillation(cfg: TrainConfig, ds: Datasets, labels: list[str], pre:
     unl = cut_unlabelled(cells, pre)
     cache = run_dir / "teacher_logits.npz"
     key = _teacher_key(teacher, ds, run_dir / "unlabelled_cells.json")
-    if cache.is_file() and str(np.load(cache)["key"]) == key:
-        z = np.load(cache)
-        t_lab, t_unl = z["labelled"], z["unlabelled"]
+    cached = dict(np.load(cache)) if cache.is_file() else {}
+    if str(cached.get("key")) == key:
+        t_lab, t_unl = cached["labelled"], cached["unlabelled"]
         log.info("teacher logits read from %s", cache)
     else:
         log.info("teacher %s reads %d labelled and %d unlabelled crops", teacher.name, len(ds.train), len(unl))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 from morph.classify import Preprocessing, extract_crops
 from morph.data import CropSet
 from morph.errors import MorphError
-from morph.io import read_image, write_json
+from morph.io import IMAGE_SUFFIXES, read_image, write_json
 
 log = logging.getLogger("training.unlabelled")
 
@@ -62,9 +63,12 @@ class FieldCells:
     kinds: list[str] = field(default_factory=list)
 
 
+def _base(src: UnlabelledSource, root: Path) -> Path:
+    return Path(src.path) if Path(src.path).is_absolute() else root / src.path
+
+
 def _image_files(folder: Path) -> list[Path]:
-    exts = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in exts) if folder.is_dir() else []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
 
 
 def _field_number(path: Path) -> int | None:
@@ -77,7 +81,7 @@ def list_fields(src: UnlabelledSource, root: Path, excluded_stems: set[str]) -> 
     if src.format not in FORMATS:
         raise MorphError("bad_config", f"unlabelled source {src.name}: format must be one of {', '.join(FORMATS)}",
                          path=src.name)
-    base = Path(src.path) if Path(src.path).is_absolute() else root / src.path
+    base = _base(src, root)
     folder = base / "images" / (src.split or "") if src.format in ("chula", "yolo") else base
     paths = [p for p in _image_files(folder) if p.stem not in excluded_stems]
     if src.holdout_every:
@@ -86,23 +90,27 @@ def list_fields(src: UnlabelledSource, root: Path, excluded_stems: set[str]) -> 
     return paths[::step][: src.max_fields]
 
 
-def _labelled_points(src: UnlabelledSource, root: Path, image: Path) -> np.ndarray:
-    """Chula's labelled centres on ``image`` (those cells are in the labelled set already)."""
+def labelled_centres(src: UnlabelledSource, root: Path) -> dict[str, np.ndarray]:
+    """A Chula source's labelled centres per image stem, read by the Chula reader (those cells
+    are in the labelled set already); other formats label no cell."""
     if src.format != "chula":
-        return np.zeros((0, 2))
-    base = Path(src.path) if Path(src.path).is_absolute() else root / src.path
-    lab = base / "labels" / f"{image.stem}.txt"
-    rows = [line.split() for line in lab.read_text().splitlines() if line.split()] if lab.is_file() else []
-    return np.array([[float(r[0]), float(r[1])] for r in rows], float).reshape(-1, 2)
+        return {}
+    from morph.readers import read_chula_points
+
+    by_stem: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for p in read_chula_points(_base(src, root)).points:
+        by_stem[Path(p.image_path).stem].append((p.x, p.y))
+    return {stem: np.array(xy, float) for stem, xy in by_stem.items()}
 
 
-def harvest_field(src: UnlabelledSource, root: Path, path: Path, localizer: Any, skip_radius_px: float = 15.0) -> FieldCells:
-    """Find the cells of one field; drop cells cut by the border and cells already labelled."""
+def harvest_field(src: UnlabelledSource, path: Path, localizer: Any, labelled: np.ndarray,
+                  skip_radius_px: float = 15.0) -> FieldCells:
+    """Find the cells of one field; drop cells cut by the border and cells within
+    ``skip_radius_px`` of a ``labelled`` (n, 2) centre."""
     from morph.segment import DEFAULT_UM_PER_PX, segment_field
 
     um = float(src.um_per_px or DEFAULT_UM_PER_PX)
     seg = segment_field(read_image(path), um_per_px=um, centres=localizer)
-    labelled = _labelled_points(src, root, path)
     out = FieldCells(str(path), um, src.stain, src.name)
     for c in seg.cells:
         if c.kind not in ("rbc", "nucleated") or c.touches_border:
@@ -125,10 +133,11 @@ def harvest(
     out: list[FieldCells] = []
     for src in sources:
         paths = list_fields(src, root, excluded_stems)
+        labelled = labelled_centres(src, root)
         it: Iterable[Path] = progress(paths) if progress else paths
         for p in it:
             try:
-                out.append(harvest_field(src, root, p, localizer))
+                out.append(harvest_field(src, p, localizer, labelled.get(p.stem, np.zeros((0, 2)))))
             except MorphError as exc:
                 log.warning("unlabelled field %s skipped: %s", p, exc.message)
         log.info("unlabelled %s: %d fields, %d cells", src.name, len(paths),
