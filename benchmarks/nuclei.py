@@ -1,13 +1,14 @@
 """Nucleated-cell benchmark: red-cell and nucleated-cell precision/recall on rendered blood,
-marrow and iron-deficiency ring-cell fields (dense and sparse), with and without the rule that
-a nucleus is a compact body and not the dark rim of a ring cell (issue 11, item 3).
+marrow and iron-deficiency ring-cell fields (dense and sparse), with and without the rules that
+a nucleus is a compact body, not the dark rim of a ring cell, and bluer than the red cells, not
+two red cells overlapping (issue 11, item 3).
 
 Usage (single core)::
 
     taskset -c 0 .venv/bin/python benchmarks/nuclei.py [--fields 8] [--localizer shipped|none|DIR]
 
-Rows: one per set and rule, the rule off first (the baseline row: ``nucleus_rim_thickness=0``,
-the localizer as it was) and on (the shipped configuration). Columns:
+Rows: one per set and rule set: both rules off first (the baseline row: ``nucleus_rim_thickness=0``,
+``nucleus_share_margin=0``), the rim rule alone, then both (the shipped configuration). Columns:
     rbc P / R: red cells matched one to one to ground-truth red-cell boxes (centre in box,
         :func:`morph.evaluation.box_matches`).
     nuc P / R: nucleated cells matched likewise to the nucleated cells' boxes.
@@ -54,8 +55,11 @@ SETS: dict[str, Callable[[int], SynthField]] = {
     "ring": lambda s: render_ring_field(s),
     "ring sparse": lambda s: render_ring_field(s, sparse=True),
 }
-RULES: dict[str, SegmentConfig] = {"rim rule off": SegmentConfig(nucleus_rim_thickness=0.0),
-                                   "rim rule on": SegmentConfig()}
+RULES: dict[str, SegmentConfig] = {
+    "rules off": SegmentConfig(nucleus_rim_thickness=0.0, nucleus_share_margin=0.0),
+    "rim rule only": SegmentConfig(nucleus_share_margin=0.0),
+    "rim + hue rules": SegmentConfig(),
+}
 
 
 @dataclass

@@ -92,6 +92,9 @@ class SegmentConfig:
             glass and a solidity under ``nucleus_rim_solidity`` (a band bent along the edge).
         nucleus_rim_host, nucleus_rim_hole, nucleus_rim_edge, nucleus_rim_edge_share,
         nucleus_rim_solidity: see ``nucleus_rim_thickness``.
+        nucleus_share_margin: a nuclear group whose violet share of the absorbance is not at
+            least this much above the red cells' is overlapping haemoglobin, not chromatin
+            (0 disables the rule).
         cytoplasm_reach: a nucleated cell owns the stained pixels this far (units of ``r``)
             from its nucleus; red-cell seeds are sought only outside.
         cytoplasm_max_reach: regions smaller than ``cytoplasm_max_area`` (cell areas) lying almost
@@ -157,6 +160,7 @@ class SegmentConfig:
     nucleus_rim_host: float = 1.15
     nucleus_rim_hole: float = 0.75
     nucleus_rim_solidity: float = 0.55
+    nucleus_share_margin: float = 0.05
     cytoplasm_reach: float = 0.9
     cytoplasm_max_reach: float = 1.4
     cytoplasm_max_area: float = 0.8

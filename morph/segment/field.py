@@ -14,6 +14,7 @@ from .arrays import as_rgb_float
 from .config import DEFAULT_UM_PER_PX, SegmentConfig
 from .nuclei import (
     Nuclei,
+    drop_red_cell_hue,
     drop_rims,
     join_cytoplasm,
     nuclear_groups,
@@ -95,7 +96,7 @@ def segment_field(
     # 4. nucleated cells and the zones they own
     viol = violet(wv.od)
     nucleus_od = nucleus_threshold(viol, wv.fg, cfg)
-    nuclei = _nucleated_cells(viol > nucleus_od, maps, wv.fg, r, cell_area, cfg)
+    nuclei = _nucleated_cells(viol > nucleus_od, viol, wv.od, maps, wv.fg, r, cell_area, cfg)
     # 5. seeds, watershed, fragments joined back, overlapping cells split, cytoplasm joined
     seeds = place_seeds(wv.fg, nuclei, maps, r, cfg)
     ws = merge_fragments(flood(seeds, learned=maps is not None), seeds.count, nuclei.n, r, cfg)
@@ -141,12 +142,13 @@ def _no_cells(reason: str) -> Segmentation:
     return Segmentation(cells=[], median_rbc_diameter_px=None, warnings=[reason])
 
 
-def _nucleated_cells(nuclear: np.ndarray, maps: CentreMaps | None, fg: np.ndarray, r: float, cell_area: float,
-                     cfg: SegmentConfig) -> Nuclei:
-    """Nuclear groups, split between the learned nucleated-cell centres when a group holds two
-    or more, and the zone each one owns."""
+def _nucleated_cells(nuclear: np.ndarray, viol: np.ndarray, od: np.ndarray, maps: CentreMaps | None,
+                     fg: np.ndarray, r: float, cell_area: float, cfg: SegmentConfig) -> Nuclei:
+    """Nuclear groups (not ring-cell rims, not overlapping red cells), split between the learned
+    nucleated-cell centres when a group holds two or more, and the zone each one owns."""
     groups, n = nuclear_groups(nuclear, r, cell_area, cfg)
     groups, n = drop_rims(groups, n, nuclear, fg, r, cfg)
+    groups, n = drop_red_cell_hue(groups, n, nuclear, viol, od, fg, cfg)
     if n and maps is not None and "nucleated" in maps.heats:
         groups, n = split_nuclear_groups(groups, n, maps.peaks("nucleated", PEAK_SPACING["nucleated"] * r))
     return nucleated_zones(groups, n, fg, r, cfg)

@@ -76,11 +76,39 @@ def drop_rims(groups: np.ndarray, n: int, nuclear: np.ndarray, fg: np.ndarray, r
         box = boxes[i - 1]
         rim[i] = _rim_shaped(groups[box] == i, to_glass[box] / r, float(area[i]),
                              bool(along_glass[i] >= cfg.nucleus_rim_edge_share), cfg)
-    if not rim.any():
+    return _without(groups, n, rim)
+
+
+def drop_red_cell_hue(groups: np.ndarray, n: int, nuclear: np.ndarray, viol: np.ndarray, od: np.ndarray,
+                      fg: np.ndarray, cfg: SegmentConfig) -> tuple[np.ndarray, int]:
+    """Drop the nuclear groups that have the red cells' hue, not chromatin's. Where two red cells
+    overlap, the stacked haemoglobin is dark enough to pass the violet threshold, but its violet
+    share of the absorbance is the red cells' own; chromatin is bluer. Measured on rendered
+    fields, overlaps sit within 0.03 of the red cells' share (0.06 on ring cells) and nuclei
+    0.07-0.24 above it; on TXL-PBC white cells at least 0.16 above. A group is kept when its
+    median share exceeds the red cells' median by ``nucleus_share_margin``. Returns the
+    remaining groups relabelled 1..n and n."""
+    if not n or cfg.nucleus_share_margin <= 0:
         return groups, n
-    lut = np.cumsum(~rim) - 1  # kept labels renumbered 1..; label 0 stays 0 (rim[0] is False)
-    lut[rim] = 0
-    return lut.astype(np.int32)[groups], int(n - rim.sum())
+    red = fg & ~nuclear
+    if not red.any():
+        return groups, n
+    share = viol / np.maximum(od.sum(axis=2), 1e-6)
+    red_share = float(np.median(share[red]))
+    chromatin = np.where(nuclear, groups, 0)
+    group_share = np.asarray(ndi.median(share, labels=chromatin, index=np.arange(1, n + 1)), dtype=float)
+    drop = np.concatenate([[False], ~(group_share > red_share + cfg.nucleus_share_margin)])
+    return _without(groups, n, drop)
+
+
+def _without(groups: np.ndarray, n: int, drop: np.ndarray) -> tuple[np.ndarray, int]:
+    """``groups`` with the labels flagged in ``drop`` (indexed by label, ``drop[0]`` False)
+    removed and the rest renumbered 1..; and their number."""
+    if not drop.any():
+        return groups, n
+    lut = np.cumsum(~drop) - 1  # kept labels renumbered 1..; label 0 stays 0
+    lut[drop] = 0
+    return lut.astype(np.int32)[groups], int(n - drop.sum())
 
 
 def _rim_shaped(group: np.ndarray, to_glass: np.ndarray, chromatin_area: float, along_glass: bool,
