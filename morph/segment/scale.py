@@ -17,11 +17,13 @@ from .glass import background_map, optical_density
 from .nuclei import nucleus_threshold
 
 
-def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray) -> float | None:
+def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray, max_area: float | None = None) -> float | None:
     """Typical red-cell radius (px): weighted median of per-object maximum distance to glass.
 
     Objects holding nuclear material (white cells, often the largest objects) are left out;
     each object is weighted by its radius so debris and platelets do not pull the estimate down.
+    Objects over ``max_area`` px (when given) are clumps of many cells, whose thickness is no
+    cell's radius: they are left out too.
     """
     lab, n = ndi.label(fg)
     if n == 0:
@@ -31,6 +33,8 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray) -> float | None:
     size = np.bincount(lab.ravel(), minlength=n + 1)[1:].astype(np.float64)
     nuc = np.bincount(lab.ravel(), weights=nuclear.ravel(), minlength=n + 1)[1:]
     ok = mx >= 2.0
+    if max_area is not None:
+        ok &= size <= max_area
     rbc = ok & (nuc <= 0.05 * size)
     big = mx[rbc]
     # objects holding a real nucleus (at least ~a third of a provisional red cell's area)
@@ -81,13 +85,13 @@ def _fill_round_holes(fg: np.ndarray) -> np.ndarray:
     return fg | fill[lab]
 
 
-def _radius_of(fg: np.ndarray, od: np.ndarray, cfg: SegmentConfig) -> float | None:
+def _radius_of(fg: np.ndarray, od: np.ndarray, cfg: SegmentConfig, max_area: float | None = None) -> float | None:
     viol = od[:, :, 1] - od[:, :, 2]
     # thin violet fringes on red-cell rims (chromatic aberration) are not nuclei: an opening
     # keeps only compact violet material
     nuc = ndi.binary_opening(viol > nucleus_threshold(viol, fg, cfg), iterations=2)
     opened = ndi.binary_opening(fg)
-    return _estimate_radius(opened, nuc)
+    return _estimate_radius(opened, nuc, max_area)
 
 
 @dataclass
@@ -159,7 +163,9 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
             work = _block_mean_f32(rgb, k)
             bg, dens = resize_to(bg_s, work.shape[:2]), None
         od, raw, fg, _ = foreground(work, bg, r_full / k, cfg, thr, dens)
-        r_new = _radius_of(fg, od, cfg)
+        # clumps of many cells are left out: in a crowded field of overlapping cells, block
+        # averaging fuses the whole field into one or two objects whose thickness is no radius
+        r_new = _radius_of(fg, od, cfg, max_area=cfg.remeasure_max_cells * math.pi * (r_full / k) ** 2)
         if attempt or r_new is None:
             break
         r_new *= k
