@@ -33,7 +33,6 @@ images (Chula only: their *d um* is compared with the 640x480 fields).
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
 import os
@@ -62,6 +61,7 @@ from morph.evaluation import (  # noqa: E402
 )
 from morph.io import read_image  # noqa: E402
 from morph.localize import CentreDetector, load_localizer  # noqa: E402
+from morph.readers import read_bcd256_boxes  # noqa: E402
 from morph.segment import DEFAULT_UM_PER_PX, Segmentation, segment_field  # noqa: E402
 
 if TYPE_CHECKING:
@@ -111,19 +111,9 @@ def txl_fields(root: Path, n: int) -> list[Field]:
 
 def bcd_fields(root: Path, n: int) -> list[Field]:
     """The held-out test part of bcd-256, red-cell boxes (scale unpublished: the default)."""
-    by_image: dict[int, list[tuple[float, ...]]] = {}
-    with open(root / "annotations.csv", newline="") as fh:
-        for r in csv.DictReader(fh):
-            num = int(r["image_id"])
-            if bcd256_is_test(num) and r["label"] == "rbc":
-                by_image.setdefault(num, []).append(tuple(float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")))
-    out = []
-    for num in sorted(by_image)[:n]:
-        im = read_image(root / "images" / f"image-{num}.png")
-        h, w = im.shape[:2]
-        b = np.array(by_image[num], float).reshape(-1, 4) * np.array([w, h, w, h], float)
-        out.append(Field("bcd", num, im, DEFAULT_UM_PER_PX, boxes=b))
-    return out
+    fields, _ = read_bcd256_boxes(root, labels=("rbc",))
+    return [Field("bcd", f.number, read_image(f.image_path), DEFAULT_UM_PER_PX, boxes=f.boxes["rbc"])
+            for f in fields if bcd256_is_test(f.number) and len(f.boxes["rbc"])][:n]
 
 
 def rendered_fields(n: int) -> list[Field]:

@@ -10,12 +10,14 @@ own. Training, evaluation and the data loaders read labels here; images are read
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import MorphError
@@ -434,3 +436,49 @@ def read_labelled_data(
             detail=[f"{i.path}: {i.message}" for i in data.issues[:10]],
         )
     return data
+
+
+@dataclass(frozen=True)
+class BoxField:
+    """One field's ground-truth boxes: the image and, per source label (``rbc``, ``wbc``),
+    an ``(n, 4)`` float array of x0, y0, x1, y1 in pixels."""
+
+    number: int
+    image_path: str
+    boxes: dict[str, np.ndarray]
+
+
+def read_bcd256_boxes(root: str | os.PathLike[str], labels: tuple[str, ...] = ("rbc", "wbc")
+                      ) -> tuple[list[BoxField], list[LabelIssue]]:
+    """bcd-256 (``annotations.csv``: ``image_id,image,xmin,ymin,xmax,ymax,label``, corners
+    normalised to 0..1; ``images/image-<n>.png``): the fields in number order, each with its
+    boxes in pixels per label of ``labels``. Fields whose image is missing or unreadable and
+    malformed rows are skipped and listed as issues. Which fields are held out for testing is
+    :func:`morph.evaluation.bcd256_is_test`'s to say."""
+    base = Path(root)
+    ann = base / "annotations.csv"
+    if not ann.is_file():
+        raise MorphError("empty_dataset", "expected annotations.csv (bcd-256 layout)", path=str(base))
+    rows: dict[int, dict[str, list[tuple[float, ...]]]] = {}
+    issues: list[LabelIssue] = []
+    with open(ann, newline="") as fh:
+        for line, r in enumerate(csv.DictReader(fh), start=2):
+            try:
+                num, box = int(r["image_id"]), tuple(float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+            except (KeyError, TypeError, ValueError):
+                issues.append(LabelIssue(f"{ann}:{line}", "malformed row (image_id, xmin, ymin, xmax, ymax expected)"))
+                continue
+            lab = rows.setdefault(num, {k: [] for k in labels})
+            if r.get("label") in lab:
+                lab[str(r["label"])].append(box)
+    out: list[BoxField] = []
+    for num in sorted(rows):
+        img = base / "images" / f"image-{num}.png"
+        size = _image_size(img) if img.is_file() else None
+        if size is None:
+            issues.append(LabelIssue(str(img), "image missing or unreadable; its boxes are skipped"))
+            continue
+        scale = np.array(size * 2, dtype=np.float64)
+        out.append(BoxField(num, str(img), {k: np.array(v, dtype=np.float64).reshape(-1, 4) * scale
+                                            for k, v in rows[num].items()}))
+    return out, issues

@@ -2,18 +2,23 @@
 
 Usage::
 
-    python -m training.train_localizer --out models/locnet-v1            # TXL-PBC + rendered fields
+    python -m training.train_localizer --out models/locnet-v2            # TXL-PBC + bcd-256 train part + renders
     python -m training.train_localizer --yolo /lab/boxes --classes 0=rbc,1=nucleated --out models/locnet-lab
     python -m training.train_localizer --out models/locnet-v1 --tune-only  # re-tune thresholds only
 
-Data: any YOLO-box data set (``images/<split>/`` + ``labels/<split>/``, class numbers mapped to
-cell kinds by ``--classes``) plus rendered fields (:func:`morph.synth.render_field`, seeds from
-100000 up, never the benchmark's 0-59). Each field is read as the localizer sees it
+Data, several box sources mixed in each batch (``--mix``): any YOLO-box data set
+(``images/<split>/`` + ``labels/<split>/``, class numbers mapped to cell kinds by ``--classes``),
+the training part of bcd-256 (``--bcd``; its held-out test part,
+:func:`morph.evaluation.bcd256_is_test`, is never read; every ``--bcd-val-every``-th training
+field validates), rendered fields (:func:`morph.synth.render_field`, seeds from 100000 up, never
+the benchmark's 0-59) and rendered iron-deficiency ring-cell fields, every other one sparse
+(:func:`morph.synth.render_ring_field`, seeds from 300000 up). A kind a source does not label
+(bcd-256 has no platelet boxes) carries no loss on its fields. Each field is read as the localizer sees it
 (:func:`morph.segment.working_view`: optical density at the scale where a red cell is ~11 px
 in radius), so the network learns one cell size whatever the magnification. Target: a
 Gaussian at each box centre (boxes of cells cut by the edge mark the visible part, as the
 data labels them); CenterNet focal loss; random crops with flips, 90-degree turns, stain
-gain, scale jitter and noise; crop edges inside the field carry no loss (a cell cut by a
+gain, overall density, defocus blur, scale jitter and noise; crop edges inside the field carry no loss (a cell cut by a
 crop edge has its centre outside). Chula RBC-12 is not used: it stays a held-out test, as does
 the data set's test split.
 
@@ -44,15 +49,18 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from morph.evaluation import match_centres_in_boxes  # noqa: E402
+from morph.evaluation import bcd256_is_test, match_centres_in_boxes  # noqa: E402
 from morph.io import read_image  # noqa: E402
 from morph.localize import CentreDetector, build_untrained_localizer, load_localizer  # noqa: E402
-from morph.readers import read_yolo_boxes  # noqa: E402
+from morph.readers import read_bcd256_boxes, read_yolo_boxes  # noqa: E402
 from morph.segment import PEAK_SPACING, centre_peaks, segment_field, working_view  # noqa: E402
-from morph.synth import render_field  # noqa: E402
+from morph.synth import render_field, render_ring_field  # noqa: E402
 
 log = logging.getLogger("train_localizer")
 SYNTH_SEED0 = 100_000
+RING_SEED0 = 300_000
+#: bcd-256 labels -> cell kinds
+BCD_KINDS = {"rbc": "rbc", "wbc": "nucleated"}
 
 
 #: the kinds a centre map can be trained for, in output-channel order
@@ -74,6 +82,8 @@ class Sample:
     k: int
     boxes: Boxes
     name: str
+    source: str = "rendered"
+    unlabelled: tuple[str, ...] = ()  # kinds this source does not box (no loss on them)
 
     def hwc(self) -> np.ndarray:
         """The density as the localizer passes it to a centre map: (h, w, 3) float32."""
@@ -109,23 +119,42 @@ def _boxes_by_image(root: Path, split: str, classes: dict[str, str], kinds: tupl
             for q in imgs}
 
 
-def _sample(image: np.ndarray, boxes: Boxes, name: str) -> Sample | None:
+def _sample(image: np.ndarray, boxes: Boxes, name: str, source: str) -> Sample | None:
     wv = working_view(image)
     if wv is None:
         return None
     cs = {k: (np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1) / wv.k).reshape(-1, 2)
           for k, b in boxes.items()}
-    return Sample(wv.od.transpose(2, 0, 1).astype(np.float16), cs, wv.radius, wv.k, boxes, name)
+    return Sample(wv.od.transpose(2, 0, 1).astype(np.float16), cs, wv.radius, wv.k, boxes, name, source)
 
 
-def _yolo_job(job: tuple[str, Boxes]) -> Sample | None:
-    path, boxes = job
-    return _sample(read_image(path), boxes, Path(path).stem)
+def _yolo_job(job: tuple[str, Boxes, str]) -> Sample | None:
+    path, boxes, source = job
+    return _sample(read_image(path), boxes, Path(path).stem, source)
+
+
+def bcd256_boxes(root: Path, kinds: tuple[str, ...], val_every: int) -> tuple[dict[str, Boxes], dict[str, Boxes]]:
+    """The training part of bcd-256 as (train, validation) image path -> boxes per kind; the
+    held-out test part (:func:`morph.evaluation.bcd256_is_test`) is never returned."""
+    fields, issues = read_bcd256_boxes(root)
+    for iss in issues[:5]:
+        log.warning("bcd-256: skipped %s: %s", iss.path, iss.message)
+    part = [f for f in fields if not bcd256_is_test(f.number)]
+    out: tuple[dict[str, Boxes], dict[str, Boxes]] = ({}, {})
+    for i, f in enumerate(part):
+        boxes = {kd: np.zeros((0, 4)) for kd in kinds}
+        for label, kd in BCD_KINDS.items():
+            if kd in kinds:
+                boxes[kd] = f.boxes.get(label, np.zeros((0, 4)))
+        out[int(val_every > 0 and i % val_every == val_every - 1)][f.image_path] = boxes
+    return out
 
 
 def _synth_boxes(seed: int, kinds: tuple[str, ...]) -> tuple[np.ndarray, Boxes]:
-    ft = ("blood", "blood", "marrow", "nmb")[seed % 4]
-    f = render_field(seed, field_type=ft)
+    if seed >= RING_SEED0:  # iron-deficiency ring-cell fields, every other one sparse
+        f = render_ring_field(seed, sparse=bool(seed % 2))
+    else:
+        f = render_field(seed, field_type=("blood", "blood", "marrow", "nmb")[seed % 4])
     H, W = f.image.shape[:2]
     boxes = {k: np.clip(np.array([c.bbox for c in f.cells if c.kind == k], dtype=np.float64).reshape(-1, 4), 0, [W, H, W, H])
              for k in kinds}
@@ -134,7 +163,7 @@ def _synth_boxes(seed: int, kinds: tuple[str, ...]) -> tuple[np.ndarray, Boxes]:
 
 def _synth_job(job: tuple[int, tuple[str, ...]]) -> Sample | None:
     image, boxes = _synth_boxes(*job)
-    return _sample(image, boxes, f"synth-{job[0]}")
+    return _sample(image, boxes, f"synth-{job[0]}", "ring" if job[0] >= RING_SEED0 else "rendered")
 
 
 def load_samples(jobs: list[Any], fn: Any, desc: str, workers: int, progress: bool) -> list[Sample]:
@@ -146,6 +175,13 @@ def load_samples(jobs: list[Any], fn: Any, desc: str, workers: int, progress: bo
 
             it = tqdm(it, total=len(jobs), desc=desc, unit="field", leave=False)
         return [s for s in it if s is not None]
+
+
+def _unlabelled(samples: list[Sample], kinds: tuple[str, ...]) -> list[Sample]:
+    """The samples, marked as carrying no boxes of ``kinds`` (no loss on those maps)."""
+    for smp in samples:
+        smp.unlabelled = kinds
+    return samples
 
 
 # ----------------------------------------------------------------------------- targets, loss
@@ -175,12 +211,51 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor)
     return (lp.sum() + ln.sum()) / pos.sum().clamp(min=1.0)
 
 
-def make_batch(samples: list[Sample], rng: np.random.Generator, n: int, crop: int, kinds: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+def parse_mix(spec: str) -> dict[str, float]:
+    """``"yolo=0.45,bcd=0.15,rendered=0.25,ring=0.15"`` -> source -> share of each batch."""
+    out: dict[str, float] = {}
+    for part in spec.split(","):
+        if part.strip():
+            name, _, share = part.partition("=")
+            try:
+                out[name.strip()] = float(share)
+            except ValueError:
+                raise SystemExit(f"--mix: {part.strip()!r} is not source=share") from None
+    return out
+
+
+class Mixer:
+    """Draws training fields source by source: each source (``Sample.source``) its share of
+    the batches (``mix``; sources it does not name share what is left evenly), then a field
+    of that source uniformly, so 32 bcd-256 fields are not drowned by a thousand TXL ones."""
+
+    def __init__(self, samples: list[Sample], mix: dict[str, float]) -> None:
+        self.groups: dict[str, list[Sample]] = {}
+        for smp in samples:
+            self.groups.setdefault(smp.source, []).append(smp)
+        named = {k: max(0.0, mix[k]) for k in self.groups if k in mix}
+        rest = [k for k in self.groups if k not in mix]
+        left = max(0.0, 1.0 - sum(named.values()))
+        w = {**named, **{k: left / len(rest) for k in rest}}
+        total = sum(w.values()) or 1.0
+        self.sources = list(self.groups)
+        self.p = np.array([w[k] / total for k in self.sources]) if sum(w.values()) else None
+
+    def draw(self, rng: np.random.Generator) -> Sample:
+        src = self.sources[int(rng.choice(len(self.sources), p=self.p))]
+        group = self.groups[src]
+        return group[int(rng.integers(len(group)))]
+
+
+def make_batch(samples: list[Sample] | Mixer, rng: np.random.Generator, n: int, crop: int, kinds: tuple[str, ...]
+               ) -> tuple[torch.Tensor, ...]:
     xs, ts, ws = [], [], []
     oc = crop // 2
+    mixer = samples if isinstance(samples, Mixer) else Mixer(samples, {})
     for _ in range(n):
-        s = samples[int(rng.integers(len(samples)))]
-        scale = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+        s = mixer.draw(rng)
+        # wide enough for a typical radius misread by ~1.4x either way
+        scale = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
         src = int(round(crop / scale))
         _, h, w = s.od.shape
         ph, pw = max(0, src - h), max(0, src - w)
@@ -209,10 +284,15 @@ def make_batch(samples: list[Sample], rng: np.random.Generator, n: int, crop: in
             wgt[oc - m :] = 0
         if x0 + src < w:
             wgt[:, oc - m :] = 0
-        # photometric: stain gain per channel, overall density, noise
-        x = x * torch.from_numpy(rng.uniform(0.8, 1.25, size=(3, 1, 1)).astype(np.float32))
-        x = x * float(rng.uniform(0.75, 1.35)) + torch.from_numpy(rng.normal(0, 0.02, size=x.shape).astype(np.float32))
-        tt, ww = torch.from_numpy(t), torch.from_numpy(wgt)[None]
+        # photometric: stain gain per channel, overall density (paler / darker staining),
+        # defocus, noise
+        x = x * torch.from_numpy(rng.uniform(0.75, 1.3, size=(3, 1, 1)).astype(np.float32))
+        x = x * float(rng.uniform(0.5, 1.5))
+        if rng.random() < 0.3:
+            x = _blur(x, float(rng.uniform(0.5, 1.5)))
+        x = x + torch.from_numpy(rng.normal(0, 0.02, size=x.shape).astype(np.float32))
+        tt = torch.from_numpy(t)
+        ww = torch.from_numpy(np.stack([wgt * (kd not in s.unlabelled) for kd in kinds]))
         if rng.random() < 0.5:
             x, tt, ww = x.flip(-1), tt.flip(-1), ww.flip(-1)
         if rng.random() < 0.5:
@@ -223,6 +303,18 @@ def make_batch(samples: list[Sample], rng: np.random.Generator, n: int, crop: in
         ts.append(tt)
         ws.append(ww)
     return torch.stack(xs), torch.stack(ts), torch.stack(ws)
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of a (C, H, W) crop (defocus), reflecting at the edges."""
+    rad = int(math.ceil(2.5 * sigma))
+    g = torch.exp(-torch.arange(-rad, rad + 1, dtype=torch.float32) ** 2 / (2 * sigma * sigma))
+    g = (g / g.sum()).to(x.dtype)
+    c = x.shape[0]
+    y = F.pad(x[None], (rad, rad, rad, rad), mode="reflect")
+    y = F.conv2d(y, g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    y = F.conv2d(y, g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    return y[0]
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -304,6 +396,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-split", default="val")
     ap.add_argument("--synth", type=int, default=400, help="rendered training fields")
     ap.add_argument("--synth-val", type=int, default=60, help="rendered validation fields")
+    ap.add_argument("--bcd", default=str(REPO.parent / "shared" / "data" / "bcd-256"),
+                    help="bcd-256 root (its training part only; default ../shared/data/bcd-256, skipped when absent); 'none' to skip")
+    ap.add_argument("--bcd-val-every", type=int, default=5, help="every n-th bcd-256 training field validates instead")
+    ap.add_argument("--ring", type=int, default=0, help="rendered ring-cell training fields (every other one sparse)")
+    ap.add_argument("--ring-val", type=int, default=20, help="rendered ring-cell validation fields (when --ring)")
+    ap.add_argument("--mix", default="",
+                    help="share of each batch per source, e.g. txl-pbc=0.45,bcd-256=0.15,rendered=0.25,ring=0.15 "
+                         "(default: every field equally likely)")
     ap.add_argument("--arch", default="locnet")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--steps", type=int, default=120, help="batches per epoch")
@@ -338,15 +438,28 @@ def main(argv: list[str] | None = None) -> int:
         tr = _boxes_by_image(root, args.train_split, classes, kinds)
         va = _boxes_by_image(root, args.val_split, classes, kinds)
         if not args.tune_only:
-            train += load_samples(list(tr.items()), _yolo_job, "yolo train", args.threads, progress)
-        val += load_samples(list(va.items()), _yolo_job, "yolo val", args.threads, progress)
+            train += load_samples([(p, b, root.name) for p, b in tr.items()], _yolo_job, "yolo train", args.threads, progress)
+        val += load_samples([(p, b, root.name) for p, b in va.items()], _yolo_job, "yolo val", args.threads, progress)
         for path, boxes in list(va.items())[:: max(1, len(va) // max(args.tune_fields, 1))][: args.tune_fields]:
             val_fields.append((root.name, read_image(path), boxes))
-    seeds = list(range(SYNTH_SEED0, SYNTH_SEED0 + args.synth))
+    bcd = Path(args.bcd) if args.bcd.lower() != "none" else None
+    if bcd is not None and (bcd / "annotations.csv").is_file():
+        btr, bva = bcd256_boxes(bcd, kinds, args.bcd_val_every)
+        unboxed = tuple(kd for kd in kinds if kd not in BCD_KINDS.values())
+        if not args.tune_only:
+            train += _unlabelled(load_samples([(p, b, "bcd-256") for p, b in btr.items()], _yolo_job, "bcd train",
+                                              args.threads, progress), unboxed)
+        val += _unlabelled(load_samples([(p, b, "bcd-256") for p, b in bva.items()], _yolo_job, "bcd val",
+                                        args.threads, progress), unboxed)
+        val_fields += [("bcd-256", read_image(p), b) for p, b in bva.items()]
+    elif bcd is not None:
+        log.warning("bcd-256 not found under %s: skipped", bcd)
+    seeds = list(range(SYNTH_SEED0, SYNTH_SEED0 + args.synth)) + list(range(RING_SEED0, RING_SEED0 + args.ring))
     if not args.tune_only:
         train += load_samples([(sd, kinds) for sd in seeds], _synth_job, "rendered train", args.threads, progress)
     vseeds = list(range(SYNTH_SEED0 + 50_000, SYNTH_SEED0 + 50_000 + args.synth_val))
-    val += load_samples([(sd, kinds) for sd in vseeds], _synth_job, "rendered val", args.threads, progress)
+    rseeds = list(range(RING_SEED0 + 50_000, RING_SEED0 + 50_000 + (args.ring_val if args.ring else 0)))
+    val += load_samples([(sd, kinds) for sd in vseeds + rseeds], _synth_job, "rendered val", args.threads, progress)
     for sd in vseeds[: max(0, args.tune_fields // 5)]:
         val_fields.append(("rendered", *_synth_boxes(sd, kinds)))
     log.info("fields: %d train, %d validation (%.0f s)", len(train), len(val), time.time() - t0)
@@ -366,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     total = args.epochs * args.steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total, pct_start=0.1)
     best: tuple[float, int, dict[str, Any]] = (-1.0, -1, {})
+    mixer = Mixer(train, parse_mix(args.mix))
+    log.info("batch shares: %s", {k: round(float(p), 3) for k, p in zip(mixer.sources, mixer.p if mixer.p is not None else [], strict=False)})
     history = []
     for epoch in range(args.epochs):
         net.train()
@@ -376,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             it = tqdm(it, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False)
         run = 0.0
         for _ in it:
-            x, t, w = make_batch(train, rng, args.batch, args.crop, kinds)
+            x, t, w = make_batch(mixer, rng, args.batch, args.crop, kinds)
             loss = focal_loss(net(x), t, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -402,9 +517,12 @@ def main(argv: list[str] | None = None) -> int:
         "threshold_search": tuned, "train_fields": len(train), "val_fields": len(val),
     }
     det.provenance = {
-        "data": Path(args.yolo).name, "classes": classes, "train_split": args.train_split,
-        "val_split": args.val_split, "rendered_train_seeds": [seeds[0], seeds[-1]] if seeds else [],
-        "held_out": "Chula RBC-12 (all fields) and the test split are never used here",
+        "data": Path(args.yolo).name, "classes": classes,
+        "sources": {src: len(g) for src, g in mixer.groups.items()},
+        "bcd256": "training part only (image numbers not divisible by 3); the test part is never read" if bcd else None, "train_split": args.train_split,
+        "val_split": args.val_split, "rendered_train_seeds": [SYNTH_SEED0, SYNTH_SEED0 + args.synth - 1] if args.synth else [],
+        "ring_train_seeds": [RING_SEED0, RING_SEED0 + args.ring - 1] if args.ring else [],
+        "held_out": "Chula RBC-12 (all fields), the test split and bcd-256's test part are never used here",
         "args": {k: v for k, v in vars(args).items() if k != "no_progress"},
     }
     det.save(args.out)
