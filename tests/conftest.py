@@ -37,3 +37,11 @@ def txl_dir(data_dir: Path) -> Path:
 @pytest.fixture
 def disc_field():
     return draw_disc_field
+
+
+@pytest.fixture(scope="session")
+def bcd_dir(data_dir: Path) -> Path:
+    d = data_dir / "bcd-256"
+    if not (d / "annotations.csv").is_file():
+        pytest.skip(f"bcd-256 not found at {d}")
+    return d

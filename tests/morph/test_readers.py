@@ -9,7 +9,7 @@ import pytest
 
 from morph.errors import MorphError
 from morph.io import write_image
-from morph.readers import read_label_mapping, read_labelled_data
+from morph.readers import read_bcd256_boxes, read_label_mapping, read_labelled_data
 
 
 def _img(path: Path, w: int = 120, h: int = 100) -> Path:
@@ -158,3 +158,28 @@ def test_real_chula_reader(chula_dir: Path) -> None:
     d = read_labelled_data(chula_dir, "chula")
     assert len(d.points) > 18000 and not d.issues
     assert {p.label for p in d.points} >= {"normal", "teardrop", "uncategorised"}
+
+
+def test_bcd256_boxes_in_pixels_bad_rows_and_missing_images(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    _img(tmp_path / "images" / "image-1.png", w=200, h=100)
+    (tmp_path / "annotations.csv").write_text(
+        "image_id,image,xmin,ymin,xmax,ymax,label\n"
+        "1,image-1.png,0.1,0.2,0.3,0.6,rbc\n"
+        "1,image-1.png,0.5,0.5,0.9,0.9,wbc\n"
+        "1,image-1.png,0.5,oops,0.9,0.9,rbc\n"
+        "2,image-2.png,0.1,0.1,0.2,0.2,rbc\n"
+    )
+    fields, issues = read_bcd256_boxes(tmp_path)
+    assert [f.number for f in fields] == [1]
+    assert fields[0].boxes["rbc"].tolist() == [[20.0, 20.0, 60.0, 60.0]]
+    assert fields[0].boxes["wbc"].tolist() == [[100.0, 50.0, 180.0, 90.0]]
+    assert len(issues) == 2 and "image-2.png" in issues[1].path and ":4" in issues[0].path
+    with pytest.raises(MorphError, match="annotations.csv"):
+        read_bcd256_boxes(tmp_path / "images")
+
+
+def test_real_bcd256_reader(bcd_dir: Path) -> None:
+    fields, issues = read_bcd256_boxes(bcd_dir)
+    assert len(fields) == 60 and not issues
+    assert 1250 < sum(len(f.boxes["rbc"]) for f in fields) < 1400

@@ -385,3 +385,36 @@ def test_rendered_white_cells_and_erythroblasts_stay_nucleated() -> None:
         assert len(found["on"]) >= 4
         if field_type == "blood":
             assert {"neutrophil", "hypersegmented_neutrophil"} <= set(found["on"])
+
+
+def test_radius_of_crowded_overlapping_cells_on_a_small_field() -> None:
+    """bcd-256-like fields (256x256, red cells ~48 px across overlapping their neighbours):
+    block averaging fuses the field into one or two clumps at the working scale, whose
+    thickness is no cell's radius; the re-measure leaves such clumps out (one of these fields
+    read 56 px for 24 px cells)."""
+    from morph.segment.scale import working_scale
+    from morph.synth import render_field
+
+    for seed in range(8):
+        f = render_field(seed, height=256, width=256, um_per_px=0.15, n_cells=24, overlap=0.4,
+                         label_weights={"normal": 1.0})
+        true_r = float(np.median([(c.bbox[2] - c.bbox[0] + c.bbox[3] - c.bbox[1]) / 4 for c in f.cells]))
+        wv = working_scale(f.image, SegmentConfig())
+        assert not isinstance(wv, str)
+        assert 0.9 * true_r < wv.r_full < 1.3 * true_r, (seed, wv.r_full, true_r)
+
+
+def test_radius_of_real_bcd256_fields(bcd_dir) -> None:
+    """bcd-256 red cells are ~50 px across (boxes): the typical radius of every test-part field
+    is 18-35 px (it read 60-83 px on four of them)."""
+    from morph.evaluation import bcd256_is_test
+    from morph.io import read_image
+    from morph.segment.scale import working_scale
+
+    radii = []
+    for path in sorted((bcd_dir / "images").glob("image-*.png")):
+        if bcd256_is_test(int(path.stem.split("-")[1])):
+            wv = working_scale(read_image(path), SegmentConfig())
+            assert not isinstance(wv, str)
+            radii.append(wv.r_full)
+    assert radii and 18 <= min(radii) and max(radii) <= 35, radii

@@ -1,5 +1,6 @@
 """Localizer training: a tiny centre-map network on a tiny YOLO data set plus rendered fields
-writes a loadable folder with tuned peak rules; the loss and targets behave."""
+(and a tiny bcd-256-style source) writes a loadable folder with tuned peak rules; the loss,
+targets and the mix of sources behave."""
 
 from __future__ import annotations
 
@@ -7,12 +8,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from morph.io import write_image
 from morph.localize import load_localizer
 from morph.synth import render_field
-from training.train_localizer import _heatmap, focal_loss, main
+from training.train_localizer import (
+    Mixer,
+    Sample,
+    _heatmap,
+    bcd256_boxes,
+    focal_loss,
+    main,
+    make_batch,
+)
 
 
 def _yolo(root: Path) -> Path:
@@ -49,7 +59,7 @@ def test_tiny_training_run_writes_a_loadable_folder(tmp_path: Path) -> None:
     rc = main([
         "--yolo", str(data), "--classes", "1=rbc,0=nucleated", "--synth", "2", "--synth-val", "1",
         "--arch", "locnet_tiny", "--epochs", "2", "--steps", "2", "--batch", "2", "--crop", "64",
-        "--threads", "1", "--tune-fields", "1", "--out", str(out), "--no-progress",
+        "--threads", "1", "--tune-fields", "1", "--out", str(out), "--no-progress", "--bcd", "none",
     ])
     assert rc == 0
     det = load_localizer(out)
@@ -60,3 +70,60 @@ def test_tiny_training_run_writes_a_loadable_folder(tmp_path: Path) -> None:
     assert det.kinds == ("rbc", "nucleated", "platelet") and set(det.thresholds) == set(det.kinds)
     assert metrics["train_fields"] == 4 and metrics["val_fields"] == 2
     assert "Chula" in cfg["provenance"]["held_out"]
+
+
+def _bcd(root: Path) -> Path:
+    """A bcd-256-style folder: fields 1-4 (3 is in the held-out test part), rbc and wbc boxes."""
+    (root / "images").mkdir(parents=True)
+    rows = ["image_id,image,xmin,ymin,xmax,ymax,label"]
+    for num in (1, 2, 3, 4):
+        f = render_field(20 + num, height=256, width=256, um_per_px=0.15)
+        write_image(root / "images" / f"image-{num}.png", f.image)
+        for c in f.cells:
+            if c.kind in ("rbc", "nucleated"):
+                x0, y0, x1, y1 = np.clip(c.bbox, 0, 256) / 256
+                rows.append(f"{num},image-{num}.png,{x0},{y0},{x1},{y1},{'rbc' if c.kind == 'rbc' else 'wbc'}")
+    (root / "annotations.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_bcd256_source_never_yields_the_test_part(tmp_path: Path) -> None:
+    train, val = bcd256_boxes(_bcd(tmp_path / "bcd"), ("rbc", "nucleated", "platelet"), val_every=3)
+    names = sorted(Path(p).name for p in [*train, *val])
+    assert names == ["image-1.png", "image-2.png", "image-4.png"]  # image-3: test part
+    assert [Path(p).name for p in val] == ["image-4.png"]
+    boxes = next(iter(train.values()))
+    assert len(boxes["rbc"]) > 2 and boxes["platelet"].shape == (0, 4)
+
+
+def _sample(source: str, unlabelled: tuple[str, ...] = ()) -> Sample:
+    od = np.full((3, 40, 40), 0.3, np.float16)
+    c = {"rbc": np.array([[20.0, 20.0]]), "platelet": np.array([[5.0, 5.0]])}
+    return Sample(od, c, 8.0, 1, {}, source, source, unlabelled)
+
+
+def test_mixer_gives_each_source_its_share_and_unboxed_kinds_no_loss() -> None:
+    samples = [_sample("txl") for _ in range(50)] + [_sample("bcd", ("platelet",))]
+    mixer = Mixer(samples, {"txl": 0.6})
+    assert dict(zip(mixer.sources, mixer.p, strict=True)) == {"txl": 0.6, "bcd": pytest.approx(0.4)}
+    rng = np.random.default_rng(0)
+    assert 300 < sum(mixer.draw(rng).source == "bcd" for _ in range(1000)) < 500
+    _, t, w = make_batch(Mixer([_sample("bcd", ("platelet",))], {}), rng, 2, 32, ("rbc", "platelet"))
+    assert w.shape == t.shape and w[:, 1].sum() == 0 and w[:, 0].sum() > 0
+
+
+def test_tiny_training_run_with_a_bcd256_source(tmp_path: Path) -> None:
+    data, bcd = _yolo(tmp_path / "yolo"), _bcd(tmp_path / "bcd")
+    out = tmp_path / "loc"
+    rc = main([
+        "--yolo", str(data), "--classes", "1=rbc,0=nucleated", "--synth", "1", "--synth-val", "1",
+        "--bcd", str(bcd), "--bcd-val-every", "3", "--ring", "2", "--ring-val", "1",
+        "--mix", "yolo=0.5,bcd-256=0.3", "--arch", "locnet_tiny", "--epochs", "1", "--steps", "2",
+        "--batch", "2", "--crop", "64", "--threads", "1", "--tune-fields", "1", "--out", str(out), "--no-progress",
+    ])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["provenance"]["sources"] == {"yolo": 2, "bcd-256": 2, "rendered": 1, "ring": 2}
+    assert "bcd-256" in cfg["provenance"]["held_out"]
+    grid = json.loads((out / "metrics.json").read_text())["threshold_search"]["rbc"]["grid"]
+    assert {"yolo", "bcd-256"} <= set(grid[0])
