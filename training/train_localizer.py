@@ -1,4 +1,5 @@
-"""Train the localizer's red-cell centre map (``locnet``) from scratch on the CPU.
+"""Train the localizer's red-cell centre map (``locnet``) on the CPU, from scratch or (``--init``)
+from a shipped folder's weights.
 
 Usage::
 
@@ -384,6 +385,14 @@ def tune(det: CentreDetector, val: list[Sample], val_fields: list[tuple[str, np.
     return maps, tuned
 
 
+def start_from(det: CentreDetector, init: CentreDetector) -> None:
+    """Copy ``init``'s weights into ``det`` (fine-tuning); the architecture and kinds must match."""
+    if (init.arch, init.kinds, init.arch_kwargs) != (det.arch, det.kinds, det.arch_kwargs):
+        raise SystemExit(f"--init {init.name}: arch {init.arch} kinds {list(init.kinds)} do not match "
+                         f"{det.arch} {list(det.kinds)}")
+    det.net.load_state_dict(init.net.state_dict())
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -414,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tune-fields", type=int, default=150, help="validation fields for the threshold search (0: skip)")
     ap.add_argument("--out", required=True, help="model folder to write")
+    ap.add_argument("--init", default=None,
+                    help="start from this localizer folder's weights (same arch and kinds), e.g. models/locnet-v1")
     ap.add_argument("--tune-only", action="store_true",
                     help="load the folder --out and only re-tune its thresholds (after a localizer change)")
     ap.add_argument("--version", default="1.0.0")
@@ -474,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("re-tuned %s: thresholds %s, spacing %.2f", args.out, det.thresholds, det.min_distance)
         return 0
     det = build_untrained_localizer(args.arch, seed=args.seed, kinds=kinds)
+    if args.init:
+        start_from(det, load_localizer(args.init))
     net = det.net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     total = args.epochs * args.steps
@@ -520,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": Path(args.yolo).name, "classes": classes,
         "sources": {src: len(g) for src, g in mixer.groups.items()},
         "bcd256": "training part only (image numbers not divisible by 3); the test part is never read" if bcd else None, "train_split": args.train_split,
+        "init": str(args.init) if args.init else None,
         "val_split": args.val_split, "rendered_train_seeds": [SYNTH_SEED0, SYNTH_SEED0 + args.synth - 1] if args.synth else [],
         "ring_train_seeds": [RING_SEED0, RING_SEED0 + args.ring - 1] if args.ring else [],
         "held_out": "Chula RBC-12 (all fields), the test split and bcd-256's test part are never used here",

@@ -105,9 +105,11 @@ class SegmentConfig:
         fragment_contact: ...whose border it shares over this length (units of ``r``) joins it.
         remeasure_floor: the radius re-measured at the working scale replaces the first estimate
             only when it is at least this fraction of it (touching cells fuse at that scale).
-        remeasure_max_cells: ...and leaves out objects larger than this many typical cells (clumps:
-            block averaging fuses a crowded field of overlapping cells into one or two objects
-            whose thickness is no cell's radius); with too few objects left, the first stands.
+        remeasure_growth: a re-measure over this multiple of the first estimate is taken again
+            without the objects larger than ``remeasure_max_cells`` typical cells (clumps: block
+            averaging fuses a crowded field of overlapping cells into one or two objects whose
+            thickness is no cell's radius); with too few objects left, the first estimate stands.
+        remeasure_max_cells: see ``remeasure_growth``.
         small_seed_dynamic: low distance-transform peaks (small objects touching a cell) become
             seeds when they stand this much (units of ``r``) above the saddle to the cell.
         plausible_rbc_um: median red-cell diameter range (um) considered plausible.
@@ -151,6 +153,7 @@ class SegmentConfig:
     platelet_min_area: float = 0.05
     small_seed_dynamic: float = 0.08
     remeasure_floor: float = 0.85
+    remeasure_growth: float = 1.2
     remeasure_max_cells: float = 4.0
     fragment_area: float = 0.4
     fragment_solidity: float = 0.92

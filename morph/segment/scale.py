@@ -163,9 +163,11 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
             work = _block_mean_f32(rgb, k)
             bg, dens = resize_to(bg_s, work.shape[:2]), None
         od, raw, fg, _ = foreground(work, bg, r_full / k, cfg, thr, dens)
-        # clumps of many cells are left out: in a crowded field of overlapping cells, block
-        # averaging fuses the whole field into one or two objects whose thickness is no radius
-        r_new = _radius_of(fg, od, cfg, max_area=cfg.remeasure_max_cells * math.pi * (r_full / k) ** 2)
+        r_new = _radius_of(fg, od, cfg)
+        if r_new is not None and r_new * k > cfg.remeasure_growth * r_full:
+            # far larger: in a crowded field of overlapping cells, block averaging fuses the
+            # field into one or two clumps whose thickness is no radius; measured without them
+            r_new = _radius_of(fg, od, cfg, max_area=cfg.remeasure_max_cells * math.pi * (r_full / k) ** 2)
         if attempt or r_new is None:
             break
         r_new *= k
