@@ -532,9 +532,10 @@ def main(argv: list[str] | None = None) -> int:
     det.provenance = {
         "data": Path(args.yolo).name, "classes": classes,
         "sources": {src: len(g) for src, g in mixer.groups.items()},
-        "bcd256": "training part only (image numbers not divisible by 3); the test part is never read" if bcd else None, "train_split": args.train_split,
+        "bcd256": ("training part only (image numbers not divisible by 3); the test part is never read"
+                   if "bcd-256" in mixer.groups else None),
         "init": str(args.init) if args.init else None,
-        "val_split": args.val_split, "rendered_train_seeds": [SYNTH_SEED0, SYNTH_SEED0 + args.synth - 1] if args.synth else [],
+        "train_split": args.train_split, "val_split": args.val_split, "rendered_train_seeds": [SYNTH_SEED0, SYNTH_SEED0 + args.synth - 1] if args.synth else [],
         "ring_train_seeds": [RING_SEED0, RING_SEED0 + args.ring - 1] if args.ring else [],
         "held_out": "Chula RBC-12 (all fields), the test split and bcd-256's test part are never used here",
         "args": {k: v for k, v in vars(args).items() if k != "no_progress"},
