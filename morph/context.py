@@ -153,6 +153,14 @@ class ClinicalContext:
             return None
         return self.mcv_fl / self.rbc_10e12_l
 
+    def corrected_reticulocyte_percent(self, percent: float | None) -> float | None:
+        """A reticulocyte percentage corrected for the anaemia (to a haematocrit of 45%):
+        percent x Hct / 45, the haematocrit taken as 3 x Hb (g/dL), as no haematocrit is given.
+        In an anaemic patient a corrected count under 1% means the marrow is not answering."""
+        if percent is None or self.hb_g_dl is None:
+            return None
+        return percent * (3.0 * self.hb_g_dl) / 45.0
+
     def to_dict(self) -> dict[str, Any]:
         """The fields that were given (JSON-ready)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}

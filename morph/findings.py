@@ -141,8 +141,8 @@ def _validate_rules(data: Any, path: str) -> None:
 
     if not isinstance(data, dict):
         raise bad("the findings rules file must hold a mapping")
-    for key in ("evidence", "grading", "poikilocytes", "red_cell_destruction", "macro_ovalocytes", "reticulocytes",
-                "nucleated_rbc", "hypersegmented_neutrophils", "megaloblasts", "anisocytosis",
+    for key in ("evidence", "grading", "poikilocytes", "red_cell_destruction", "macro_ovalocytes", "macrocyte_shape",
+                "reticulocytes", "nucleated_rbc", "hypersegmented_neutrophils", "megaloblasts", "anisocytosis",
                 "elliptocytes", "pencil_cells", "teardrops", "field_agreement", "abnormal_rbc"):
         if not isinstance(data.get(key), dict):
             raise bad(f"missing section {key!r}")
@@ -399,6 +399,7 @@ def _shape_findings(c: Mapping[str, int], cells: list[dict[str, Any]] | None, n_
     against normal-sized elliptocytes, pencil cells against teardrops)."""
     return {
         "macro_ovalocytes": _macro_ovalocytes(cells, r["macro_ovalocytes"]),
+        "macrocyte_shape": _macrocyte_shape(cells, r["macrocyte_shape"], r["macro_ovalocytes"]),
         "elliptocytes": _elliptocytes(c, cells, n_rbc, r),
         "pencil_cells": _pencil_cells(cells, r["pencil_cells"]),
         "teardrops": _teardrops(c, cells, n_rbc, r),
@@ -458,6 +459,29 @@ def _macro_ovalocytes(cells: list[dict[str, Any]] | None, spec: Mapping[str, Any
         and (c["eccentricity"] or 0.0) >= float(spec["min_eccentricity"])
     )
     return _graded_fraction(k, len(sized), spec["grades"], base)
+
+
+def _macrocyte_shape(cells: list[dict[str, Any]] | None, spec: Mapping[str, Any],
+                     macro: Mapping[str, Any]) -> dict[str, Any]:
+    """How many of the macrocytes are oval (megaloblastic) and how many round (other causes)."""
+    min_d, min_e = float(macro["min_diameter_um"]), float(macro["min_eccentricity"])
+    out: dict[str, Any] = {
+        "definition": (f"cells labelled {'/'.join(macro['labels'])} with diameter >= {min_d:g} um; "
+                       f"oval from eccentricity {min_e:g}"),
+        "oval": None, "round": None, "of": None, "oval_percent": None, "pattern": "not_assessed",
+        "source": spec.get("source"),
+    }
+    if cells is None or not _sized_rbc(cells):
+        return {**out, "reason": "cell sizes not given" if cells is None else "no red cell has a measured diameter"}
+    big = [c for c in _sized_rbc(cells) if c["label"] in macro["labels"] and c["diameter_um"] >= min_d]
+    oval = sum(1 for c in big if (c["eccentricity"] or 0.0) >= min_e)
+    out.update(oval=oval, round=len(big) - oval, of=len(big))
+    if len(big) < int(spec["min_macrocytes"]):
+        return {**out, "reason": f"fewer than {spec['min_macrocytes']} macrocytes"}
+    share = 100.0 * oval / len(big)
+    out.update(oval_percent=round(share, 1),
+               pattern="mostly round" if share < float(spec["mostly_round_below"]) else "mostly oval")
+    return out
 
 
 def _elliptocytes(c: Mapping[str, int], cells: list[dict[str, Any]] | None, n_rbc: int,
@@ -755,9 +779,12 @@ def finding_variables(findings: Mapping[str, Any]) -> dict[str, Any]:
     v["macro_ovalocytes.grade"] = mo["grade"]
     v["macro_ovalocytes.ci95_low"] = mo["ci95_percent"][0] if mo["ci95_percent"] else None
     v["macro_ovalocytes.ci95_high"] = mo["ci95_percent"][1] if mo["ci95_percent"] else None
+    v["macrocyte_shape.oval_percent"] = findings["macrocyte_shape"]["oval_percent"]
     ret = findings["reticulocytes"]
+    assessed = ret["status"] != "not_assessed"
     v["reticulocytes.status"] = ret["status"]
-    v["reticulocytes.percent"] = ret["percent"] if ret["status"] != "not_assessed" else None
+    v["reticulocytes.percent"] = ret["percent"] if assessed else None
+    v["reticulocytes.ci95_high"] = ret["ci95_percent"][1] if assessed and ret["ci95_percent"] else None
     nr = findings["nucleated_rbc"]
     v["nucleated_rbc.status"] = nr["status"]
     v["nucleated_rbc.per_100_wbc"] = nr["per_100_wbc"]

@@ -113,6 +113,59 @@ def test_parvovirus_from_laboratory_reticulocytes_supersedes_smear() -> None:
     assert not any("supravital" in m for m in parvo["missing"])  # superseded, not missing
 
 
+def _macrocytic_film(oval_eccentricity: float) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    counts = {"normal": 220, "macrocyte": 45, "ovalocyte": 25, "neutrophil": 12, "lymphocyte": 8}
+    sizes = {"macrocyte": (9.8, oval_eccentricity), "ovalocyte": (9.6, 0.7)}
+    return counts, cells_from(counts, sizes)
+
+
+def test_round_macrocytes_put_mds_before_b12_and_oval_ones_b12() -> None:
+    # the same macrocytic film, no hypersegmented neutrophil seen: when most macrocytes are round
+    # (45 round + 25 oval) it is not the megaloblastic pattern; when they are oval it is
+    ctx = {"hb_g_dl": 9.2, "mcv_fl": 104}
+    counts, round_cells = _macrocytic_film(0.3)
+    findings, diffs = diagnose(counts, um_per_px=0.1, context=ctx, cells=round_cells)
+    shape = findings["macrocyte_shape"]
+    assert (shape["oval"], shape["round"], shape["pattern"]) == (25, 45, "mostly round")
+    assert shape["oval_percent"] == pytest.approx(35.7)
+    ids = [d["id"] for d in diffs]
+    assert ids.index("myelodysplastic_syndrome") < ids.index("b12_folate_deficiency")
+    assert any("oval share of the macrocytes" in e for e in by_id(diffs)["b12_folate_deficiency"]["evidence_against"])
+    _, oval_diffs = diagnose(counts, um_per_px=0.1, context=ctx, cells=_macrocytic_film(0.7)[1])
+    assert oval_diffs[0]["id"] == "b12_folate_deficiency"
+
+
+def test_more_round_macrocytes_never_raise_b12_nor_lower_mds() -> None:
+    counts, _ = _macrocytic_film(0.7)
+    last: dict[str, float] = {}
+    for n_round in (0, 10, 25, 50, 100):
+        c = {**counts, "macrocyte": counts["macrocyte"] + n_round}
+        cells = cells_from(counts, {"macrocyte": (9.8, 0.7), "ovalocyte": (9.6, 0.7)})
+        cells += [{"label": "macrocyte", "kind": "rbc", "diameter_um": 9.8, "eccentricity": 0.2}] * n_round
+        lo = {d["id"]: d["log_odds"] for d in diagnose(c, um_per_px=0.1, cells=cells)[1]}
+        if last:
+            assert lo["b12_folate_deficiency"] <= last["b12_folate_deficiency"] + 1e-9
+            assert lo["myelodysplastic_syndrome"] >= last["myelodysplastic_syndrome"] - 1e-9
+        last = lo
+
+
+def test_few_reticulocytes_in_severe_anaemia_point_to_parvovirus_though_the_smear_is_indeterminate() -> None:
+    # five NMB fields: 0 reticulocytes in 410 red cells is "indeterminate" against 0.5% (the 95%
+    # upper bound is 0.93%), but corrected for Hb 4.8 (Hct ~14%) it is under 1%: no marrow response
+    counts = {"normal": 410, "neutrophil": 3, "lymphocyte": 2}
+    findings, diffs = diagnose(counts, context={"hb_g_dl": 4.8, "mcv_fl": 84}, stain="nmb")
+    assert findings["reticulocytes"]["status"] == "indeterminate"
+    assert findings["derived"]["corrected_reticulocytes_high"] == pytest.approx(0.93 * 14.4 / 45, abs=0.01)
+    assert diffs[0]["id"] == "parvovirus_b19_aplastic_crisis"
+    assert any("corrected for the anaemia" in e for e in diffs[0]["evidence_for"])
+    nsa = by_id(diffs)["no_significant_abnormality"]
+    assert nsa["score"] < 0.25  # Hb 4.8 and no marrow response are not "no significant abnormality"
+    # without the haemoglobin the same smear cannot say the reticulocytes are too few
+    _, alone = diagnose(counts, stain="nmb")
+    assert alone[0]["id"] != "parvovirus_b19_aplastic_crisis"
+    assert any("corrected_reticulocytes_high" in m for m in by_id(alone)["parvovirus_b19_aplastic_crisis"]["missing"])
+
+
 def test_graft_failure_vignette_full_chimerism_negative_mrd_empty_marrow() -> None:
     context = {"post_hsct": True, "donor_chimerism_percent": 100, "mrd": "negative",
                "marrow_cellularity": "hypo", "hb_g_dl": 7.5, "wbc_10e9_l": 0.8,

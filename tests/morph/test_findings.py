@@ -144,6 +144,19 @@ def test_macro_ovalocytes_by_size_and_shape() -> None:
     assert mo["count"] == 10 and mo["of"] == 100 and mo["percent"] == 10.0 and mo["grade"] == "1+"
 
 
+def test_macrocyte_shape_splits_the_macrocytes_into_oval_and_round() -> None:
+    cells = _cells([("normal", 80, 7.5, 0.2), ("ovalocyte", 10, 10.2, 0.7), ("macrocyte", 15, 9.8, 0.1),
+                    ("ovalocyte", 5, 7.6, 0.7)])  # oval but normal size: not a macrocyte
+    shape = compute_findings({"normal": 80, "ovalocyte": 15, "macrocyte": 15}, cells=cells)["macrocyte_shape"]
+    assert (shape["oval"], shape["round"], shape["of"]) == (10, 15, 25)
+    assert shape["oval_percent"] == 40.0 and shape["pattern"] == "mostly round"
+    few = compute_findings({"normal": 80, "macrocyte": 5}, cells=_cells([("normal", 80, 7.5, 0.2),
+                                                                         ("macrocyte", 5, 9.8, 0.1)]))
+    assert few["macrocyte_shape"]["oval_percent"] is None  # 5 macrocytes show no pattern
+    assert few["macrocyte_shape"]["pattern"] == "not_assessed" and "fewer than 20" in few["macrocyte_shape"]["reason"]
+    assert compute_findings({"normal": 80})["macrocyte_shape"]["reason"] == "cell sizes not given"
+
+
 def test_size_findings_fall_back_without_cells() -> None:
     f = compute_findings({"normal": 300, "ovalocyte": 50})
     assert f["macro_ovalocytes"]["grade"] == "not_assessed"
