@@ -7,8 +7,8 @@ code cannot break the benchmark) and reads each case's report (``OUT/cases/<case
 
 * **morphology**: the smear alone (no context file);
 * **+Hb/MCV**: a minimal blood count (``hb_g_dl``, ``mcv_fl``) in a ``--context-file`` CSV;
-* **+deciding**: for the presets whose truth cannot be told from the smear and the blood count
-  (see ``DECIDING`` below), the blood count plus the one result that decides it.
+* **+deciding**: for the presets whose truth the smear and the blood count cannot settle (the
+  ``deciding`` field of ``CASES``), the blood count plus the one result that decides it.
 
 It prints top-1 / top-2 (the true differential first / in the first two) per preset and
 context, the thalassaemia / iron-deficiency pair (both in the top two), how often a hereditary
@@ -57,13 +57,14 @@ CASES: tuple[Case, ...] = (
     Case("b12_deficiency", "b12_folate_deficiency", {"hb_g_dl": 7.9, "mcv_fl": 114}),
     Case("mds", "myelodysplastic_syndrome", {"hb_g_dl": 9.2, "mcv_fl": 104},
          {"b12_pg_ml": 480, "folate_ng_ml": 11},
-         "oval macrocytes on the blood film are shared with B12/folate deficiency; normal B12 and "
-         "folate (and, in life, a marrow) separate them"),
+         "the macrocytes' shape (round in MDS, oval in B12/folate deficiency) only leans towards MDS; "
+         "normal B12 and folate (and, in life, a marrow) decide"),
     Case("parvovirus_crisis", "parvovirus_b19_aplastic_crisis", {"hb_g_dl": 4.8, "mcv_fl": 84},
          {"reticulocyte_percent": 0.2},
          "'reticulocytes absent' (95% upper bound under 0.5%) needs at least 765 red cells with none "
-         "read as a reticulocyte (CLSI H44-A2 counts 1,000); five fields hold fewer, so the smear says "
-         "'indeterminate: count more cells' and the laboratory reticulocyte count decides"),
+         "read as a reticulocyte (CLSI H44-A2 counts 1,000); five fields hold fewer, so from the smear "
+         "alone it is 'indeterminate: count more cells'; with Hb the upper bound corrected for the "
+         "anaemia says the marrow is not answering, and the laboratory count decides"),
     Case("beta_thalassaemia_major", "beta_thalassemia_major", {"hb_g_dl": 6.5, "mcv_fl": 63},
          mimic="iron_deficiency_anemia"),
     Case("iron_deficiency", "iron_deficiency_anemia", {"hb_g_dl": 8.9, "mcv_fl": 68},

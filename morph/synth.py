@@ -1306,8 +1306,8 @@ CASE_PRESETS: dict[str, CasePreset] = {p.name: p for p in (
         {"normal": 0.60, "macrocyte": 0.15, "ovalocyte": 0.08, "teardrop": 0.02, "stomatocyte": 0.02,
          "elliptocyte": 0.02, "nucleated_rbc": 0.001, "neutrophil": 0.010, "lymphocyte": 0.010,
          "monocyte": 0.003, "platelet": 0.03},
-        "oval macrocytes and anisopoikilocytosis without hypersegmented neutrophils, neutropenia, "
-        "thrombocytopenia (dysplastic, hypogranular neutrophils are not rendered)",
+        "macrocytes, most of them round and some oval, and anisopoikilocytosis without hypersegmented "
+        "neutrophils; neutropenia, thrombocytopenia (dysplastic, hypogranular neutrophils are not rendered)",
         "WHO 2022 (Khoury et al., Leukemia 2022); Bain 2015", size_scale={"ovalocyte": 1.2}),
     CasePreset(
         "parvovirus_crisis", "nmb",
