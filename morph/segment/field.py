@@ -148,9 +148,10 @@ def _nucleated_cells(nuclear: np.ndarray, viol: np.ndarray, od: np.ndarray, maps
     nucleated-cell centres when a group holds two or more, and the zone each one owns."""
     groups, n = nuclear_groups(nuclear, r, cell_area, cfg)
     groups, n = drop_rims(groups, n, nuclear, fg, r, cfg)
-    groups, n = drop_red_cell_hue(groups, n, nuclear, viol, od, fg, cfg)
-    if n and maps is not None and "nucleated" in maps.heats:
-        groups, n = split_nuclear_groups(groups, n, maps.peaks("nucleated", PEAK_SPACING["nucleated"] * r))
+    learned = maps.peaks("nucleated", PEAK_SPACING["nucleated"] * r) if maps and "nucleated" in maps.heats else None
+    groups, n = drop_red_cell_hue(groups, n, nuclear, viol, od, fg, cfg, vouched=learned)
+    if n and learned is not None:
+        groups, n = split_nuclear_groups(groups, n, learned)
     return nucleated_zones(groups, n, fg, r, cfg)
 
 

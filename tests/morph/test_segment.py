@@ -418,3 +418,23 @@ def test_radius_of_real_bcd256_fields(bcd_dir) -> None:
             assert not isinstance(wv, str)
             radii.append(wv.r_full)
     assert radii and 18 <= min(radii) and max(radii) <= 35, radii
+
+
+def test_a_learned_nucleated_centre_vouches_for_a_pale_nucleus() -> None:
+    """bcd-256's white-cell nuclei are only 0.02-0.07 bluer than its red cells: the hue rule alone
+    drops them as overlapping red cells; a learned nucleated-cell centre in the group keeps it."""
+    from morph.segment.nuclei import drop_red_cell_hue
+
+    fg = np.ones((20, 40), bool)
+    nuclear = np.zeros_like(fg)
+    nuclear[5:10, 5:10] = nuclear[5:10, 25:30] = True
+    groups = np.zeros(fg.shape, np.int32)
+    groups[5:10, 5:10], groups[5:10, 25:30] = 1, 2
+    od = np.full(fg.shape + (3,), 0.3, np.float32)
+    viol = np.where(nuclear, 0.33, 0.30).astype(np.float32)  # shares 0.367 vs 0.333: +0.03
+    vouched = np.zeros_like(fg)
+    vouched[7, 27] = True
+    _, n = drop_red_cell_hue(groups, 2, nuclear, viol, od, fg, SegmentConfig())
+    assert n == 0
+    kept, n = drop_red_cell_hue(groups, 2, nuclear, viol, od, fg, SegmentConfig(), vouched=vouched)
+    assert n == 1 and kept[7, 27] == 1 and kept[7, 7] == 0
