@@ -420,27 +420,19 @@ def _logistic(x: float) -> float:
     return e / (1.0 + e)
 
 
-#: values computed from the context, or from the context and the smear together
+#: values computed from the context, or from the context and the smear together (rule_variables)
 DERIVED = ("mentzer_index", "corrected_reticulocytes_high")
 
 
-def derived_values(findings: Mapping[str, Any], context: ClinicalContext) -> dict[str, float | None]:
-    """The ``derived.*`` inputs: the Mentzer index (MCV / RBC) and the upper end of the smear's
-    reticulocyte 95% interval corrected for the anaemia (so that "under 1%" means the marrow
-    is not answering the anaemia, which an uncorrected count of 1% does not say)."""
-    ret = findings["reticulocytes"]
-    high = ret["ci95_percent"][1] if ret["status"] != "not_assessed" and ret["ci95_percent"] else None
-    return {"mentzer_index": context.mentzer_index,
-            "corrected_reticulocytes_high": context.corrected_reticulocyte_percent(high)}
-
-
 def rule_variables(findings: Mapping[str, Any], context: ClinicalContext) -> dict[str, Any]:
-    """Every input the rules may use: findings, ``context.*`` and ``derived.*``."""
+    """Every input the rules may use: findings, ``context.*`` and ``derived.*`` (:data:`DERIVED`)."""
     v = finding_variables(findings)
     for k, val in context.to_dict().items():
         v[f"context.{k}"] = val
-    for k, val in derived_values(findings, context).items():
-        v[f"derived.{k}"] = val
+    v["derived.mentzer_index"] = context.mentzer_index
+    # the smear's upper bound corrected for the anaemia: "under 1%" then means the marrow is not
+    # answering the anaemia, which an uncorrected count of 1% does not say
+    v["derived.corrected_reticulocytes_high"] = context.corrected_reticulocyte_percent(v["reticulocytes.ci95_high"])
     return v
 
 
@@ -519,7 +511,8 @@ def diagnose(
     ctx = validate_context(context)
     findings = compute_findings(counts, um_per_px=um_per_px, cells=cells, stain=stain)
     findings["context"] = ctx.to_dict()
-    findings["derived"] = {k: None if v is None else round(v, 2) for k, v in derived_values(findings, ctx).items()}
+    variables = rule_variables(findings, ctx)
+    findings["derived"] = {k: None if (v := variables[f"derived.{k}"]) is None else round(v, 2) for k in DERIVED}
     findings["score_note"] = SCORE_NOTE
     return findings, rank(findings, ctx)
 

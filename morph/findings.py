@@ -471,9 +471,10 @@ def _macrocyte_shape(cells: list[dict[str, Any]] | None, spec: Mapping[str, Any]
         "oval": None, "round": None, "of": None, "oval_percent": None, "pattern": "not_assessed",
         "source": spec.get("source"),
     }
-    if cells is None or not _sized_rbc(cells):
+    sized = _sized_rbc(cells) if cells is not None else []
+    if not sized:
         return {**out, "reason": "cell sizes not given" if cells is None else "no red cell has a measured diameter"}
-    big = [c for c in _sized_rbc(cells) if c["label"] in macro["labels"] and c["diameter_um"] >= min_d]
+    big = [c for c in sized if c["label"] in macro["labels"] and c["diameter_um"] >= min_d]
     oval = sum(1 for c in big if (c["eccentricity"] or 0.0) >= min_e)
     out.update(oval=oval, round=len(big) - oval, of=len(big))
     if len(big) < int(spec["min_macrocytes"]):
