@@ -18,20 +18,23 @@ def data_dir() -> Path:
     return d
 
 
+def _data_set(data_dir: Path, folder: str, marker: str, name: str, *, marker_is_file: bool = False) -> Path:
+    """``data_dir/folder``, or a skip when its ``marker`` (a folder in it, or a file) is absent."""
+    d = data_dir / folder
+    present = (d / marker).is_file() if marker_is_file else (d / marker).is_dir()
+    if not present:
+        pytest.skip(f"{name} not found at {d}")
+    return d
+
+
 @pytest.fixture(scope="session")
 def chula_dir(data_dir: Path) -> Path:
-    d = data_dir / "chula-rbc-12"
-    if not (d / "images").is_dir():
-        pytest.skip(f"Chula RBC-12 not found at {d}")
-    return d
+    return _data_set(data_dir, "chula-rbc-12", "images", "Chula RBC-12")
 
 
 @pytest.fixture(scope="session")
 def txl_dir(data_dir: Path) -> Path:
-    d = data_dir / "txl-pbc"
-    if not (d / "images").is_dir():
-        pytest.skip(f"TXL-PBC not found at {d}")
-    return d
+    return _data_set(data_dir, "txl-pbc", "images", "TXL-PBC")
 
 
 @pytest.fixture
@@ -41,7 +44,4 @@ def disc_field():
 
 @pytest.fixture(scope="session")
 def bcd_dir(data_dir: Path) -> Path:
-    d = data_dir / "bcd-256"
-    if not (d / "annotations.csv").is_file():
-        pytest.skip(f"bcd-256 not found at {d}")
-    return d
+    return _data_set(data_dir, "bcd-256", "annotations.csv", "bcd-256", marker_is_file=True)
