@@ -14,7 +14,7 @@ from .blank import blank_to_glass, trim_margins
 from .config import SegmentConfig
 from .foreground import foreground
 from .glass import background_map, optical_density
-from .nuclei import nucleus_threshold
+from .nuclei import nucleus_threshold, violet
 
 
 def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray, max_area: float | None = None) -> float | None:
@@ -86,7 +86,7 @@ def _fill_round_holes(fg: np.ndarray) -> np.ndarray:
 
 
 def _radius_of(fg: np.ndarray, od: np.ndarray, cfg: SegmentConfig, max_area: float | None = None) -> float | None:
-    viol = od[:, :, 1] - od[:, :, 2]
+    viol = violet(od)
     # thin violet fringes on red-cell rims (chromatic aberration) are not nuclei: an opening
     # keeps only compact violet material
     nuc = ndi.binary_opening(viol > nucleus_threshold(viol, fg, cfg), iterations=2)
