@@ -489,6 +489,7 @@ def diagnose(
     context: Mapping[str, Any] | ClinicalContext | None = None,
     cells: Sequence[Mapping[str, Any]] | None = None,
     stain: str | None = None,
+    scale: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Findings and ranked differentials for one case.
 
@@ -500,16 +501,20 @@ def diagnose(
         cells: ``[{"label", "kind", "diameter_um", "eccentricity"}]`` for size findings.
         stain: ``"nmb"`` (supravital) lets the smear say whether reticulocytes are absent;
             ``"wright"`` or ``None`` (unknown) leave them ``not_assessed``.
+        scale: the case's resolved scale (see :func:`morph.findings.compute_findings`); its
+            ``um_per_px`` replaces ``um_per_px``.
 
     Returns:
         ``(findings, differentials)``; each differential is ``{id, name, score, log_odds,
         prior_log_odds, evidence_for, evidence_against, missing, next_tests, references,
         contributions}``, sorted by score (see :data:`SCORE_NOTE`).
     """
+    if scale is not None:
+        um_per_px = scale["um_per_px"]
     check_um_per_px(um_per_px)
     check_stain(stain, optional=True)
     ctx = validate_context(context)
-    findings = compute_findings(counts, um_per_px=um_per_px, cells=cells, stain=stain)
+    findings = compute_findings(counts, um_per_px=um_per_px, cells=cells, stain=stain, scale=scale)
     findings["context"] = ctx.to_dict()
     variables = rule_variables(findings, ctx)
     findings["derived"] = {k: None if (v := variables[f"derived.{k}"]) is None else round(v, 2) for k in DERIVED}

@@ -233,6 +233,7 @@ def compute_findings(
     cells: Sequence[Mapping[str, Any]] | None = None,
     stain: str | None = None,
     rules: Mapping[str, Any] | None = None,
+    scale: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Turn counts (and optional per-cell sizes) into the findings dict (JSON-ready).
 
@@ -246,6 +247,9 @@ def compute_findings(
             (unknown) leave reticulocytes ``not_assessed`` - zero reticulocytes on a Wright
             smear says nothing about the reticulocyte count.
         rules: thresholds (default: ``morph/rules/findings.yaml``).
+        scale: the case's scale as the pipeline resolved it (``{"um_per_px", "source"}``, with a
+            ``note`` when it was estimated from the cells), reported instead of ``um_per_px``; its
+            note joins the warnings.
     """
     r = rules if rules is not None else load_findings_rules()
     c = validate_counts(counts)
@@ -255,6 +259,8 @@ def compute_findings(
         c, cell_list = _without_fields(c, cell_list, set(agreement["set_aside"]))
     n = _tally(c)
     warnings = _left_out_warning(n, r["evidence"]) + agreement["warnings"]
+    if scale is not None and scale.get("note"):
+        warnings.append(str(scale["note"]))
     morph_out, max_grade = _rbc_morphology(c, n["rbc"], r["grading"])
     evidence = _evidence(n, r["evidence"], cell_list)
     shapes = _shape_findings(c, cell_list, n["rbc"], r)
@@ -287,7 +293,7 @@ def compute_findings(
         "megaloblasts": _megaloblasts(get("megaloblast", 0), n["ery"], r["megaloblasts"]),
         "anisocytosis": _anisocytosis(cell_list, r["anisocytosis"]),
         "field_agreement": agreement["report"],
-        "scale": {"um_per_px": um_per_px},
+        "scale": dict(scale) if scale is not None else {"um_per_px": um_per_px},
         "stain": stain,
         "warnings": warnings,
         "rules_file": "morph/rules/findings.yaml",

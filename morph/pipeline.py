@@ -124,6 +124,23 @@ class AnalysisOptions:
         return self
 
 
+def case_scale(fields: Sequence[FieldResult], options: AnalysisOptions) -> dict[str, Any]:
+    """The scale a case's sizes were measured at, for its findings: the stated one, or the default
+    one, or (no scale stated, the default implausible on some fields) the estimated ones."""
+    if options.um_per_px is not None:
+        return {"um_per_px": float(options.um_per_px), "source": "stated"}
+    estimated = [f for f in fields if f.error is None and f.scale_source == "estimated"]
+    if not estimated:
+        return {"um_per_px": options.resolved_um_per_px(), "source": "default"}
+    return {
+        "um_per_px": round(float(np.median([f.um_per_px for f in estimated])), 4), "source": "estimated",
+        "fields_estimated": len(estimated),
+        "note": "no scale was given and the default one made the median red cell implausible on "
+                f"{len(estimated)} field(s): their scale was estimated from their own cells, so cell sizes "
+                "there are relative and macro- or microcytosis cannot be judged; give um_per_px",
+    }
+
+
 def count_cells(fields: Iterable[FieldResult]) -> dict[str, int]:
     """Per-label counts over a case, excluding cells cut by the image border."""
     counts: Counter[str] = Counter()
@@ -165,16 +182,17 @@ class Analyzer:
 
     # -- one field --------------------------------------------------------------------------
     def analyze_field(self, image: np.ndarray, path: str, options: AnalysisOptions) -> FieldResult:
-        um = options.resolved_um_per_px()
         h, w = image.shape[:2]
-        seg = segment_field(image, um_per_px=um, config=self.segment_config, centres=self.localizer)
+        seg = segment_field(image, um_per_px=options.resolved_um_per_px(), config=self.segment_config,
+                            centres=self.localizer, scale_stated=options.um_per_px is not None)
+        um = seg.um_per_px  # the classifier reads sizes at the field's scale, estimated or not
         cells: list[Cell] = seg.cells
         if self.classifier is not None and cells:
             self.classifier.classify_cells(image, cells, um_per_px=um, stain=options.stain)
         med_um = seg.median_rbc_diameter_px * um if seg.median_rbc_diameter_px else None
         return FieldResult(
             path=path, width=w, height=h, um_per_px=um, median_rbc_diameter_um=med_um,
-            cells=cells, warnings=list(seg.warnings),
+            cells=cells, warnings=list(seg.warnings), scale_source=seg.scale_source,
         )
 
     # -- a case -----------------------------------------------------------------------------
@@ -253,10 +271,8 @@ class Analyzer:
             for c in f.cells
             if not c.touches_border
         ]
-        return diagnose(
-            counts, um_per_px=options.resolved_um_per_px(), context=options.context, cells=cells,
-            stain=options.stain,
-        )
+        return diagnose(counts, scale=case_scale(fields, options), context=options.context, cells=cells,
+                        stain=options.stain)
 
 
 @dataclass(frozen=True)

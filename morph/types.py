@@ -84,6 +84,9 @@ class FieldResult:
     cells: list[Cell] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: dict[str, Any] | None = None  # set when this field could not be analysed
+    #: where ``um_per_px`` came from: "stated", "default" or "estimated" (from the cells, when no
+    #: scale was stated and the default one made the median red cell implausible).
+    scale_source: str = "stated"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -91,6 +94,7 @@ class FieldResult:
             "width": self.width,
             "height": self.height,
             "um_per_px": self.um_per_px,
+            "scale_source": self.scale_source,
             "median_rbc_diameter_um": None
             if self.median_rbc_diameter_um is None
             else round(float(self.median_rbc_diameter_um), 2),
@@ -108,7 +112,7 @@ class FieldResult:
             path=str(d["path"]), width=int(d["width"]), height=int(d["height"]), um_per_px=float(d["um_per_px"]),
             median_rbc_diameter_um=d.get("median_rbc_diameter_um"),
             cells=[Cell.from_dict(c) for c in d.get("cells") or []], warnings=list(d.get("warnings") or []),
-            error=d.get("error"),
+            error=d.get("error"), scale_source=str(d.get("scale_source", "stated")),
         )
 
 

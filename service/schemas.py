@@ -90,6 +90,11 @@ class ImageOut(BaseModel):
     width: int
     height: int
     um_per_px: float
+    scale_source: str = Field(
+        default="stated", description="where um_per_px came from: stated (the request's), default (none given: "
+        "the Chula scale) or estimated (none given and the default made the median red cell implausible: "
+        "taken from the cells, sizes relative)",
+    )
     median_rbc_diameter_um: float | None = None
     warnings: list[str] = []
     cells: list[CellOut] = []
@@ -116,7 +121,7 @@ class DifferentialOut(BaseModel):
 _REPORT_EXAMPLE: dict[str, Any] = {
     "model": {"name": "morphnet", "version": "1"},
     "images": [{
-        "path": "field1.jpg", "width": 640, "height": 480, "um_per_px": 0.1,
+        "path": "field1.jpg", "width": 640, "height": 480, "um_per_px": 0.1, "scale_source": "stated",
         "median_rbc_diameter_um": 7.4, "warnings": [],
         "cells": [{"id": 0, "x": 101.5, "y": 88.0, "bbox": [78, 64, 125, 112], "kind": "rbc",
                    "label": "teardrop", "confidence": 0.91, "area_px": 1530.0, "diameter_px": 44.1,

@@ -23,8 +23,8 @@
    white cell contributes the distance peaks of its red cells instead, pallor holes filled)
    and the field is block-averaged so ``r`` is ~11 px; every size rule below is in units
    of ``r`` (seed spacing, hole size, debris, platelets), so fields at 40x-100x are treated
-   alike. Sizes reported (px, um) are in the original pixels, and ``um`` uses the *stated*
-   scale, never the measured cell size.
+   alike. Sizes reported (px, um) are in the original pixels, and ``um`` uses the stated
+   scale (or, none stated, the default one: see step 7).
 4. **Nuclei.** Dark-violet pixels (green absorbed, blue transmitted; well above the red-cell
    level) grouped by a closing of ``0.35 r`` make one nucleated cell each (a neutrophil's
    lobes are one cell). A nucleus is compact chromatin: a thin group (nowhere thicker than
@@ -50,8 +50,13 @@
    (label ``"platelet"``), as are platelet-sized ones of any colour; smaller specks are
    debris and dropped; regions cut by the
    image edge are kept with ``touches_border=True`` (and left out of the median diameter).
-7. **Warnings**: no cells (blank slide), implausible median red-cell size for the stated
-   scale (never rescaled: a global shift may be macro/microcytosis), out-of-focus field
+7. **Scale and warnings.** A stated scale is kept; with none stated the default (Chula) one is
+   used unless it makes the median red cell implausible (outside 5-10 um: no disease does that,
+   another camera does), and then the scale is estimated from the cells (:mod:`.calibration`:
+   the median red cell measures what a normal one does at the Chula scale), which the field's
+   warnings and ``scale_source`` say: its sizes are then relative. Warnings: no cells (blank
+   slide), implausible median red-cell size for a stated scale (never rescaled: a global shift
+   may be macro/microcytosis), out-of-focus field
    (Laplacian energy relative to contrast at the working scale), very dense field.
 
 The package, one module per step: :mod:`.config` (settings and the default scale), :mod:`.blank`
@@ -59,7 +64,8 @@ The package, one module per step: :mod:`.config` (settings and the default scale
 (glass colour, illumination, optical density), :mod:`.foreground` (thresholds, cell mask),
 :mod:`.scale` (typical radius, working scale), :mod:`.nuclei` (nucleated cells and their zones),
 :mod:`.seeds` (circle votes, distance maxima, learned centre peaks), :mod:`.regions` (watershed,
-fragments, splits, kinds, cells), :mod:`.warnings` (what a person should read) and
+fragments, splits, kinds, cells), :mod:`.calibration` (the field's scale), :mod:`.warnings` (what a
+person should read) and
 :mod:`.field`, whose :func:`segment_field` runs them in that order. :mod:`.arrays` holds the
 array helpers they share.
 """

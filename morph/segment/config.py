@@ -113,6 +113,11 @@ class SegmentConfig:
         small_seed_dynamic: low distance-transform peaks (small objects touching a cell) become
             seeds when they stand this much (units of ``r``) above the saddle to the cell.
         plausible_rbc_um: median red-cell diameter range (um) considered plausible.
+        normal_rbc_um: with no scale stated and the default one implausible, the scale is taken so
+            that the median red cell measures this: a normal red cell (7.5 um), which is also how
+            the default scale was measured (Chula RBC-12's normal cells, 42 px), so the classifier
+            sees the field's median cell at the size it learnt normal cells at.
+        scale_min_cells: red cells (not cut by the border) needed to estimate a scale from them.
         min_focus: focus measure under which the field is reported out of focus.
         dense_fraction: foreground fraction above which the field is reported too dense.
     """
@@ -172,5 +177,7 @@ class SegmentConfig:
     cytoplasm_max_reach: float = 1.4
     cytoplasm_max_area: float = 0.8
     plausible_rbc_um: tuple[float, float] = (5.0, 10.0)
+    normal_rbc_um: float = 7.5
+    scale_min_cells: int = 3
     min_focus: float = 0.04
     dense_fraction: float = 0.75

@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import MorphError
 from ..types import Cell, CentreMap
 from .arrays import as_rgb_float
+from .calibration import apply_scale, field_scale
 from .config import DEFAULT_UM_PER_PX, SegmentConfig
 from .nuclei import (
     Nuclei,
@@ -50,11 +51,14 @@ class Segmentation:
     typical_radius_px: float | None = None
     #: focus measure (normalised Laplacian energy at the working scale; diagnostic).
     focus: float | None = None
+    #: the scale of ``diameter_um`` and where it came from (``"stated"``, ``"default"``, ``"estimated"``).
+    um_per_px: float = DEFAULT_UM_PER_PX
+    scale_source: str = "stated"
 
 
 def segment_field(
     image: np.ndarray, um_per_px: float = DEFAULT_UM_PER_PX, config: SegmentConfig = SegmentConfig(),
-    centres: CentreMap | None = None,
+    centres: CentreMap | None = None, *, scale_stated: bool = True,
 ) -> Segmentation:
     """Locate red cells, nucleated cells and platelets in one RGB field.
 
@@ -62,7 +66,7 @@ def segment_field(
     foreground and typical red-cell radius at the working scale; 4. the nucleated cells and
     their zones; 5. seeds, the watershed, fragments joined back, overlapping cells split and
     white-cell cytoplasm joined to its cell; 6. the kind of each region, and the cells;
-    7. the warnings.
+    7. the scale (:mod:`.calibration`) and the warnings.
 
     Args:
         image: (H, W, 3) RGB array (uint8 preferred; grey, RGBA, 16-bit and float are accepted).
@@ -71,6 +75,8 @@ def segment_field(
         config: thresholds (see :class:`SegmentConfig`).
         centres: a learned centre map (:class:`morph.localize.CentreDetector`); its peaks
             become the red-cell seeds instead of circle votes and distance maxima.
+        scale_stated: ``False`` when ``um_per_px`` is the default, not the caller's: a default that
+            makes the median red cell implausible is then replaced by one estimated from the cells.
 
     Returns:
         A :class:`Segmentation`: cells (ids in reading order), the median red-cell diameter
@@ -84,12 +90,12 @@ def segment_field(
     rgb = _checked_rgb(image, um_per_px)
     H, W = rgb.shape[:2]
     if min(H, W) < 8:
-        return _no_cells(f"no cells found: image too small to hold a cell ({W}x{H} px)")
+        return _no_cells(f"no cells found: image too small to hold a cell ({W}x{H} px)", um_per_px, scale_stated)
     # 0-3. blank areas, glass map, optical density, foreground, typical radius at the working scale
     wv = working_scale(rgb, cfg)
     del rgb  # not needed past the working scale
     if isinstance(wv, str):
-        return _no_cells(wv)
+        return _no_cells(wv, um_per_px, scale_stated)
     r = wv.r_full / wv.k
     cell_area = math.pi * r * r
     maps = read_centre_maps(centres, wv.od, cfg)
@@ -109,17 +115,20 @@ def segment_field(
         regions = rejoin_pieces(regions, pieces, kinds, seeds, r, cfg)
     cells = _shifted(build_cells(regions, kinds, wv.k, wv.shape, um_per_px, wv.r_full, edge=wv.blank_edge),
                      wv.offset)
-    # 7. warnings a person should read
+    # 7. the scale, then warnings a person should read
     med = _median_rbc_diameter(cells)
+    scale = field_scale(med, len(_counted_rbc(cells)), um_per_px, scale_stated, cfg)
+    apply_scale(cells, scale)
     focus = focus_measure(wv.work.mean(axis=2))
     # density of the part that is not blank (blank areas were painted glass)
     stained = stained_fraction(seeds.mask, wv.raw, wv.thr) / max(1.0 - wv.blank_in_part, 0.02)
-    warnings = field_warnings(cells, med, um_per_px, focus, stained, cfg, blank=wv.blank)
+    warnings = [scale.note] if scale.note else []
+    warnings += field_warnings(cells, med, scale.um_per_px, focus, stained, cfg, blank=wv.blank)
     log.debug("segment: %d cells, r=%.1f px, k=%d, thresholds=%s, focus=%.3f",
               len(cells), wv.r_full, wv.k, wv.thr, focus)
     return Segmentation(
         cells=cells, median_rbc_diameter_px=med, warnings=warnings,
-        typical_radius_px=float(wv.r_full), focus=focus,
+        typical_radius_px=float(wv.r_full), focus=focus, um_per_px=scale.um_per_px, scale_source=scale.source,
     )
 
 
@@ -138,8 +147,9 @@ def _checked_rgb(image: np.ndarray, um_per_px: float) -> np.ndarray:
     return rgb
 
 
-def _no_cells(reason: str) -> Segmentation:
-    return Segmentation(cells=[], median_rbc_diameter_px=None, warnings=[reason])
+def _no_cells(reason: str, um_per_px: float, scale_stated: bool) -> Segmentation:
+    return Segmentation(cells=[], median_rbc_diameter_px=None, warnings=[reason], um_per_px=um_per_px,
+                        scale_source="stated" if scale_stated else "default")
 
 
 def _nucleated_cells(nuclear: np.ndarray, viol: np.ndarray, od: np.ndarray, maps: CentreMaps | None,
@@ -166,7 +176,12 @@ def _shifted(cells: list[Cell], offset: tuple[int, int]) -> list[Cell]:
     return cells
 
 
+def _counted_rbc(cells: list[Cell]) -> list[Cell]:
+    """The red cells not cut by the border (those whose size is whole)."""
+    return [cl for cl in cells if cl.kind == "rbc" and not cl.touches_border]
+
+
 def _median_rbc_diameter(cells: list[Cell]) -> float | None:
     """Median diameter (px) of the red cells not cut by the border."""
-    diam = [cl.diameter_px for cl in cells if cl.kind == "rbc" and not cl.touches_border]
+    diam = [cl.diameter_px for cl in _counted_rbc(cells)]
     return float(np.median(diam)) if diam else None

@@ -56,6 +56,25 @@ def test_stated_scale_is_used_for_sizes(disc_field) -> None:
     assert b.um_per_px == 0.2
 
 
+def test_case_without_a_scale_says_when_it_estimated_one(disc_field) -> None:
+    big, _ = disc_field(n=8, h=400, w=520, radius=40)  # 14 um cells at the default scale: another camera
+    analyzer = Analyzer(localizer=None)
+    guessed = analyzer.analyze_case([("big.png", big)], AnalysisOptions())
+    assert guessed.images[0].scale_source == "estimated"
+    assert guessed.images[0].median_rbc_diameter_um == pytest.approx(7.5, abs=0.05)
+    scale = guessed.findings["scale"]
+    assert scale["source"] == "estimated" and scale["fields_estimated"] == 1
+    assert scale["um_per_px"] == pytest.approx(guessed.images[0].um_per_px, rel=1e-3)
+    assert any("give um_per_px" in w for w in guessed.findings["warnings"])
+    assert guessed.to_dict()["images"][0]["scale_source"] == "estimated"
+    stated = analyzer.analyze_case([("big.png", big)], AnalysisOptions(um_per_px=0.178))
+    assert stated.images[0].scale_source == "stated" and stated.findings["scale"]["source"] == "stated"
+    assert stated.images[0].median_rbc_diameter_um > 13
+    small, _ = disc_field(n=6)
+    plain = analyzer.analyze_case([("small.png", small)], AnalysisOptions())
+    assert plain.findings["scale"] == {"um_per_px": 0.178, "source": "default"}
+
+
 def test_count_cells_excludes_border_cells(disc_field) -> None:
     img, _ = disc_field(n=6)
     f = Analyzer().analyze_field(img, "a", AnalysisOptions())

@@ -185,6 +185,31 @@ def test_implausible_scale_warns_but_never_rescales() -> None:
     assert _rbcs(big)[0].diameter_um == pytest.approx(_rbcs(big)[0].diameter_px * 0.5)
 
 
+def test_default_scale_that_makes_cells_impossible_is_estimated_from_them() -> None:
+    img, _ = _grid_field()  # 40 px cells: 7.1 um at the default scale, 20 um at 0.5 um/px
+    plausible = segment_field(img, scale_stated=False)
+    assert plausible.scale_source == "default" and plausible.um_per_px == DEFAULT_UM_PER_PX
+    stated = segment_field(img, um_per_px=0.5)  # a lab's own scale is never replaced
+    assert stated.scale_source == "stated" and stated.um_per_px == 0.5
+    guessed = segment_field(img, um_per_px=0.5, scale_stated=False)
+    assert guessed.scale_source == "estimated"
+    med_um = guessed.median_rbc_diameter_px * guessed.um_per_px
+    assert med_um == pytest.approx(SegmentConfig().normal_rbc_um)
+    assert _rbcs(guessed)[0].diameter_um == pytest.approx(_rbcs(guessed)[0].diameter_px * guessed.um_per_px)
+    assert any("estimated from the cells" in w and "give um_per_px" in w for w in guessed.warnings)
+    assert not any("check um_per_px" in w for w in guessed.warnings)
+
+
+def test_scale_is_not_estimated_from_too_few_cells() -> None:
+    from morph.segment.calibration import field_scale
+
+    cfg = SegmentConfig()
+    assert field_scale(80.0, cfg.scale_min_cells - 1, 0.178, False, cfg).source == "default"
+    est = field_scale(80.0, cfg.scale_min_cells, 0.178, False, cfg)
+    assert est.source == "estimated" and est.um_per_px == pytest.approx(cfg.normal_rbc_um / 80.0)
+    assert field_scale(None, 0, 0.178, False, cfg).source == "default"
+
+
 def test_out_of_focus_field_warns() -> None:
     from scipy import ndimage as ndi
 

@@ -1,0 +1,67 @@
+"""Step 7a, the field's scale: the stated one, else the default one, unless no scale was stated
+and the default makes the median red cell impossible.
+
+A lab that uploads fields without ``um_per_px`` gets the Chula RBC-12 scale. On a camera or
+objective with another magnification that makes every red cell a "macrocyte" (TXL-PBC fields
+read a median of 15.7 um at it) or a "microcyte", and the case report then ranks B12 deficiency
+or iron deficiency on a size that is only the camera's. No disease moves the *median* red cell
+outside ``plausible_rbc_um`` (5-10 um; MCV 60-130 fL gives ~6-9 um on a film), so outside it
+the default scale is the wrong one: the scale is then taken from the cells themselves, so that
+the median red cell measures what a normal one measures at the Chula scale, and the field says
+so. Sizes are then relative to the field's own cells: a case-wide macro- or microcytosis cannot
+be seen (the warning says to give ``um_per_px``). A stated scale is never replaced, however
+implausible the size it gives (the warning says so; a lab's own scale is its call).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..types import Cell
+from .config import SegmentConfig
+
+#: Where a field's ``um_per_px`` came from.
+SCALE_SOURCES = ("stated", "default", "estimated")
+
+
+@dataclass(frozen=True)
+class FieldScale:
+    """The scale a field's sizes are given at, where it came from and, when estimated, why."""
+
+    um_per_px: float
+    source: str
+    note: str | None = None
+
+
+def field_scale(median_px: float | None, n_rbc: int, um_per_px: float, stated: bool, cfg: SegmentConfig) -> FieldScale:
+    """The field's scale (see the module docstring).
+
+    Args:
+        median_px: the median diameter (px) of the field's red cells not cut by the border.
+        n_rbc: how many red cells that median is taken over; under ``cfg.scale_min_cells`` the
+            median is too noisy to replace a scale with.
+        um_per_px: the stated scale, or the default one when none was stated.
+        stated: whether ``um_per_px`` was stated by the caller.
+    """
+    if stated:
+        return FieldScale(um_per_px, "stated")
+    lo, hi = cfg.plausible_rbc_um
+    if median_px is None or n_rbc < cfg.scale_min_cells or lo <= median_px * um_per_px <= hi:
+        return FieldScale(um_per_px, "default")
+    estimated = cfg.normal_rbc_um / median_px
+    note = (
+        f"no scale was given and the default ({um_per_px:g} um/px) made the median red cell "
+        f"{median_px * um_per_px:.1f} um, which no disease does (expected {lo:g}-{hi:g} um): the scale was "
+        f"estimated from the cells ({estimated:.3g} um/px, the median red cell taken as {cfg.normal_rbc_um:g} um); "
+        "sizes are relative to this field's own cells, so macro- or microcytosis cannot be judged: give um_per_px"
+    )
+    return FieldScale(estimated, "estimated", note)
+
+
+def apply_scale(cells: list[Cell], scale: FieldScale) -> None:
+    """Give every cell its diameter in micrometres at ``scale``."""
+    for c in cells:
+        c.diameter_um = float(c.diameter_px * scale.um_per_px)
+
+
+__all__ = ["SCALE_SOURCES", "FieldScale", "apply_scale", "field_scale"]
