@@ -44,7 +44,8 @@ def case_fingerprint(
         "case": case_id,
         "input_dir": input_dir,
         "inputs": [list(x) for x in inputs],
-        "um_per_px": options.resolved_um_per_px(),
+        # the stated scale, None when none was: with none, a field may get one estimated from its cells
+        "um_per_px": options.um_per_px,
         "stain": options.stain,
         "context": options.context,
         "limits": [options.limits.max_pixels, options.limits.min_side],

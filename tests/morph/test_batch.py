@@ -398,3 +398,15 @@ def test_ray_engine_matches_local_engine(tree: Path, tmp_path: Path, loader: Any
         ray.shutdown()
     assert_same_outputs(tmp_path / "local", tmp_path / "ray")
     assert json.loads((tmp_path / "ray" / "run.json").read_text())["run"]["engine"] == "ray"
+
+
+def test_fingerprint_tells_a_stated_default_scale_from_none() -> None:
+    # with no scale stated a field may get one estimated from its cells, so the two runs differ
+    from morph.batch.fingerprint import case_fingerprint
+    from morph.pipeline import AnalysisOptions
+
+    def fp(um: float | None) -> str:
+        return case_fingerprint("P1", "in", [("a.png", "0" * 64)], AnalysisOptions(um_per_px=um), {"name": "m"})
+
+    assert fp(None) != fp(0.178)
+    assert fp(0.178) == fp(0.178)
