@@ -221,7 +221,7 @@ def _parse_criterion(raw: Any, where: str, variables: set[str], bad: Any,
     form = forms[0]
     vars_used = [c.get("var") for c in raw["any_of"]] if form == "any_of" and isinstance(
         raw["any_of"], list) else [raw.get("var")]
-    for v in vars_used + [raw[k] for k in ("superseded_by", "alternative") if k in raw]:
+    for v in vars_used + _superseding(raw) + ([raw["alternative"]] if "alternative" in raw else []):
         if v not in variables:
             raise bad(f"{where}: unknown input {v!r}")
     if form == "steps":
@@ -281,6 +281,13 @@ def _check_weights(raw: Mapping[str, Any], where: str, bad: Any) -> None:
 
 
 # -- evaluation ------------------------------------------------------------------------------
+def _superseding(spec: Mapping[str, Any]) -> list[Any]:
+    """The inputs that, when known, answer a criterion's question instead of it (``superseded_by``:
+    one name or a list)."""
+    sup = spec.get("superseded_by")
+    return [] if sup is None else list(sup) if isinstance(sup, list) else [sup]
+
+
 def _condition(c: Mapping[str, Any], value: Any) -> bool:
     op: str = c["op"]
     ref: Any = c.get("value")
@@ -361,8 +368,7 @@ def _evaluate(diff: Differential, variables: Mapping[str, Any]) -> dict[str, Any
     contributions: list[dict[str, Any]] = []
     missing: list[str] = []
     for crit in diff.criteria:
-        sup = crit.spec.get("superseded_by")
-        if sup is not None and variables.get(sup) not in _UNKNOWN:
+        if any(variables.get(sup) not in _UNKNOWN for sup in _superseding(crit.spec)):
             continue
         if crit.form == "any_of":
             conds = crit.spec["any_of"]

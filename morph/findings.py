@@ -647,12 +647,13 @@ def _reticulocytes(k: int, n: int, stain: str | None, spec: Mapping[str, Any],
     if stain != "nmb":
         why = ("a Wright stain does not show the reticulum" if stain == "wright"
                else "the stain was not given as nmb (new methylene blue)")
-        out.update(status="not_assessed",
+        out.update(status="not_assessed", count_open=False,
                    message=f"reticulocytes not assessed: {why}; use a new methylene blue smear "
                            "or the laboratory reticulocyte count")
         return out
     status = _three_state(k, n, thr / 100.0)
     out["status"] = status
+    out["count_open"] = status in ("indeterminate", "not_assessed") and n < int(spec.get("full_count", 1000))
     out["message"] = {
         "absent": f"reticulocytes absent: 95% upper bound under {thr:g}%",
         "present": f"reticulocytes present: 95% lower bound at or above {thr:g}%",
@@ -792,6 +793,7 @@ def finding_variables(findings: Mapping[str, Any]) -> dict[str, Any]:
     v["reticulocytes.status"] = ret["status"]
     v["reticulocytes.percent"] = ret["percent"] if assessed else None
     v["reticulocytes.ci95_high"] = ret["ci95_percent"][1] if assessed and ret["ci95_percent"] else None
+    v["reticulocytes.count_open"] = bool(ret.get("count_open", False))
     nr = findings["nucleated_rbc"]
     v["nucleated_rbc.status"] = nr["status"]
     v["nucleated_rbc.per_100_wbc"] = nr["per_100_wbc"]

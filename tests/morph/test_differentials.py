@@ -160,9 +160,13 @@ def test_few_reticulocytes_in_severe_anaemia_point_to_parvovirus_though_the_smea
     assert any("corrected for the anaemia" in e for e in diffs[0]["evidence_for"])
     nsa = by_id(diffs)["no_significant_abnormality"]
     assert nsa["score"] < 0.25  # Hb 4.8 and no marrow response are not "no significant abnormality"
-    # without the haemoglobin the same smear cannot say the reticulocytes are too few
+    # without the haemoglobin the same smear cannot say the reticulocytes are too few: its count
+    # (the question a supravital smear is made for) is open, so the first line says to count more,
+    # not that the smear is normal
     _, alone = diagnose(counts, stain="nmb")
-    assert alone[0]["id"] != "parvovirus_b19_aplastic_crisis"
+    assert alone[0]["id"] == "insufficient_evidence"
+    assert any("reticulocyte count is still open" in e for e in alone[0]["evidence_for"])
+    assert by_id(alone)["no_significant_abnormality"]["score"] < alone[0]["score"]
     assert any("corrected_reticulocytes_high" in m for m in by_id(alone)["parvovirus_b19_aplastic_crisis"]["missing"])
 
 
@@ -701,3 +705,17 @@ def test_parvovirus_from_an_nmb_smear_alone() -> None:
     # reticulocytes absent on a supravital smear is not a normal smear
     ids = ranked({"normal": 1200, "neutrophil": 10}, stain="nmb")
     assert ids[0] == "parvovirus_b19_aplastic_crisis"
+
+
+def test_open_reticulocyte_count_is_closed_by_a_full_count_or_the_laboratory() -> None:
+    # 0 in 1,000 (the CLSI count) decides "absent"; 8 in 400 decides "present"; a laboratory count
+    # answers the question instead of the smear; a Wright smear has no count to keep open
+    full, _ = diagnose({"normal": 1000}, stain="nmb")
+    assert full["reticulocytes"]["count_open"] is False
+    normal, diffs = diagnose({"normal": 400, "reticulocyte": 8}, stain="nmb")
+    assert normal["reticulocytes"]["count_open"] is False and diffs[0]["id"] == "no_significant_abnormality"
+    _, lab = diagnose({"normal": 407}, stain="nmb", context={"reticulocyte_percent": 1.2})
+    assert lab[0]["id"] == "no_significant_abnormality"
+    wright, wdiffs = diagnose({"normal": 407}, stain="wright")
+    assert wright["reticulocytes"]["count_open"] is False and wdiffs[0]["id"] == "no_significant_abnormality"
+    assert not any("count_open" in m for d in wdiffs for m in d["missing"])
