@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:
 from morph.evaluation import box_matches, cell_index_map, found_and_merged, point_owners  # noqa: E402
 from morph.io import read_image  # noqa: E402
 from morph.localize import CentreDetector, load_localizer  # noqa: E402
-from morph.segment import DEFAULT_UM_PER_PX, Segmentation, segment_field  # noqa: E402
+from morph.segment import DEFAULT_UM_PER_PX, Segmentation, SegmentConfig, segment_field  # noqa: E402
 
 
 def _default_data_dir() -> Path:
@@ -62,11 +62,12 @@ def _read_rows(path: Path) -> list[list[float]]:
 LOCALIZER: CentreDetector | None = None
 
 
-def _timed(image: np.ndarray, centres: CentreDetector | None, um: float = DEFAULT_UM_PER_PX
-           ) -> tuple[Segmentation, float]:
-    """Segment ``image`` with ``centres`` (None: hand-made seeds) and time it."""
+def _timed(image: np.ndarray, centres: CentreDetector | None, um: float = DEFAULT_UM_PER_PX,
+           stain: str = "wright") -> tuple[Segmentation, float]:
+    """Segment ``image`` (stained with ``stain``) with ``centres`` (None: hand-made seeds), as the
+    pipeline does, and time it."""
     t0 = time.perf_counter()
-    seg = segment_field(image, um_per_px=um, centres=centres)
+    seg = segment_field(image, um_per_px=um, config=SegmentConfig().for_stain(stain), centres=centres)
     return seg, time.perf_counter() - t0
 
 
@@ -169,7 +170,7 @@ def bench_synth(n: int, overlays: Path | None) -> dict | None:
     for seed in range(n):
         ft = field_types[seed % len(field_types)]
         f = render_field(seed, field_type=ft)
-        seg, dt = _timed(f.image, LOCALIZER, f.um_per_px)
+        seg, dt = _timed(f.image, LOCALIZER, f.um_per_px, f.stain)
         times.append(dt)
         gt = np.array([c.bbox for c in f.cells], dtype=float).reshape(-1, 4)
         m, nd, ng = box_matches(seg.cells, gt, ("rbc", "nucleated", "platelet"))

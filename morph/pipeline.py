@@ -157,7 +157,8 @@ class Analyzer:
     Args:
         classifier: a loaded :class:`morph.classify.CellClassifier`, or ``None`` to
             localise only (every cell ``"unclassified"``).
-        segment_config: localization settings.
+        segment_config: localization settings (each field is localised with
+            ``segment_config.for_stain(stain)``: the stain's own settings in place of these).
         localizer: the learned red-cell centre map seeding the localizer
             (:class:`morph.localize.CentreDetector`), ``None`` for the hand-made seeds, or a
             model choice (``"shipped"``, the default, loads ``models/locnet-v1`` when it is there).
@@ -183,7 +184,8 @@ class Analyzer:
     # -- one field --------------------------------------------------------------------------
     def analyze_field(self, image: np.ndarray, path: str, options: AnalysisOptions) -> FieldResult:
         h, w = image.shape[:2]
-        seg = segment_field(image, um_per_px=options.resolved_um_per_px(), config=self.segment_config,
+        config = self.segment_config.for_stain(options.stain)  # NMB reads chromatin as blue, not violet
+        seg = segment_field(image, um_per_px=options.resolved_um_per_px(), config=config,
                             centres=self.localizer, scale_stated=options.um_per_px is not None)
         um = seg.um_per_px  # the classifier reads sizes at the field's scale, estimated or not
         cells: list[Cell] = seg.cells

@@ -25,9 +25,10 @@
    of ``r`` (seed spacing, hole size, debris, platelets), so fields at 40x-100x are treated
    alike. Sizes reported (px, um) are in the original pixels, and ``um`` uses the stated
    scale (or, none stated, the default one: see step 7).
-4. **Nuclei.** Dark-violet pixels (green absorbed, blue transmitted; well above the red-cell
-   level) grouped by a closing of ``0.35 r`` make one nucleated cell each (a neutrophil's
-   lobes are one cell). A nucleus is compact chromatin: a thin group (nowhere thicker than
+4. **Nuclei.** Dense chromatin, well above the red-cell level, read per stain
+   (``SegmentConfig.for_stain``): dark violet on Wright (green absorbed, blue transmitted),
+   dark blue on new methylene blue (red absorbed, blue transmitted). These pixels, grouped
+   by a closing of ``0.35 r``, make one nucleated cell each (a neutrophil's lobes are one cell). A nucleus is compact chromatin: a thin group (nowhere thicker than
    ``0.24 r``) shaped as the dark rim of a hypochromic "ring" red cell (enclosing its pale
    centre, or a band bent along the glass, around a red-cell-sized body) is not a nucleus.
    Each nucleated cell owns the stained pixels within ``0.9 r`` of its nucleus, and
@@ -70,7 +71,7 @@ person should read) and
 array helpers they share.
 """
 
-from .config import DEFAULT_UM_PER_PX, SegmentConfig
+from .config import DEFAULT_UM_PER_PX, STAIN_SETTINGS, SegmentConfig
 from .field import Segmentation, segment_field
 from .scale import WorkingView, working_view
 from .seeds import PEAK_SPACING, centre_peaks
@@ -78,6 +79,7 @@ from .seeds import PEAK_SPACING, centre_peaks
 __all__ = [
     "DEFAULT_UM_PER_PX",
     "PEAK_SPACING",
+    "STAIN_SETTINGS",
     "SegmentConfig",
     "Segmentation",
     "WorkingView",

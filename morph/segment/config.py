@@ -16,7 +16,8 @@ would make a 45-50 px normal cell 4.5-5 um across, a microcyte.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 #: Micrometres per pixel of the Chula RBC-12 fields (see module docstring).
 DEFAULT_UM_PER_PX = 0.178
@@ -57,9 +58,9 @@ class SegmentConfig:
         max_hole_area: holes up to this area (units of cell area) are filled (central pallor).
         ring_close: gaps in pale rims up to this size (units of ``r``) are closed.
         dt_smooth: Gaussian smoothing of the distance transform, in units of ``r``.
-        platelet_rel_viol: small regions whose mean violet density exceeds this fraction of
-            the nucleus threshold are platelets (else debris)...
-        platelet_share_margin: ...as are small regions whose violet share of the absorbance
+        platelet_rel_viol: small regions whose mean chromatin density (``chromatin_od``; violet
+            on Wright) exceeds this fraction of the nucleus threshold are platelets (else debris)...
+        platelet_share_margin: ...as are small regions whose chromatin share of the absorbance
             exceeds the red cells' by this margin.
         marker_min_distance: minimum distance between watershed seeds, in units of ``r``.
         split_area: red-cell regions larger than this multiple of the typical region...
@@ -79,7 +80,11 @@ class SegmentConfig:
         platelet_max_area: violet regions under this area (units of cell area) are platelets.
         platelet_min_area: regions from this area up to ``debris_area`` are platelets whatever
             their colour (pale or grey platelets); smaller ones are dust.
-        nucleus_rel_od: nuclei are pixels whose violet density exceeds this multiple of
+        chromatin_od: weights (R, G, B) of the optical density read as chromatin density, the
+            measure nuclei, platelets and the hue rules use. Wright's azure chromatin absorbs
+            green and haemoglobin absorbs blue: green minus blue ("violet"). See
+            :data:`STAIN_SETTINGS` for the other stains.
+        nucleus_rel_od: nuclei are pixels whose chromatin density exceeds this multiple of
             the typical red-cell value.
         nucleus_min_od: absolute floor (optical density) for the nucleus threshold.
         nucleus_min_area: nuclear groups under this area (units of cell area) are not nuclei.
@@ -92,7 +97,7 @@ class SegmentConfig:
             glass and a solidity under ``nucleus_rim_solidity`` (a band bent along the edge).
         nucleus_rim_host, nucleus_rim_hole, nucleus_rim_edge, nucleus_rim_edge_share,
         nucleus_rim_solidity: see ``nucleus_rim_thickness``.
-        nucleus_share_margin: a nuclear group whose violet share of the absorbance is not at
+        nucleus_share_margin: a nuclear group whose chromatin share of the absorbance is not at
             least this much above the red cells' is overlapping haemoglobin, not chromatin
             (0 disables the rule).
         cytoplasm_reach: a nucleated cell owns the stained pixels this far (units of ``r``)
@@ -163,6 +168,7 @@ class SegmentConfig:
     fragment_area: float = 0.4
     fragment_solidity: float = 0.92
     fragment_contact: float = 0.8
+    chromatin_od: tuple[float, float, float] = (0.0, 1.0, -1.0)
     nucleus_rel_od: float = 2.2
     nucleus_min_od: float = 0.35
     nucleus_min_area: float = 0.12
@@ -181,3 +187,27 @@ class SegmentConfig:
     scale_min_cells: int = 3
     min_focus: float = 0.04
     dense_fraction: float = 0.75
+
+    def for_stain(self, stain: str) -> SegmentConfig:
+        """These settings with the stain's own (:data:`STAIN_SETTINGS`) in place of the
+        defaults they replace; a stain without settings of its own keeps these as they are."""
+        own = STAIN_SETTINGS.get(stain)
+        return replace(self, **own) if own else self
+
+
+#: Settings that differ by stain (keys are :data:`morph.context.STAINS`), applied by
+#: :meth:`SegmentConfig.for_stain`. Wright is the default settings.
+#:
+#: **NMB** (new methylene blue, supravital): methylene blue stains chromatin (and the
+#: reticulum) dark blue, a dye that absorbs red light; haemoglobin absorbs blue. Chromatin
+#: is therefore read as red minus blue density. Green minus blue, Wright's measure, leaves
+#: NMB nuclei under the absolute floor on paler slides: on rendered NMB fields rich in white
+#: cells (``benchmarks/nuclei.py``, set ``nmb white``) a third of the neutrophils and
+#: nucleated red cells and a quarter of the lymphocytes became red cells (the lymphocytes were
+#: then read as reticulocytes, which keeps "reticulocytes absent" from a parvovirus smear).
+#: The red cells' own red-minus-blue density is well above zero, so the threshold relative to
+#: it does the work (2.6 times it, a floor of 0.25 for pale slides).
+STAIN_SETTINGS: dict[str, dict[str, Any]] = {
+    "wright": {},
+    "nmb": {"chromatin_od": (1.0, 0.0, -1.0), "nucleus_rel_od": 2.6, "nucleus_min_od": 0.25},
+}

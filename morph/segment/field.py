@@ -15,6 +15,7 @@ from .calibration import apply_scale, field_scale
 from .config import DEFAULT_UM_PER_PX, SegmentConfig
 from .nuclei import (
     Nuclei,
+    chromatin_density,
     drop_red_cell_hue,
     drop_rims,
     join_cytoplasm,
@@ -22,7 +23,6 @@ from .nuclei import (
     nucleated_zones,
     nucleus_threshold,
     split_nuclear_groups,
-    violet,
 )
 from .regions import (
     build_cells,
@@ -100,16 +100,16 @@ def segment_field(
     cell_area = math.pi * r * r
     maps = read_centre_maps(centres, wv.od, cfg)
     # 4. nucleated cells and the zones they own
-    viol = violet(wv.od)
-    nucleus_od = nucleus_threshold(viol, wv.fg, cfg)
-    nuclei = _nucleated_cells(viol > nucleus_od, viol, wv.od, maps, wv.fg, r, cell_area, cfg)
+    chrom = chromatin_density(wv.od, cfg)
+    nucleus_od = nucleus_threshold(chrom, wv.fg, cfg)
+    nuclei = _nucleated_cells(chrom > nucleus_od, chrom, wv.od, maps, wv.fg, r, cell_area, cfg)
     # 5. seeds, watershed, fragments joined back, overlapping cells split, cytoplasm joined
     seeds = place_seeds(wv.fg, nuclei, maps, r, cfg)
     ws = merge_fragments(flood(seeds, learned=maps is not None), seeds.count, nuclei.n, r, cfg)
     ws, nm = split_large(ws, seeds.count, nuclei.n, cell_area, cfg)
     regions = measure_regions(join_cytoplasm(ws, nm, nuclei, r, cell_area, cfg), nm)
     # 6. the kind of each region, then the cells (those touching a blank area count as cut)
-    kinds, pieces = region_kinds(regions, nuclei.n, wv.od, viol, nucleus_od, seeds, maps is not None, cell_area, cfg,
+    kinds, pieces = region_kinds(regions, nuclei.n, wv.od, chrom, nucleus_od, seeds, maps is not None, cell_area, cfg,
                                  edge=wv.blank_edge)
     if pieces:
         regions = rejoin_pieces(regions, pieces, kinds, seeds, r, cfg)
@@ -152,14 +152,14 @@ def _no_cells(reason: str, um_per_px: float, scale_stated: bool) -> Segmentation
                         scale_source="stated" if scale_stated else "default")
 
 
-def _nucleated_cells(nuclear: np.ndarray, viol: np.ndarray, od: np.ndarray, maps: CentreMaps | None,
+def _nucleated_cells(nuclear: np.ndarray, chrom: np.ndarray, od: np.ndarray, maps: CentreMaps | None,
                      fg: np.ndarray, r: float, cell_area: float, cfg: SegmentConfig) -> Nuclei:
     """Nuclear groups (not ring-cell rims, not overlapping red cells), split between the learned
     nucleated-cell centres when a group holds two or more, and the zone each one owns."""
     groups, n = nuclear_groups(nuclear, r, cell_area, cfg)
     groups, n = drop_rims(groups, n, nuclear, fg, r, cfg)
     learned = maps.peaks("nucleated", PEAK_SPACING["nucleated"] * r) if maps and "nucleated" in maps.heats else None
-    groups, n = drop_red_cell_hue(groups, n, nuclear, viol, od, fg, cfg, vouched=learned)
+    groups, n = drop_red_cell_hue(groups, n, nuclear, chrom, od, fg, cfg, vouched=learned)
     if n and learned is not None:
         groups, n = split_nuclear_groups(groups, n, learned)
     return nucleated_zones(groups, n, fg, r, cfg)

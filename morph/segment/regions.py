@@ -240,21 +240,22 @@ def _flags(ids: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def region_kinds(regions: Regions, n_nuc: int, od: np.ndarray, viol: np.ndarray, nucleus_od: float,
+def region_kinds(regions: Regions, n_nuc: int, od: np.ndarray, chrom: np.ndarray, nucleus_od: float,
                  seeds: Seeds, learned: bool, cell_area: float,
                  cfg: SegmentConfig, edge: np.ndarray | None = None) -> tuple[dict[int, str], list[int]]:
-    """The kind of every region: nucleated (a nuclear group), platelet (small and more violet than
-    the red cells, or platelet-sized, or a learned platelet centre's), dropped (debris), or red
+    """The kind of every region: nucleated (a nuclear group), platelet (small and denser in
+    chromatin than the red cells (``chrom``, :func:`.nuclei.chromatin_density`), or platelet-sized, or a learned platelet centre's), dropped (debris), or red
     cell. With a learned centre map, a red-cell region no centre seeded must be large; a smaller
     one is returned among the pieces to rejoin. Regions cut by the image edge (or by a blank
     area, ``edge``) keep smaller sizes. Returns the kinds by label and those pieces."""
     ws, nm, stats = regions.labels, regions.count, regions.stats
     cut = _cut_flags(regions, edge)
-    sum_viol = np.bincount(ws.ravel(), weights=viol.ravel(), minlength=nm + 1)
+    sum_chrom = np.bincount(ws.ravel(), weights=chrom.ravel(), minlength=nm + 1)
     sum_od = np.bincount(ws.ravel(), weights=od.sum(axis=2).ravel(), minlength=nm + 1)
-    mean_viol = sum_viol / np.maximum(stats["n"], 1)
-    # violet share of the absorbance: platelets (and nuclei) are bluer than the red cells
-    share = sum_viol / np.maximum(sum_od, 1e-6)
+    mean_chrom = sum_chrom / np.maximum(stats["n"], 1)
+    # chromatin share of the absorbance (violet on Wright): platelets (and nuclei) are bluer
+    # than the red cells
+    share = sum_chrom / np.maximum(sum_od, 1e-6)
     big = stats["n"] >= 0.4 * cell_area
     big[: n_nuc + 1] = False
     rbc_share = float(np.median(share[big])) if big.any() else 0.25
@@ -273,7 +274,7 @@ def region_kinds(regions: Regions, n_nuc: int, od: np.ndarray, viol: np.ndarray,
         elif is_plt_seed[lab_id] and cfg.platelet_min_area <= rel < cfg.platelet_max_area:
             kind = "platelet"
         elif rel < cfg.platelet_max_area and (
-            mean_viol[lab_id] > cfg.platelet_rel_viol * nucleus_od
+            mean_chrom[lab_id] > cfg.platelet_rel_viol * nucleus_od
             or share[lab_id] > rbc_share + cfg.platelet_share_margin
         ):
             kind = "platelet"

@@ -14,7 +14,7 @@ from .blank import blank_to_glass, trim_margins
 from .config import SegmentConfig
 from .foreground import foreground
 from .glass import background_map, optical_density
-from .nuclei import nucleus_threshold, violet
+from .nuclei import chromatin_density, nucleus_threshold
 
 
 def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray, max_area: float | None = None) -> float | None:
@@ -86,10 +86,10 @@ def _fill_round_holes(fg: np.ndarray) -> np.ndarray:
 
 
 def _radius_of(fg: np.ndarray, od: np.ndarray, cfg: SegmentConfig, max_area: float | None = None) -> float | None:
-    viol = violet(od)
+    chrom = chromatin_density(od, cfg)
     # thin violet fringes on red-cell rims (chromatic aberration) are not nuclei: an opening
-    # keeps only compact violet material
-    nuc = ndi.binary_opening(viol > nucleus_threshold(viol, fg, cfg), iterations=2)
+    # keeps only compact chromatin
+    nuc = ndi.binary_opening(chrom > nucleus_threshold(chrom, fg, cfg), iterations=2)
     opened = ndi.binary_opening(fg)
     return _estimate_radius(opened, nuc, max_area)
 

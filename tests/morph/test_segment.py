@@ -412,6 +412,50 @@ def test_rendered_white_cells_and_erythroblasts_stay_nucleated() -> None:
             assert {"neutrophil", "hypersegmented_neutrophil"} <= set(found["on"])
 
 
+def test_every_stain_has_its_settings_and_wright_keeps_the_defaults() -> None:
+    from morph.context import STAINS
+    from morph.segment import STAIN_SETTINGS
+    from morph.segment.nuclei import chromatin_density
+
+    assert set(STAIN_SETTINGS) == set(STAINS)
+    cfg = SegmentConfig()
+    assert cfg.for_stain("wright") == cfg
+    nmb = cfg.for_stain("nmb")
+    assert nmb.chromatin_od != cfg.chromatin_od and nmb.for_stain("nmb") == nmb
+    od = np.random.default_rng(0).uniform(0, 1.5, (8, 8, 3)).astype(np.float32)
+    # Wright's chromatin density is exactly the violet one (green minus blue) it always was
+    assert np.array_equal(chromatin_density(od, cfg), od[:, :, 1] - od[:, :, 2])
+    assert np.allclose(chromatin_density(od, nmb), od[:, :, 0] - od[:, :, 2])
+
+
+@pytest.mark.parametrize("seed", [17, 34])
+def test_nmb_white_cells_are_nucleated_cells_not_red_cells(seed: int) -> None:
+    """On new methylene blue the chromatin is dark blue: read as violet (Wright's measure) the
+    nuclei of paler slides stay under the floor and their cells become red cells (a lymphocyte
+    then reads as a reticulocyte). The pipeline reads chromatin with the stain's settings."""
+    synth = pytest.importorskip("morph.synth")
+    from morph.pipeline import AnalysisOptions, Analyzer
+
+    weights = {"normal": 0.6, "reticulocyte": 0.2, "lymphocyte": 0.1, "neutrophil": 0.1}
+    f = synth.render_field(seed, field_type="nmb", height=240, width=320, n_cells=24, label_weights=weights)
+    white = [c for c in f.cells if c.kind == "nucleated" and not c.touches_border]
+    assert ("lymphocyte" if seed == 17 else "neutrophil") in {c.label for c in white}
+    as_wright = segment_field(f.image, um_per_px=f.um_per_px).cells
+    assert not all(_nucleated_in(as_wright, c.bbox) for c in white)  # what the NMB settings are for
+    report = Analyzer(classifier=None, localizer=None).analyze_case(
+        [("nmb.png", f.image)], AnalysisOptions(um_per_px=f.um_per_px, stain="nmb"))
+    cells = report.images[0].cells
+    assert all(_nucleated_in(cells, c.bbox) for c in white)
+    # and none of the cell's parts is left over as a red cell
+    for c in white:
+        x0, y0, x1, y1 = c.bbox
+        assert not any(d.kind == "rbc" and abs(d.x - c.x) < 0.3 * (x1 - x0) and abs(d.y - c.y) < 0.3 * (y1 - y0)
+                       for d in cells)
+    # the reticulocytes stay red cells
+    rbc = [c.bbox for c in f.cells if c.kind == "rbc" and c.label == "reticulocyte" and not c.touches_border]
+    assert rbc and _match_count([(d.x, d.y) for d in cells if d.kind == "rbc"], rbc) == len(rbc)
+
+
 def test_radius_of_crowded_overlapping_cells_on_a_small_field() -> None:
     """bcd-256-like fields (256x256, red cells ~48 px across overlapping their neighbours):
     block averaging fuses the field into one or two clumps at the working scale, whose
