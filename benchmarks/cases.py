@@ -83,6 +83,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--fields", type=int, default=5, help="fields per case (default 5)")
     p.add_argument("--presets", default=None, help="comma-separated presets (default: all)")
     p.add_argument("--workers", type=int, default=2, help="morph score --workers (default 2)")
+    p.add_argument("--model", default="shipped", help="morph score --model: a model folder to compare (default: shipped)")
     p.add_argument("--work", default=None, help="work folder (default: a new temporary folder, removed)")
     p.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     return p
@@ -125,10 +126,11 @@ def _context_csv(path: Path, rows: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
-def score(input_dir: Path, out_dir: Path, stain: str, context: Path | None, workers: int) -> float:
+def score(input_dir: Path, out_dir: Path, stain: str, context: Path | None, workers: int,
+          model: str = "shipped") -> float:
     """Run ``morph score`` as a subprocess; returns its wall time in seconds."""
     cmd = [sys.executable, "-m", "morph_cli.main", "score", str(input_dir), "--out", str(out_dir),
-           "--stain", stain, "--workers", str(workers)]
+           "--stain", stain, "--workers", str(workers), "--model", model]
     if context is not None:
         cmd += ["--context-file", str(context)]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -146,7 +148,8 @@ def read_reports(out_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run_all(cases: list[Case], n_cases: int, work: Path, workers: int) -> dict[str, dict[str, Any]]:
+def run_all(cases: list[Case], n_cases: int, work: Path, workers: int, model: str = "shipped"
+            ) -> dict[str, dict[str, Any]]:
     """{context: {case id: report}} over the three contexts."""
     from morph.synth import CASE_PRESETS
 
@@ -159,7 +162,7 @@ def run_all(cases: list[Case], n_cases: int, work: Path, workers: int) -> dict[s
         ids = {f"{c.preset}-{i:02d}": c for c in group for i in range(n_cases)}
         blood = _context_csv(work / f"blood-{stain}.csv", {k: c.blood_count for k, c in ids.items()})
         for ctx, csv_path in (("morphology", None), ("+Hb/MCV", blood)):
-            secs = score(inp, work / f"out-{stain}-{ctx.strip('+').replace('/', '')}", stain, csv_path, workers)
+            secs = score(inp, work / f"out-{stain}-{ctx.strip('+').replace('/', '')}", stain, csv_path, workers, model)
             print(f"  scored {len(ids)} {stain} cases ({ctx}) in {secs:.0f} s", file=sys.stderr, flush=True)
             reports[ctx].update(read_reports(work / f"out-{stain}-{ctx.strip('+').replace('/', '')}"))
         deciding = {k: c for k, c in ids.items() if c.deciding}
@@ -169,7 +172,7 @@ def run_all(cases: list[Case], n_cases: int, work: Path, workers: int) -> dict[s
                 shutil.copytree(inp / k, dec_in / k, dirs_exist_ok=True)
             dec_csv = _context_csv(work / f"deciding-{stain}.csv",
                                    {k: {**c.blood_count, **c.deciding} for k, c in deciding.items()})
-            secs = score(dec_in, work / f"out-{stain}-deciding", stain, dec_csv, workers)
+            secs = score(dec_in, work / f"out-{stain}-deciding", stain, dec_csv, workers, model)
             print(f"  scored {len(deciding)} {stain} cases (+deciding) in {secs:.0f} s", file=sys.stderr, flush=True)
             reports["+deciding"].update(read_reports(work / f"out-{stain}-deciding"))
     return reports
@@ -296,7 +299,7 @@ def main(args: argparse.Namespace) -> int:
         truth = render_cases(cases, n_cases, args.fields, work)
         print(f"rendered {len(cases) * n_cases} cases x {args.fields} fields in "
               f"{time.perf_counter() - t0:.0f} s into {work}", file=sys.stderr, flush=True)
-        reports = run_all(cases, n_cases, work, args.workers)
+        reports = run_all(cases, n_cases, work, args.workers, args.model)
         print(f"\nmorph score on rendered disease cases: {n_cases} cases x {args.fields} fields per preset "
               "(top1 = true differential first, top2 = in the first two)\n")
         print_table(cases, reports, n_cases)
