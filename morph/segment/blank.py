@@ -14,6 +14,7 @@ it fades into the glass around it instead of stepping down.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -84,7 +85,7 @@ def _stepped(lab: np.ndarray, grey: np.ndarray, cfg: SegmentConfig) -> np.ndarra
 
 def blank_mask(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray | None:
     """Full-resolution mask of the blank areas of an (H, W, 3) RGB field, float32 or uint8
-    (None: none)."""
+    (None: none): the pixels at the blank level itself (painting adds their one-pixel edge)."""
     lab, grey, s = _flat_bright(rgb, cfg)
     if not lab.any():
         return None
@@ -99,9 +100,7 @@ def blank_mask(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray | None:
     full_lab = np.zeros((h, w), np.int32)
     full_lab[: up.shape[0], : up.shape[1]] = up
     near = level[full_lab]
-    blank = (near > 0) & (np.abs(rgb.astype(np.float32, copy=False).mean(axis=2) - near) <= 2.0)
-    # the edge of a patch (JPEG ringing) belongs to it
-    return ndi.binary_dilation(blank, iterations=1)
+    return (near > 0) & (np.abs(rgb.astype(np.float32, copy=False).mean(axis=2) - near) <= 2.0)
 
 
 def _local_glass(rgb: np.ndarray, blank: np.ndarray, colour: np.ndarray) -> np.ndarray:
@@ -120,12 +119,11 @@ def _local_glass(rgb: np.ndarray, blank: np.ndarray, colour: np.ndarray) -> np.n
     return resize_to(coarse.astype(np.float32), rgb.shape[:2])
 
 
-def blank_to_glass(rgb: np.ndarray, cfg: SegmentConfig) -> tuple[np.ndarray, np.ndarray | None]:
-    """The field with its blank areas painted glass (the glass colour of the rest, with the
-    rest's pixel noise, from a fixed seed), and their mask (None: no blank area)."""
-    blank = blank_mask(rgb, cfg)
-    if blank is None:
-        return rgb, None
+def blank_to_glass(rgb: np.ndarray, blank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The field with its ``blank`` areas and their one-pixel edge (JPEG ringing belongs to the
+    patch) painted glass (the glass colour of the rest, with the rest's pixel noise, from a fixed
+    seed), and the mask painted."""
+    blank = ndi.binary_dilation(blank, iterations=1)
     rgb = rgb.astype(np.float32, copy=False)  # painting needs float (a uint8 field is converted only here)
     rest = rgb[~blank]
     if rest.shape[0] < 64:
@@ -137,6 +135,36 @@ def blank_to_glass(rgb: np.ndarray, cfg: SegmentConfig) -> tuple[np.ndarray, np.
     out = rgb.copy()
     out[blank] = np.clip(fill, 0.0, 255.0)
     return out, blank
+
+
+@dataclass
+class Part:
+    """The part of a field analysed: blank margins cut off, the blank areas left in it painted.
+
+    Attributes:
+        rgb: its pixels (the input array itself, or a view of it, when nothing is painted).
+        blank: the painted pixels (None: none).
+        offset: (y, x) of its top-left corner in the field.
+        blank_fraction: the fraction of the whole field that is blank.
+    """
+
+    rgb: np.ndarray
+    blank: np.ndarray | None = None
+    offset: tuple[int, int] = (0, 0)
+    blank_fraction: float = 0.0
+
+
+def field_part(rgb: np.ndarray, cfg: SegmentConfig) -> Part:
+    """Step 0: the field without its blank margins (padding, a transparent frame: cells at its
+    own edge stay cut by the image border, and a padded field is analysed on exactly its own
+    pixels) and with the blank areas inside it painted glass."""
+    blank = blank_mask(rgb, cfg)
+    if blank is None:
+        return Part(rgb)
+    ys, xs = trim_margins(blank)
+    part, inside = rgb[ys, xs], blank[ys, xs]
+    painted, mask = blank_to_glass(part, inside) if inside.any() else (part, None)
+    return Part(painted, mask, (ys.start, xs.start), float(blank.mean()))
 
 
 def trim_margins(blank: np.ndarray) -> tuple[slice, slice]:

@@ -20,15 +20,19 @@ def _otsu(values: np.ndarray) -> float:
         return float(values.max()) if values.size else 0.0
 
 
-def _thresholds(raw: np.ndarray, cfg: SegmentConfig) -> tuple[float, float, float]:
+def _thresholds(raw: np.ndarray, cfg: SegmentConfig, valid: np.ndarray | None = None) -> tuple[float, float, float]:
     """(low, high, glass level) hysteresis thresholds of the summed optical density ``raw``.
 
     High: Otsu, repeated below itself while the class above it is a small minority (dark
     nuclei or a scratch would otherwise lift it above pale red cells), never into the glass
-    noise. Low: just above the glass noise, so pale rims join their cell.
+    noise. Low: just above the glass noise, so pale rims join their cell. Only the ``valid``
+    pixels (when given: not a painted blank area) are measured and split: a white patch painted
+    glass is no glass of the smear; counted as such it made the cells a "small minority" (and
+    moved the glass level), which sent the threshold into the glass.
     """
-    level, noise = glass_level(raw)
-    sig = np.maximum(raw - level, 0.0)
+    level, noise = glass_level(raw, valid)
+    values = raw if valid is None else raw[valid]
+    sig = np.maximum(values - level, 0.0)
     hi = _otsu(np.minimum(sig, np.percentile(sig, 99.5)))
     floor = cfg.seed_noise_k * noise
     for _ in range(3):
@@ -75,16 +79,17 @@ def _fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
 def foreground(
     rgb: np.ndarray, bg: np.ndarray, r: float | None, cfg: SegmentConfig,
     thresholds: tuple[float, float, float] | None = None,
-    density: tuple[np.ndarray, np.ndarray] | None = None,
+    density: tuple[np.ndarray, np.ndarray] | None = None, valid: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Optical density (H, W, 3), summed density above glass, cell mask and the thresholds.
 
     Hysteresis thresholds from :func:`_thresholds` (measured on the coarse pass and reused);
     when the cell radius ``r`` is known, gaps in pale rims are closed and the pallor filled.
-    ``density`` is :func:`optical_density` of the same image and glass map, when already computed.
+    ``density`` is :func:`optical_density` of the same image and glass map, when already computed;
+    ``valid`` the pixels the thresholds are measured on (None: all).
     """
     od_signed, raw = density if density is not None else optical_density(rgb, bg)
-    lo, hi, level = thresholds if thresholds is not None else _thresholds(raw, cfg)
+    lo, hi, level = thresholds if thresholds is not None else _thresholds(raw, cfg, valid)
     sig = np.maximum(raw - level, 0.0)
     fg = filters.apply_hysteresis_threshold(raw, lo, hi)
     fg = ndi.binary_opening(fg)

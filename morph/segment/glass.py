@@ -100,15 +100,20 @@ def _glass_trend(gl: np.ndarray, col: np.ndarray) -> np.ndarray | None:
     return np.exp(basis @ coef).astype(np.float32)
 
 
-def glass_level(raw: np.ndarray) -> tuple[float, float]:
+def glass_level(raw: np.ndarray, valid: np.ndarray | None = None) -> tuple[float, float]:
     """(level, noise) of the glass in a summed-OD map: the histogram mode, and the pixel noise
-    (robust spread of neighbour differences, which slow illumination changes do not inflate)."""
-    sub = raw[::2, ::2] if min(raw.shape) >= 64 else raw
+    (robust spread of neighbour differences, which slow illumination changes do not inflate).
+    Only the ``valid`` pixels count when given (a blank area painted glass has its own level)."""
+    big = min(raw.shape) >= 64
+    sub = raw[::2, ::2] if big else raw
+    d = np.abs(raw[:, 1:] - raw[:, :-1])
+    if valid is not None:
+        sub = sub[valid[::2, ::2] if big else valid]
+        d = d[valid[:, 1:] & valid[:, :-1]]
     lo_, hi_ = np.percentile(sub, [0.5, 60.0])
     # the glass colour was estimated beforehand, so its level is near 0 even where cells
     # outnumber glass pixels
     lo_, hi_ = max(float(lo_), -0.25), min(float(hi_), 0.25)
-    d = np.abs(raw[:, 1:] - raw[:, :-1])
     noise = max(1.4826 * float(np.median(d)) / math.sqrt(2.0), 1e-3) if d.size else 0.02
     if hi_ - lo_ < 1e-6:
         return float(hi_), noise

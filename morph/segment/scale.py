@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .arrays import as_rgb_float, block_mean, label_max, resize_to
-from .blank import blank_to_glass, trim_margins
+from .blank import field_part
 from .config import SegmentConfig
 from .foreground import foreground
 from .glass import background_map, optical_density
@@ -128,24 +128,21 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
     H, W = rgb.shape[:2]
     if float(np.percentile(rgb[::4, ::4].astype(np.float32).mean(axis=2), 99)) < cfg.black_max_grey:
         return "no cells found: the field is black (no light reached the camera, or an empty image)"
-    rgb, blank_px = blank_to_glass(rgb, cfg)
-    blank = float(blank_px.mean()) if blank_px is not None else 0.0
+    part = field_part(rgb, cfg)
+    blank = part.blank_fraction
     if blank > 0.98:
         return f"no cells found: the field is blank ({100 * blank:.0f}% white, padded or transparent)"
-    offset = (0, 0)
-    if blank_px is not None:
-        ys, xs = trim_margins(blank_px)
-        rgb, blank_px, offset = rgb[ys, xs], blank_px[ys, xs], (ys.start, xs.start)
-        H, W = rgb.shape[:2]
-        if not blank_px.any():
-            blank_px = None
+    rgb, blank_px, offset = part.rgb, part.blank, part.offset
+    H, W = rgb.shape[:2]
     # 1. coarse pass (~320 px, blocks of at most coarse_max_block px): glass colour map, thresholds,
     #    then the typical red-cell radius of this field
     c = max(1, min(int(max(H, W) // 320), cfg.coarse_max_block))
     small = _block_mean_f32(rgb, c)
     bg_s = background_map(small, cfg)
     dens_s = optical_density(small, bg_s)
-    od_s, raw_s, fg_s, thr = foreground(small, bg_s, None, cfg, density=dens_s)
+    # thresholds measured on the part that is not blank (painted glass is no glass of the smear)
+    valid = None if blank_px is None else block_mean(blank_px.astype(np.float32), c) < 0.5
+    od_s, raw_s, fg_s, thr = foreground(small, bg_s, None, cfg, density=dens_s, valid=valid)
     if float(np.percentile(raw_s, 99.5)) < cfg.min_contrast_od:
         return "no cells found: the field has no stained objects (blank slide?)"
     r_s = _radius_of(fg_s, od_s, cfg)
