@@ -23,8 +23,9 @@ Sets and scoring (the rules of ``benchmarks/localization.py``, from :mod:`morph.
     warn: fields (all sets) warned "very dense" or "no cells".
     worst: the largest drop of any P/R (and Chula recall) below its clean value.
 
-Shifts (:mod:`morph.shifts`): points and boxes move with the image (scale, padding); cells under
-a blanked patch leave the ground truth; sparse fields keep a fixed tenth or fifth of the
+Shifts (:mod:`morph.shifts`): points and boxes move with the image (scale, padding); cells whose
+centre a blanked patch hides leave the ground truth (and a detection of their visible part, cut
+by the patch as by an image edge, is not scored); sparse fields keep a fixed tenth or fifth of the
 labelled cells (a disc of 5 um around each kept Chula point, the ellipse in each kept box) and
 turn the rest into glass; mosaics tile the chosen Chula fields into 4000x3000 and 7000x7000
 images (Chula only: their *d um* is compared with the 640x480 fields).
@@ -66,6 +67,7 @@ from morph.segment import DEFAULT_UM_PER_PX, Segmentation, segment_field  # noqa
 
 if TYPE_CHECKING:
     from morph.classify import CellClassifier
+    from morph.types import Cell
 
 
 # ----------------------------------------------------------------------------- fields
@@ -80,6 +82,7 @@ class Field:
     points: np.ndarray | None = None  # (n, 3) x, y, class
     boxes: np.ndarray | None = None  # (m, 4) x0, y0, x1, y1
     blanked: np.ndarray | None = None  # pixels a shift blanked (clean cells there are not counted)
+    hidden: np.ndarray | None = None  # (k, 4) boxes whose centre a shift blanked: detections there are not scored
 
 
 def _rows(path: Path) -> list[list[float]]:
@@ -163,8 +166,10 @@ def _scaled(factor: float) -> Callable[[Field, str], Field]:
     return go
 
 
-def _outside(f: Field, blank: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The ground truth whose centres lie outside the blanked pixels."""
+def _outside(f: Field, blank: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The ground truth whose centres lie outside the blanked pixels, and the boxes whose centre
+    is blanked (the visible part of such a cell, cut by the patch as by an image edge, is
+    neither a hit nor a false detection)."""
     h, w = blank.shape
 
     def keep(xy: np.ndarray) -> np.ndarray:
@@ -173,27 +178,28 @@ def _outside(f: Field, blank: np.ndarray) -> tuple[np.ndarray | None, np.ndarray
         return ~blank[yi, xi]
 
     pts = None if f.points is None else f.points[keep(f.points[:, :2])]
-    boxes = None
+    boxes = hidden = None
     if f.boxes is not None:
         c = np.stack([(f.boxes[:, 0] + f.boxes[:, 2]) / 2, (f.boxes[:, 1] + f.boxes[:, 3]) / 2], axis=1)
-        boxes = f.boxes[keep(c)]
-    return pts, boxes
+        boxes, hidden = f.boxes[keep(c)], f.boxes[~keep(c)]
+    return pts, boxes, hidden
 
 
 def _patch(fraction: float, value: int) -> Callable[[Field, str], Field]:
     def go(f: Field, name: str) -> Field:
         blank = shifts.corner_box(f.image.shape, fraction)
-        pts, boxes = _outside(f, blank)
+        pts, boxes, hidden = _outside(f, blank)
         return replace(f, image=shifts.fill_region(f.image, blank, (value,) * 3), points=pts, boxes=boxes,
-                       blanked=blank)
+                       blanked=blank, hidden=hidden)
     return go
 
 
 def _transparent(fraction: float) -> Callable[[Field, str], Field]:
     def go(f: Field, name: str) -> Field:
         blank = shifts.corner_box(f.image.shape, fraction)
-        pts, boxes = _outside(f, blank)
-        return replace(f, image=shifts.with_transparency(f.image, blank), points=pts, boxes=boxes, blanked=blank)
+        pts, boxes, hidden = _outside(f, blank)
+        return replace(f, image=shifts.with_transparency(f.image, blank), points=pts, boxes=boxes, blanked=blank,
+                       hidden=hidden)
     return go
 
 
@@ -317,7 +323,7 @@ class Tally:
             self.normal_d_um = (self.normal_d_um or []) + normal
         else:
             assert f.boxes is not None
-            m, nd, ng = box_matches(seg.cells, f.boxes)
+            m, nd, ng = box_matches(_scored(seg.cells, f.hidden), f.boxes)
             self.tp, self.dets, self.gt = self.tp + m, self.dets + nd, self.gt + ng
 
     def metrics(self) -> dict[str, float]:
@@ -330,6 +336,14 @@ class Tally:
         if self.clean_cells:
             out["cells"] = self.cells / self.clean_cells
         return out
+
+
+def _scored(cells: list[Cell], hidden: np.ndarray | None) -> list[Cell]:
+    """The cells whose centre lies in no ``hidden`` box (a cell whose centre a patch hides)."""
+    if hidden is None or not len(hidden):
+        return cells
+    return [c for c in cells if not ((hidden[:, 0] <= c.x) & (c.x <= hidden[:, 2])
+                                     & (hidden[:, 1] <= c.y) & (c.y <= hidden[:, 3])).any()]
 
 
 def seg_shape(f: Field) -> tuple[int, int]:
