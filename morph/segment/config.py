@@ -48,7 +48,9 @@ class SegmentConfig:
         min_contrast_od: summed optical density under which a field holds no stained cells.
         noise_k: the low (hysteresis) foreground threshold sits this many glass-noise standard
             deviations above the glass level.
-        seed_noise_k: the high threshold never drops below this many noise deviations.
+        seed_noise_k: the high threshold never drops below this many noise deviations...
+        glass_spread_k: ...nor below this many spreads of the glass itself about its level (slow
+            unevenness the glass map does not follow, which pixel noise does not show).
         min_cell_fraction: while the pixels above the high threshold cover less than this
             fraction of the field, it is re-estimated below itself (see ``foreground._thresholds``).
         low_high_ratio: the low threshold is at least this fraction of the high (Otsu) one.
@@ -139,6 +141,7 @@ class SegmentConfig:
     min_contrast_od: float = 0.08
     noise_k: float = 4.0
     seed_noise_k: float = 8.0
+    glass_spread_k: float = 4.0
     min_cell_fraction: float = 0.2
     low_high_ratio: float = 0.5
     floor_fallback_ratio: float = 20.0

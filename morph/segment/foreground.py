@@ -20,6 +20,13 @@ def _otsu(values: np.ndarray) -> float:
         return float(values.max()) if values.size else 0.0
 
 
+def _glass_spread(values: np.ndarray, level: float, noise: float) -> float:
+    """The spread of the glass about its ``level``: the root mean square of the values below it
+    (only glass lies below the glass level; above it, the cells), or ``noise`` when too few."""
+    below = values[values < level] - level
+    return float(np.sqrt(np.mean(below * below))) if below.size > 16 else noise
+
+
 def _thresholds(raw: np.ndarray, cfg: SegmentConfig, valid: np.ndarray | None = None) -> tuple[float, float, float]:
     """(low, high, glass level) hysteresis thresholds of the summed optical density ``raw``.
 
@@ -34,7 +41,10 @@ def _thresholds(raw: np.ndarray, cfg: SegmentConfig, valid: np.ndarray | None = 
     values = raw if valid is None else raw[valid]
     sig = np.maximum(values - level, 0.0)
     hi = _otsu(np.minimum(sig, np.percentile(sig, 99.5)))
-    floor = cfg.seed_noise_k * noise
+    # the floor: above the pixel noise and above the glass's own unevenness (on a sparse field,
+    # where the cells are a small minority, the re-splits otherwise reached the glass and grew
+    # field-sized "cells" out of it)
+    floor = max(cfg.seed_noise_k * noise, cfg.glass_spread_k * _glass_spread(values, level, noise))
     for _ in range(3):
         above = float((sig > hi).mean())
         if above >= cfg.min_cell_fraction:
