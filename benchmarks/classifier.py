@@ -54,7 +54,8 @@ SYNTHETIC_LINE = ("synthetic targets (first classifier issue): reticulocyte P/R 
 # ----------------------------------------------------------------------------- models
 def default_teacher() -> str | None:
     """The shipped teacher folder, else the training run's model folder, else none."""
-    for p in (REPO / "models" / "teacher-lite0-v1", REPO / "runs" / "teacher-lite0-v1" / "model"):
+    for p in (REPO / "models" / "teacher-lite0-v2", REPO / "models" / "teacher-lite0-v1",
+              REPO / "runs" / "teacher-lite0-v2" / "model"):
         if p.is_dir():
             return str(p)
     return None
@@ -70,7 +71,7 @@ def load_models(args: argparse.Namespace) -> list[tuple[str, Any]]:
         if path and (Path(path) / "weights.pt").is_file():
             models.append((role, load_model(path)))
         else:
-            print(f"{role} skipped: no model folder at {path or 'models/teacher-lite0-v1 or runs/teacher-lite0-v1/model'}"
+            print(f"{role} skipped: no model folder at {path or 'models/teacher-lite0-v2 or -v1, or runs/teacher-lite0-v2/model'}"
                   f" ({hint})")
     return models
 
@@ -232,7 +233,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="the student's model folder (default: the shipped model)")
     p.add_argument("--teacher", default=default_teacher(),
-                   help="teacher model folder (default: models/teacher-lite0-v1, else runs/teacher-lite0-v1/model)")
+                   help="teacher model folder (default: models/teacher-lite0-v2, else -v1, else runs/teacher-lite0-v2/model)")
     p.add_argument("--baseline", default=str(REPO / "runs" / "baseline-resnet18"), help="ResNet-18 model folder")
     p.add_argument("--data", type=Path, default=Path(os.environ.get("MORPH_DATA_DIR", REPO.parent / "shared" / "data")),
                    help="shared data dir (default: $MORPH_DATA_DIR or ../shared/data)")
