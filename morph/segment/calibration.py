@@ -20,13 +20,11 @@ from dataclasses import dataclass
 from ..types import Cell
 from .config import SegmentConfig
 
-#: Where a field's ``um_per_px`` came from.
-SCALE_SOURCES = ("stated", "default", "estimated")
-
 
 @dataclass(frozen=True)
 class FieldScale:
-    """The scale a field's sizes are given at, where it came from and, when estimated, why."""
+    """The scale a field's sizes are given at, where it came from (``"stated"``, ``"default"``
+    or ``"estimated"``) and, when estimated, why."""
 
     um_per_px: float
     source: str
@@ -37,7 +35,8 @@ def field_scale(median_px: float | None, n_rbc: int, um_per_px: float, stated: b
     """The field's scale (see the module docstring).
 
     Args:
-        median_px: the median diameter (px) of the field's red cells not cut by the border.
+        median_px: the median diameter (px) of the field's red cells not cut by the border (None:
+            no red cell, or no cell at all).
         n_rbc: how many red cells that median is taken over; under ``cfg.scale_min_cells`` the
             median is too noisy to replace a scale with.
         um_per_px: the stated scale, or the default one when none was stated.
@@ -64,4 +63,4 @@ def apply_scale(cells: list[Cell], scale: FieldScale) -> None:
         c.diameter_um = float(c.diameter_px * scale.um_per_px)
 
 
-__all__ = ["SCALE_SOURCES", "FieldScale", "apply_scale", "field_scale"]
+__all__ = ["FieldScale", "apply_scale", "field_scale"]

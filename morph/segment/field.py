@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import MorphError
 from ..types import Cell, CentreMap
 from .arrays import as_rgb_float
-from .calibration import apply_scale, field_scale
+from .calibration import FieldScale, apply_scale, field_scale
 from .config import DEFAULT_UM_PER_PX, SegmentConfig
 from .nuclei import (
     Nuclei,
@@ -88,14 +88,15 @@ def segment_field(
     """
     cfg = config
     rgb = _checked_rgb(image, um_per_px)
+    no_cells_scale = field_scale(None, 0, um_per_px, scale_stated, cfg)  # nothing to estimate from
     H, W = rgb.shape[:2]
     if min(H, W) < 8:
-        return _no_cells(f"no cells found: image too small to hold a cell ({W}x{H} px)", um_per_px, scale_stated)
+        return _no_cells(f"no cells found: image too small to hold a cell ({W}x{H} px)", no_cells_scale)
     # 0-3. blank areas, glass map, optical density, foreground, typical radius at the working scale
     wv = working_scale(rgb, cfg)
     del rgb  # not needed past the working scale
     if isinstance(wv, str):
-        return _no_cells(wv, um_per_px, scale_stated)
+        return _no_cells(wv, no_cells_scale)
     r = wv.r_full / wv.k
     cell_area = math.pi * r * r
     maps = read_centre_maps(centres, wv.od, cfg)
@@ -147,9 +148,9 @@ def _checked_rgb(image: np.ndarray, um_per_px: float) -> np.ndarray:
     return rgb
 
 
-def _no_cells(reason: str, um_per_px: float, scale_stated: bool) -> Segmentation:
-    return Segmentation(cells=[], median_rbc_diameter_px=None, warnings=[reason], um_per_px=um_per_px,
-                        scale_source="stated" if scale_stated else "default")
+def _no_cells(reason: str, scale: FieldScale) -> Segmentation:
+    return Segmentation(cells=[], median_rbc_diameter_px=None, warnings=[reason], um_per_px=scale.um_per_px,
+                        scale_source=scale.source)
 
 
 def _nucleated_cells(nuclear: np.ndarray, chrom: np.ndarray, od: np.ndarray, maps: CentreMaps | None,
