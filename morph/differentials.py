@@ -445,8 +445,11 @@ def rule_variables(findings: Mapping[str, Any], context: ClinicalContext) -> dic
 def rank(findings: Mapping[str, Any], context: ClinicalContext,
          kb: KnowledgeBase | None = None) -> list[dict[str, Any]]:
     """Score every differential of the knowledge base; highest score first."""
-    kb = kb or load_knowledge_base()
-    variables = rule_variables(findings, context)
+    return _rank(rule_variables(findings, context), findings, kb or load_knowledge_base())
+
+
+def _rank(variables: Mapping[str, Any], findings: Mapping[str, Any], kb: KnowledgeBase) -> list[dict[str, Any]]:
+    """:func:`rank` from the rule variables already computed (``diagnose`` reports them too)."""
     order = {d.id: i for i, d in enumerate(kb.differentials)}
     out = [_evaluate(d, variables) for d in kb.differentials]
     out.sort(key=lambda d: (-d["log_odds"], order[d["id"]]))
@@ -525,7 +528,7 @@ def diagnose(
     variables = rule_variables(findings, ctx)
     findings["derived"] = {k: None if (v := variables[f"derived.{k}"]) is None else round(v, 2) for k in DERIVED}
     findings["score_note"] = SCORE_NOTE
-    return findings, rank(findings, ctx)
+    return findings, _rank(variables, findings, load_knowledge_base())
 
 
 def list_differentials() -> list[dict[str, Any]]:

@@ -46,6 +46,9 @@ class SegmentConfig:
             spreads (then 3), so the background map follows vignetting and gradients.
         glass_max_od: ...but never more than this summed optical density above the mode.
         min_contrast_od: summed optical density under which a field holds no stained cells.
+        min_object_px: ...unless one connected object above it covers at least this many pixels
+            of the coarse (~320 px) view: one or two cells on a large field are a few hundred
+            of its ~77,000 pixels, too few to lift a percentile, yet they are cells.
         noise_k: the low (hysteresis) foreground threshold sits this many glass-noise standard
             deviations above the glass level.
         seed_noise_k: the high threshold never drops below this many noise deviations...
@@ -139,6 +142,7 @@ class SegmentConfig:
     glass_tolerance: float = 6.0
     glass_max_od: float = 0.5
     min_contrast_od: float = 0.08
+    min_object_px: int = 12
     noise_k: float = 4.0
     seed_noise_k: float = 8.0
     glass_spread_k: float = 4.0

@@ -40,30 +40,40 @@ def _thresholds(raw: np.ndarray, cfg: SegmentConfig, valid: np.ndarray | None = 
     level, noise = glass_level(raw, valid)
     values = raw if valid is None else raw[valid]
     sig = np.maximum(values - level, 0.0)
-    hi = _otsu(np.minimum(sig, np.percentile(sig, 99.5)))
+    clip = float(np.percentile(sig, 99.5))
+    # the clip keeps a few very dark nuclei from pulling the split up; but when the cells
+    # themselves are under 0.5% of the field (one or two on a large field) it clips them
+    # away, and the split falls into the glass: then the values are split as they are
+    hi = _otsu(np.minimum(sig, clip) if clip >= cfg.min_contrast_od else sig)
     # the floor: above the pixel noise and above the glass's own unevenness (on a sparse field,
     # where the cells are a small minority, the re-splits otherwise reached the glass and grew
     # field-sized "cells" out of it)
     floor = max(cfg.seed_noise_k * noise, cfg.glass_spread_k * _glass_spread(values, level, noise))
+    # ...and never below the density that holds no stained cells at all: one or two cells on a
+    # large field are under the 0.5% clipped above, so the first split fell into the glass
+    # texture, as did the re-splits where glass texture outweighs the few cells. (The first
+    # split may sit under the floor: on a crowded field the "glass" below the level is cells.)
+    lowest = max(floor, cfg.min_contrast_od)
+    hi = max(hi, cfg.min_contrast_od)
     for _ in range(3):
         above = float((sig > hi).mean())
         if above >= cfg.min_cell_fraction:
             break
         # re-split only when more is stained between the noise floor and the threshold
         # (pale red cells) than above it (nuclei, a scratch)
-        between = float(((sig > floor) & (sig <= hi)).mean())
+        between = float(((sig > lowest) & (sig <= hi)).mean())
         if between < above:
             break
         below = sig[sig < hi]
         if below.size < 16:
             break
         nxt = _otsu(below)
-        if nxt < floor:
+        if nxt < lowest:
             # never into the glass noise; but when far more is stained between the floor and
             # the threshold than above it, the threshold passes only specks (a field of pale
             # cells whose next split lands just under the floor): the floor it is
             if between > cfg.floor_fallback_ratio * above:
-                hi = floor
+                hi = lowest
             break
         hi = nxt
     lo = max(cfg.noise_k * noise, cfg.low_high_ratio * hi)

@@ -85,6 +85,19 @@ def _fill_round_holes(fg: np.ndarray) -> np.ndarray:
     return fg | fill[lab]
 
 
+def _has_stained_object(raw: np.ndarray, cfg: SegmentConfig) -> bool:
+    """Whether the coarse view holds anything stained: a field whose top 0.5% of pixels stand
+    above glass, or (a few cells on a large field) one connected object of ``min_object_px``.
+    The opening drops single noisy pixels, which never form an object of that size."""
+    if float(np.percentile(raw, 99.5)) >= cfg.min_contrast_od:
+        return True
+    stained = ndi.binary_opening(raw > cfg.min_contrast_od)
+    if not stained.any():
+        return False
+    lab, n = ndi.label(stained)
+    return bool(np.bincount(lab.ravel())[1:].max() >= cfg.min_object_px)
+
+
 def _radius_of(fg: np.ndarray, od: np.ndarray, cfg: SegmentConfig, max_area: float | None = None) -> float | None:
     chrom = chromatin_density(od, cfg)
     # thin violet fringes on red-cell rims (chromatic aberration) are not nuclei: an opening
@@ -143,7 +156,7 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
     # thresholds measured on the part that is not blank (painted glass is no glass of the smear)
     valid = None if blank_px is None else block_mean(blank_px.astype(np.float32), c) < 0.5
     od_s, raw_s, fg_s, thr = foreground(small, bg_s, None, cfg, density=dens_s, valid=valid)
-    if float(np.percentile(raw_s, 99.5)) < cfg.min_contrast_od:
+    if not _has_stained_object(raw_s, cfg):
         return "no cells found: the field has no stained objects (blank slide?)"
     r_s = _radius_of(fg_s, od_s, cfg)
     if r_s is None:
