@@ -104,7 +104,13 @@ class SegmentConfig:
         nucleus_rim_solidity: see ``nucleus_rim_thickness``.
         nucleus_share_margin: a nuclear group whose chromatin share of the absorbance is not at
             least this much above the red cells' is overlapping haemoglobin, not chromatin
-            (0 disables the rule).
+            (0 disables the rule)...
+        nucleus_thin_share_margin: ...and a thin one (chromatin nowhere thicker than
+            ``nucleus_thin`` half-widths, units of ``r``) needs this much: two overlapping ring-cell
+            rims make a dark crescent 0.2-0.3 r thick whose share sits 0.05-0.08 above the red
+            cells' (rendered iron-deficiency fields, 24 false nuclei in 40), where nuclei thick or
+            thin sit 0.17-0.24 above (lobes of neutrophils, TXL-PBC white cells 0.16 and more).
+        nucleus_thin: see ``nucleus_thin_share_margin``.
         cytoplasm_reach: a nucleated cell owns the stained pixels this far (units of ``r``)
             from its nucleus; red-cell seeds are sought only outside.
         cytoplasm_max_reach: regions smaller than ``cytoplasm_max_area`` (cell areas) lying almost
@@ -186,6 +192,8 @@ class SegmentConfig:
     nucleus_rim_hole: float = 0.75
     nucleus_rim_solidity: float = 0.55
     nucleus_share_margin: float = 0.05
+    nucleus_thin_share_margin: float = 0.1
+    nucleus_thin: float = 0.35
     cytoplasm_reach: float = 0.9
     cytoplasm_max_reach: float = 1.4
     cytoplasm_max_area: float = 0.8
@@ -213,8 +221,11 @@ class SegmentConfig:
 #: nucleated red cells and a quarter of the lymphocytes became red cells (the lymphocytes were
 #: then read as reticulocytes, which keeps "reticulocytes absent" from a parvovirus smear).
 #: The red cells' own red-minus-blue density is well above zero, so the threshold relative to
-#: it does the work (2.6 times it, a floor of 0.25 for pale slides).
+#: it does the work (2.6 times it, a floor of 0.25 for pale slides). The thin groups' violet
+#: margin (``nucleus_thin_share_margin``) is Wright's: ring-cell rims are violet there, while
+#: on NMB a neutrophil's thin lobes sit under it (rendered NMB neutrophils then went missing).
 STAIN_SETTINGS: dict[str, dict[str, Any]] = {
     "wright": {},
-    "nmb": {"chromatin_od": (1.0, 0.0, -1.0), "nucleus_rel_od": 2.6, "nucleus_min_od": 0.25},
+    "nmb": {"chromatin_od": (1.0, 0.0, -1.0), "nucleus_rel_od": 2.6, "nucleus_min_od": 0.25,
+            "nucleus_thin_share_margin": 0.0},
 }

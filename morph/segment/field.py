@@ -160,7 +160,7 @@ def _nucleated_cells(nuclear: np.ndarray, chrom: np.ndarray, od: np.ndarray, map
     groups, n = nuclear_groups(nuclear, r, cell_area, cfg)
     groups, n = drop_rims(groups, n, nuclear, fg, r, cfg)
     learned = maps.peaks("nucleated", PEAK_SPACING["nucleated"] * r) if maps and "nucleated" in maps.heats else None
-    groups, n = drop_red_cell_hue(groups, n, nuclear, chrom, od, fg, cfg, vouched=learned)
+    groups, n = drop_red_cell_hue(groups, n, nuclear, chrom, od, fg, r, cfg, vouched=learned)
     if n and learned is not None:
         groups, n = split_nuclear_groups(groups, n, learned)
     return nucleated_zones(groups, n, fg, r, cfg)

@@ -63,10 +63,7 @@ def drop_rims(groups: np.ndarray, n: int, nuclear: np.ndarray, fg: np.ndarray, r
     ``r``) are examined (:func:`_rim_shaped`). Returns the remaining groups relabelled 1..n and n."""
     if not n or cfg.nucleus_rim_thickness <= 0:
         return groups, n
-    nuc = ndi.binary_opening(nuclear) & (groups > 0)
-    thick = label_max(ndi.distance_transform_edt(nuc), groups, n)
-    thin = thick < cfg.nucleus_rim_thickness * r
-    thin[0] = False
+    nuc, thin = _thin_groups(groups, n, nuclear, r, cfg.nucleus_rim_thickness)
     if not thin.any():
         return groups, n
     area = np.bincount(groups.ravel(), weights=nuc.ravel(), minlength=n + 1)
@@ -83,7 +80,8 @@ def drop_rims(groups: np.ndarray, n: int, nuclear: np.ndarray, fg: np.ndarray, r
 
 
 def drop_red_cell_hue(groups: np.ndarray, n: int, nuclear: np.ndarray, chrom: np.ndarray, od: np.ndarray,
-                      fg: np.ndarray, cfg: SegmentConfig, vouched: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+                      fg: np.ndarray, r: float, cfg: SegmentConfig,
+                      vouched: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Drop the nuclear groups that have the red cells' hue, not chromatin's. Where two red cells
     overlap, the stacked haemoglobin is dark enough to pass the chromatin threshold, but its
     chromatin share of the absorbance is the red cells' own. Measured on rendered Wright
@@ -91,7 +89,8 @@ def drop_red_cell_hue(groups: np.ndarray, n: int, nuclear: np.ndarray, chrom: np
     0.07-0.24 above it; on TXL-PBC white cells at least 0.16 above. A group is kept when its
     median share exceeds the red cells' median by ``nucleus_share_margin``, or when it holds a
     ``vouched`` pixel (a learned nucleated-cell centre: on bcd-256's stain white-cell nuclei sit
-    only 0.02-0.07 above the red cells). Returns the remaining groups relabelled 1..n and n."""
+    only 0.02-0.07 above the red cells). A thin group (two ring-cell rims overlapping) needs
+    ``nucleus_thin_share_margin``. Returns the remaining groups relabelled 1..n and n."""
     if not n or cfg.nucleus_share_margin <= 0:
         return groups, n
     red = fg & ~nuclear
@@ -101,10 +100,23 @@ def drop_red_cell_hue(groups: np.ndarray, n: int, nuclear: np.ndarray, chrom: np
     red_share = float(np.median(share[red]))
     chromatin = np.where(nuclear, groups, 0)
     group_share = np.asarray(ndi.median(share, labels=chromatin, index=np.arange(1, n + 1)), dtype=float)
-    drop = np.concatenate([[False], ~(group_share > red_share + cfg.nucleus_share_margin)])
+    _, thin = _thin_groups(groups, n, nuclear, r, cfg.nucleus_thin)
+    margin = np.where(thin[1:],
+                      max(cfg.nucleus_share_margin, cfg.nucleus_thin_share_margin), cfg.nucleus_share_margin)
+    drop = np.concatenate([[False], ~(group_share > red_share + margin)])
     if vouched is not None and drop.any():
         drop[np.unique(groups[vouched])] = False
     return _without(groups, n, drop)
+
+
+def _thin_groups(groups: np.ndarray, n: int, nuclear: np.ndarray, r: float,
+                 half_width: float) -> tuple[np.ndarray, np.ndarray]:
+    """The groups' chromatin (opened) and, by label (``[0]`` False), whether it is nowhere
+    thicker than ``half_width`` (units of ``r``)."""
+    nuc = ndi.binary_opening(nuclear) & (groups > 0)
+    thin = label_max(ndi.distance_transform_edt(nuc), groups, n) < half_width * r
+    thin[0] = False
+    return nuc, thin
 
 
 def _without(groups: np.ndarray, n: int, drop: np.ndarray) -> tuple[np.ndarray, int]:

@@ -370,8 +370,10 @@ def test_ring_cell_rims_are_not_nuclei(seed: int) -> None:
     rbc = [c.bbox for c in f.cells if c.kind == "rbc"]
     found = _match_count([(c.x, c.y) for c in seg.cells if c.kind == "rbc"], rbc)
     assert found / len(rbc) >= 0.9
-    # without the rule the dark violet rims are read as nuclei (what the rule is for)
-    old = segment_field(f.image, um_per_px=f.um_per_px, config=SegmentConfig(nucleus_rim_thickness=0.0))
+    # without the rules (rim shape; thin groups' violet margin) the dark violet rims are read
+    # as nuclei (what the rules are for)
+    old = segment_field(f.image, um_per_px=f.um_per_px,
+                        config=SegmentConfig(nucleus_rim_thickness=0.0, nucleus_thin_share_margin=0.0))
     assert sum(c.kind == "nucleated" for c in old.cells) >= 2
 
 
@@ -503,7 +505,29 @@ def test_a_learned_nucleated_centre_vouches_for_a_pale_nucleus() -> None:
     viol = np.where(nuclear, 0.33, 0.30).astype(np.float32)  # shares 0.367 vs 0.333: +0.03
     vouched = np.zeros_like(fg)
     vouched[7, 27] = True
-    _, n = drop_red_cell_hue(groups, 2, nuclear, viol, od, fg, SegmentConfig())
+    _, n = drop_red_cell_hue(groups, 2, nuclear, viol, od, fg, 10.0, SegmentConfig())
     assert n == 0
-    kept, n = drop_red_cell_hue(groups, 2, nuclear, viol, od, fg, SegmentConfig(), vouched=vouched)
+    kept, n = drop_red_cell_hue(groups, 2, nuclear, viol, od, fg, 10.0, SegmentConfig(), vouched=vouched)
     assert n == 1 and kept[7, 27] == 1 and kept[7, 7] == 0
+
+
+def test_a_thin_crescent_needs_more_violet_than_a_compact_nucleus() -> None:
+    """Two ring-cell rims overlapping make a dark crescent ~0.2 r thick whose violet share sits
+    0.05-0.08 above the red cells' (rendered iron-deficiency fields: 24 false nuclei in 40): a
+    thin group needs nucleus_thin_share_margin (0.10); a compact one keeps the 0.05 margin."""
+    from morph.segment.nuclei import drop_red_cell_hue
+
+    r = 10.0
+    fg = np.ones((40, 60), bool)
+    nuclear = np.zeros_like(fg)
+    nuclear[10:13, 5:25] = True   # crescent: 3 px thick (half-width ~0.15 r)
+    nuclear[10:22, 35:47] = True  # compact body: 12 px (half-width ~0.6 r)
+    groups = np.zeros(fg.shape, np.int32)
+    groups[10:13, 5:25], groups[10:22, 35:47] = 1, 2
+    od = np.full(fg.shape + (3,), 0.3, np.float32)
+    for extra, kept_labels in ((0.07, {2}), (0.12, {1, 2})):
+        share = 1 / 3 + extra  # the red cells' share is 1/3
+        viol = np.where(nuclear, 0.9 * share, 0.3).astype(np.float32)
+        kept, n = drop_red_cell_hue(groups, 2, nuclear, viol, od, fg, r, SegmentConfig())
+        assert n == len(kept_labels)
+        assert bool(kept[11, 10]) == (1 in kept_labels) and bool(kept[15, 40])
