@@ -73,18 +73,21 @@ def scale_stain(image: np.ndarray, factor: float, glass: np.ndarray | None = Non
     return from_optical_density(to_optical_density(image, g) * f, g)
 
 
+def hue_rotation(degrees: float) -> np.ndarray:
+    """The 3x3 matrix turning an optical-density vector by ``degrees`` about the grey axis
+    (1, 1, 1) (Rodrigues): its total density (how much stain) stays, its hue changes. Training
+    applies it to crops as stain augmentation; :func:`rotate_stain_hue` to images."""
+    k = np.full(3, 1.0 / math.sqrt(3.0))
+    t = math.radians(float(degrees))
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return (math.cos(t) * np.eye(3) + math.sin(t) * cross + (1.0 - math.cos(t)) * np.outer(k, k)).astype(np.float32)
+
+
 def rotate_stain_hue(image: np.ndarray, degrees: float, glass: np.ndarray | None = None) -> np.ndarray:
     """Another dye mix: each pixel's optical-density vector turned by ``degrees`` about the grey
-    axis (1, 1, 1), so its total density (how much stain) stays and its hue changes."""
+    axis (1, 1, 1) (:func:`hue_rotation`), so its total density stays and its hue changes."""
     g = glass_colour(image) if glass is None else np.asarray(glass, np.float32)
-    od = to_optical_density(image, g)
-    k = np.full(3, 1.0 / math.sqrt(3.0), np.float32)
-    t = math.radians(float(degrees))
-    # Rodrigues' rotation about the unit vector k
-    cross = np.cross(k, od)
-    along = (od @ k)[..., None] * k
-    turned = od * math.cos(t) + cross * math.sin(t) + along * (1.0 - math.cos(t))
-    return from_optical_density(turned, g)
+    return from_optical_density(to_optical_density(image, g) @ hue_rotation(degrees).T, g)
 
 
 def white_balance(image: np.ndarray, gains: Sequence[float]) -> np.ndarray:

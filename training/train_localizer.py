@@ -55,6 +55,7 @@ from morph.io import read_image  # noqa: E402
 from morph.localize import CentreDetector, build_untrained_localizer, load_localizer  # noqa: E402
 from morph.readers import read_bcd256_boxes, read_yolo_boxes  # noqa: E402
 from morph.segment import PEAK_SPACING, centre_peaks, segment_field, working_view  # noqa: E402
+from morph.shifts import hue_rotation  # noqa: E402
 from morph.synth import render_field, render_ring_field  # noqa: E402
 
 log = logging.getLogger("train_localizer")
@@ -285,8 +286,9 @@ def make_batch(samples: list[Sample] | Mixer, rng: np.random.Generator, n: int, 
             wgt[oc - m :] = 0
         if x0 + src < w:
             wgt[:, oc - m :] = 0
-        # photometric: stain gain per channel, overall density (paler / darker staining),
-        # defocus, noise
+        # photometric: another dye mix (hue turned, saturation changed), stain gain per
+        # channel, overall density (paler / darker staining), defocus, noise
+        x = _stain_mix(x, rng)
         x = x * torch.from_numpy(rng.uniform(0.75, 1.3, size=(3, 1, 1)).astype(np.float32))
         x = x * float(rng.uniform(0.5, 1.5))
         if rng.random() < 0.3:
@@ -304,6 +306,29 @@ def make_batch(samples: list[Sample] | Mixer, rng: np.random.Generator, n: int, 
         ts.append(tt)
         ws.append(ww)
     return torch.stack(xs), torch.stack(ts), torch.stack(ws)
+
+
+#: another laboratory's dye mix, as optical-density augmentation: hue turned by up to this many
+#: degrees about the grey axis, saturation (spread of the channels about their mean) times
+#: 0.6-1.5, each on half the crops. Per-channel gains alone never move density from one channel
+#: to another: the centre map trained without this lost a third of bcd-256's cells under the
+#: robustness benchmark's -20 degree hue turn (99 -> 69 of 133), where the hand-made seeds held.
+HUE_DEGREES = 25.0
+SATURATION = (0.6, 1.5)
+
+
+def _stain_mix(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A (3, H, W) optical-density crop with its hue turned and saturation changed (see
+    :data:`HUE_DEGREES`); the total density stays."""
+    m = np.eye(3, dtype=np.float32)
+    if rng.random() < 0.5:
+        m = hue_rotation(float(rng.uniform(-HUE_DEGREES, HUE_DEGREES)))
+    if rng.random() < 0.5:
+        sat = float(rng.uniform(*SATURATION))
+        m = (sat * np.eye(3) + (1.0 - sat) / 3.0 * np.ones((3, 3))).astype(np.float32) @ m
+    if np.array_equal(m, np.eye(3, dtype=np.float32)):
+        return x
+    return torch.einsum("ij,jhw->ihw", torch.from_numpy(m), x).clamp_min(0.0)
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -18,6 +18,7 @@ from training.train_localizer import (
     Mixer,
     Sample,
     _heatmap,
+    _stain_mix,
     bcd256_boxes,
     focal_loss,
     main,
@@ -127,3 +128,17 @@ def test_tiny_training_run_with_a_bcd256_source(tmp_path: Path) -> None:
     assert "bcd-256" in cfg["provenance"]["held_out"]
     grid = json.loads((out / "metrics.json").read_text())["threshold_search"]["rbc"]["grid"]
     assert {"yolo", "bcd-256"} <= set(grid[0])
+
+
+def test_stain_mix_changes_hue_not_how_much_stain() -> None:
+    """The dye-mix augmentation moves density between channels (what per-channel gains cannot)
+    but keeps each pixel's total: a turned hue or a changed saturation is the same amount of stain."""
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.uniform(0.2, 1.0, size=(3, 8, 8)).astype(np.float32))
+    changed = 0
+    for _ in range(20):
+        y = _stain_mix(x, rng)
+        assert y.shape == x.shape and bool((y >= 0).all())
+        torch.testing.assert_close(y.sum(0), x.sum(0), atol=0.05, rtol=0.0)  # clamping aside
+        changed += not torch.equal(y, x)
+    assert changed >= 10  # each of the two changes on half the crops
