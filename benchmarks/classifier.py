@@ -3,7 +3,7 @@ baseline side by side in one run, on the same Chula validation split (by image).
 
     python benchmarks/classifier.py                  # student vs teacher vs runs/baseline-resnet18
     python benchmarks/classifier.py --quick          # fewer crops for the shifts and the speed test
-    python benchmarks/classifier.py --train-baseline --device cuda   # (re)train the baseline first
+    python benchmarks/classifier.py --train-baseline   # (re)train the baseline first (~40 min on one CPU thread)
 
 Prints, for each model found: macro-F1, accuracy, teardrop F1, ECE (after temperature scaling) on
 the whole validation split; crops/s on one torch thread and on ``--threads``; parameters, weights
