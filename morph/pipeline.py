@@ -27,7 +27,7 @@ import numpy as np
 from .context import check_stain, check_um_per_px
 from .errors import MorphError
 from .io import DEFAULT_LIMITS, ImageLimits, decode_image, read_image
-from .segment import DEFAULT_UM_PER_PX, SegmentConfig, segment_field
+from .segment import DEFAULT_UM_PER_PX, Segmentation, SegmentConfig, segment_field, share_case_scale
 from .types import CaseReport, Cell, Classifier, FieldResult, Localizer
 
 log = logging.getLogger(__name__)
@@ -135,9 +135,10 @@ def case_scale(fields: Sequence[FieldResult], options: AnalysisOptions) -> dict[
     return {
         "um_per_px": round(float(np.median([f.um_per_px for f in estimated])), 4), "source": "estimated",
         "fields_estimated": len(estimated),
-        "note": "no scale was given and the default one made the median red cell implausible on "
-                f"{len(estimated)} field(s): their scale was estimated from their own cells, so cell sizes "
-                "there are relative and macro- or microcytosis cannot be judged; give um_per_px",
+        "note": "no scale was given and the default one made the median red cell implausible: the scale of "
+                f"{len(estimated)} field(s) was estimated from their red cells (the fields that agree share "
+                "one, from their cells pooled: one microscope), so cell sizes there are relative and macro- or "
+                "microcytosis cannot be judged; give um_per_px",
     }
 
 
@@ -183,10 +184,16 @@ class Analyzer:
 
     # -- one field --------------------------------------------------------------------------
     def analyze_field(self, image: np.ndarray, path: str, options: AnalysisOptions) -> FieldResult:
-        h, w = image.shape[:2]
+        """One field on its own (a case of one: its scale is its own)."""
+        return self._classified(image, path, self._localised(image, options), options)
+
+    def _localised(self, image: np.ndarray, options: AnalysisOptions) -> Segmentation:
         config = self.segment_config.for_stain(options.stain)  # NMB reads chromatin as blue, not violet
-        seg = segment_field(image, um_per_px=options.resolved_um_per_px(), config=config,
-                            centres=self.localizer, scale_stated=options.um_per_px is not None)
+        return segment_field(image, um_per_px=options.resolved_um_per_px(), config=config,
+                             centres=self.localizer, scale_stated=options.um_per_px is not None)
+
+    def _classified(self, image: np.ndarray, path: str, seg: Segmentation, options: AnalysisOptions) -> FieldResult:
+        h, w = image.shape[:2]
         um = seg.um_per_px  # the classifier reads sizes at the field's scale, estimated or not
         cells: list[Cell] = seg.cells
         if self.classifier is not None and cells:
@@ -210,16 +217,29 @@ class Analyzer:
         case and the others are still analysed.
         """
         options = (options or AnalysisOptions()).validate()
-        fields: list[FieldResult] = []
         warnings: list[str] = []
         um = options.resolved_um_per_px()
+        # localise every field first: with no scale stated, the case's fields share one scale
+        # (one microscope), decided on their red cells pooled, before any cell is classified
+        located: list[tuple[str, np.ndarray, Segmentation] | FieldResult] = []
         for name, item in inputs:
-            if isinstance(item, MorphError):
-                fields.append(_failed_field(name, um, item))
-                warnings.append(str(item))
-                continue
             try:
-                fields.append(self.analyze_field(item, name, options))
+                if isinstance(item, MorphError):
+                    raise item
+                located.append((name, item, self._localised(item, options)))
+            except MorphError as exc:
+                located.append(_failed_field(name, um, exc))
+                warnings.append(str(exc))
+        if options.um_per_px is None:
+            located = self._with_shared_scale(located, options)
+        fields: list[FieldResult] = []
+        for entry in located:
+            if isinstance(entry, FieldResult):
+                fields.append(entry)
+                continue
+            name, image, seg = entry
+            try:
+                fields.append(self._classified(image, name, seg, options))
             except MorphError as exc:
                 fields.append(_failed_field(name, um, exc))
                 warnings.append(str(exc))
@@ -232,6 +252,14 @@ class Analyzer:
             model=self.model_info(), images=fields, counts=counts, findings=findings,
             differentials=differentials, warnings=warnings, disclaimer=DISCLAIMER,
         )
+
+    def _with_shared_scale(self, located: list[tuple[str, np.ndarray, Segmentation] | FieldResult],
+                           options: AnalysisOptions) -> list[tuple[str, np.ndarray, Segmentation] | FieldResult]:
+        """``located`` with its localised fields at the scale their case shares."""
+        ok = [e for e in located if not isinstance(e, FieldResult)]
+        shared = iter(share_case_scale([seg for _, _, seg in ok], options.resolved_um_per_px(),
+                                       self.segment_config.for_stain(options.stain)))
+        return [e if isinstance(e, FieldResult) else (e[0], e[1], next(shared)) for e in located]
 
     def run_case(
         self, inputs: Sequence[FieldInput], options: AnalysisOptions | None = None, overlays: bool = False,

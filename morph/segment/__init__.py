@@ -72,7 +72,7 @@ array helpers they share.
 """
 
 from .config import DEFAULT_UM_PER_PX, STAIN_SETTINGS, SegmentConfig
-from .field import Segmentation, segment_field
+from .field import Segmentation, segment_field, share_case_scale
 from .scale import WorkingView, working_view
 from .seeds import PEAK_SPACING, centre_peaks
 
@@ -85,5 +85,6 @@ __all__ = [
     "WorkingView",
     "centre_peaks",
     "segment_field",
+    "share_case_scale",
     "working_view",
 ]

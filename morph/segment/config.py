@@ -134,6 +134,11 @@ class SegmentConfig:
             the default scale was measured (Chula RBC-12's normal cells, 42 px), so the classifier
             sees the field's median cell at the size it learnt normal cells at.
         scale_min_cells: red cells (not cut by the border) needed to estimate a scale from them.
+        scale_share_tolerance: with no scale stated, a case's fields share one scale, from their
+            red cells pooled, unless a field's own median diameter is further than this fraction
+            from the pooled one (another objective or camera: TXL-PBC's test fields come at two
+            magnifications whose cells differ by ~24%; one case's fields at one magnification,
+            bcd-256's, by up to 9%).
         min_focus: focus measure under which the field is reported out of focus.
         dense_fraction: foreground fraction above which the field is reported too dense.
     """
@@ -200,6 +205,7 @@ class SegmentConfig:
     plausible_rbc_um: tuple[float, float] = (5.0, 10.0)
     normal_rbc_um: float = 7.5
     scale_min_cells: int = 3
+    scale_share_tolerance: float = 0.15
     min_focus: float = 0.04
     dense_fraction: float = 0.75
 

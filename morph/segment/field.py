@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..errors import MorphError
 from ..types import Cell, CentreMap
 from .arrays import as_rgb_float
-from .calibration import FieldScale, apply_scale, field_scale
+from .calibration import FieldScale, apply_scale, field_scale, shared_scale
 from .config import DEFAULT_UM_PER_PX, SegmentConfig
 from .nuclei import (
     Nuclei,
@@ -35,7 +35,7 @@ from .regions import (
 )
 from .scale import working_scale
 from .seeds import PEAK_SPACING, CentreMaps, place_seeds, read_centre_maps
-from .warnings import field_warnings, focus_measure, stained_fraction
+from .warnings import field_warnings, focus_measure, size_warning, stained_fraction
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ class Segmentation:
     #: the scale of ``diameter_um`` and where it came from (``"stated"``, ``"default"``, ``"estimated"``).
     um_per_px: float = DEFAULT_UM_PER_PX
     scale_source: str = "stated"
+    #: the warnings about the scale (the estimate's note, an implausible size): the first of
+    #: ``warnings``, replaced when the field takes its case's scale (:func:`share_case_scale`).
+    scale_notes: list[str] = field(default_factory=list)
 
 
 def segment_field(
@@ -123,14 +126,42 @@ def segment_field(
     focus = focus_measure(wv.work.mean(axis=2))
     # density of the part that is not blank (blank areas were painted glass)
     stained = stained_fraction(seeds.mask, wv.raw, wv.thr) / max(1.0 - wv.blank_in_part, 0.02)
-    warnings = [scale.note] if scale.note else []
-    warnings += field_warnings(cells, med, scale.um_per_px, focus, stained, cfg, blank=wv.blank)
+    notes = _scale_notes(med, scale, cfg)
+    warnings = notes + field_warnings(cells, focus, stained, cfg, blank=wv.blank)
     log.debug("segment: %d cells, r=%.1f px, k=%d, thresholds=%s, focus=%.3f",
               len(cells), wv.r_full, wv.k, wv.thr, focus)
     return Segmentation(
         cells=cells, median_rbc_diameter_px=med, warnings=warnings,
         typical_radius_px=float(wv.r_full), focus=focus, um_per_px=scale.um_per_px, scale_source=scale.source,
+        scale_notes=notes,
     )
+
+
+def share_case_scale(segs: list[Segmentation], um_per_px: float = DEFAULT_UM_PER_PX,
+                     config: SegmentConfig = SegmentConfig()) -> list[Segmentation]:
+    """The fields of one case, with no scale stated (each segmented with ``scale_stated=False``),
+    measured at the one scale they share (:func:`.calibration.shared_scale`: their red cells
+    pooled); a field far from the others keeps its own."""
+    scale, shares = shared_scale([[c.diameter_px for c in _counted_rbc(s.cells)] for s in segs], um_per_px, config)
+    return [_with_scale(s, scale, config) if share else s for s, share in zip(segs, shares, strict=True)]
+
+
+def _with_scale(seg: Segmentation, scale: FieldScale, cfg: SegmentConfig) -> Segmentation:
+    """``seg`` with its sizes at ``scale``, and the scale's warnings in place of its own."""
+    if (seg.um_per_px, seg.scale_source) == (scale.um_per_px, scale.source):
+        return seg
+    apply_scale(seg.cells, scale)
+    notes = _scale_notes(seg.median_rbc_diameter_px, scale, cfg)
+    rest = [w for w in seg.warnings if w not in seg.scale_notes]
+    return replace(seg, warnings=notes + rest, um_per_px=scale.um_per_px, scale_source=scale.source,
+                   scale_notes=notes)
+
+
+def _scale_notes(med: float | None, scale: FieldScale, cfg: SegmentConfig) -> list[str]:
+    """Why the scale is what it is (an estimate's note), and whether the median size at it is
+    implausible."""
+    implausible = size_warning(med, scale.um_per_px, cfg)
+    return [w for w in (scale.note, implausible) if w]
 
 
 def _checked_rgb(image: np.ndarray, um_per_px: float) -> np.ndarray:

@@ -28,25 +28,29 @@ def stained_fraction(mask: np.ndarray, raw: np.ndarray, thr: tuple[float, float,
     return max(float(mask.mean()), float((raw > thr[0] - thr[2]).mean()))
 
 
-def field_warnings(cells: list[Cell], med: float | None, um_per_px: float, focus: float, stained: float,
-                   cfg: SegmentConfig, blank: float = 0.0) -> list[str]:
-    """The warnings of a field with cells found (``med``: median red-cell diameter, px;
-    ``blank``: the fraction of the field that was blank)."""
+def size_warning(med: float | None, um_per_px: float, cfg: SegmentConfig) -> str | None:
+    """The warning when the median red-cell diameter ``med`` (px) is implausible at ``um_per_px``."""
+    if med is None:
+        return None
+    lo, hi = cfg.plausible_rbc_um
+    med_um = med * um_per_px
+    if lo <= med_um <= hi:
+        return None
+    return (f"median red-cell diameter {med_um:.1f} um is implausible for the stated scale "
+            f"({um_per_px:g} um/px; expected {lo:g}-{hi:g} um): check um_per_px; a global size "
+            "shift may itself be macro/microcytosis (sizes were not rescaled)")
+
+
+def field_warnings(cells: list[Cell], focus: float, stained: float, cfg: SegmentConfig,
+                   blank: float = 0.0) -> list[str]:
+    """The warnings of a field with cells found, but for its scale (``blank``: the fraction of
+    the field that was blank)."""
     warnings: list[str] = []
     if blank > cfg.mostly_blank:
         warnings.append(f"most of the field ({100 * blank:.0f}%) is blank (white, padded or transparent): "
                         "cells were sought in the rest only")
     if not cells:
         warnings.append("no cells found (blank slide or unstained field?)")
-    if med is not None:
-        lo, hi = cfg.plausible_rbc_um
-        med_um = med * um_per_px
-        if not lo <= med_um <= hi:
-            warnings.append(
-                f"median red-cell diameter {med_um:.1f} um is implausible for the stated scale "
-                f"({um_per_px:g} um/px; expected {lo:g}-{hi:g} um): check um_per_px; a global size "
-                "shift may itself be macro/microcytosis (sizes were not rescaled)"
-            )
     if cells and focus < cfg.min_focus:
         warnings.append(f"field looks out of focus (focus measure {focus:.3f}); shapes and counts are less reliable")
     if stained > cfg.dense_fraction:

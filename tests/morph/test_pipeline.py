@@ -75,6 +75,28 @@ def test_case_without_a_scale_says_when_it_estimated_one(disc_field) -> None:
     assert plain.findings["scale"] == {"um_per_px": 0.178, "source": "default"}
 
 
+def test_fields_of_a_case_share_one_scale(disc_field) -> None:
+    """One microscope, one scale: two fields whose cells measure 10.3 and 9.4 um at the default
+    scale were measured at two scales (the first estimated, the second kept: its cells then read
+    as "macrocytes"); with no scale stated they now share one, from their cells pooled. A field
+    at another magnification keeps its own."""
+    a, _ = disc_field(n=8, h=400, w=520, radius=29, seed=1)  # ~10.3 um at 0.178: implausible
+    b, _ = disc_field(n=8, h=400, w=520, radius=26, seed=2)  # ~9.3 um: plausible on its own
+    far, _ = disc_field(n=6, h=400, w=520, radius=40, seed=3)  # another objective
+    analyzer = Analyzer(localizer=None)
+    alone = [analyzer.analyze_case([(n, im)], AnalysisOptions()).images[0] for n, im in (("a", a), ("b", b))]
+    assert [f.scale_source for f in alone] == ["estimated", "default"]
+    case = analyzer.analyze_case([("a", a), ("b", b), ("far", far)], AnalysisOptions())
+    fa, fb, ff = case.images
+    assert fa.scale_source == fb.scale_source == "estimated" and fa.um_per_px == fb.um_per_px
+    assert alone[1].um_per_px > fa.um_per_px > alone[0].um_per_px * 0.9
+    assert any("the case's 2 fields" in w for w in fb.warnings)
+    assert not any("implausible" in w for w in fb.warnings)
+    assert ff.um_per_px == pytest.approx(analyzer.analyze_case([("far", far)]).images[0].um_per_px)
+    stated = analyzer.analyze_case([("a", a), ("b", b)], AnalysisOptions(um_per_px=0.178))
+    assert {f.um_per_px for f in stated.images} == {0.178}
+
+
 def test_count_cells_excludes_border_cells(disc_field) -> None:
     img, _ = disc_field(n=6)
     f = Analyzer().analyze_field(img, "a", AnalysisOptions())

@@ -531,3 +531,20 @@ def test_a_thin_crescent_needs_more_violet_than_a_compact_nucleus() -> None:
         kept, n = drop_red_cell_hue(groups, 2, nuclear, viol, od, fg, r, SegmentConfig())
         assert n == len(kept_labels)
         assert bool(kept[11, 10]) == (1 in kept_labels) and bool(kept[15, 40])
+
+
+def test_shared_scale_pools_the_fields_that_agree() -> None:
+    """A case's scale comes from the red cells of the fields that agree, pooled; a field ~30% off
+    (another objective) neither shares it nor pulls it; one with too few cells shares it."""
+    from morph.segment.calibration import shared_scale
+
+    cfg = SegmentConfig()
+    fields = [[60.0] * 10, [56.0] * 10, [80.0] * 10, [61.0, 59.0]]
+    scale, shares = shared_scale(fields, 0.178, cfg)
+    assert shares == [True, True, False, True]
+    pooled = np.median([60.0] * 10 + [56.0] * 10 + [61.0, 59.0])
+    assert scale.source == "estimated" and scale.um_per_px == pytest.approx(7.5 / pooled)
+    assert "the case's 3 fields" in (scale.note or "")
+    plausible, shares = shared_scale([[45.0] * 10, [47.0] * 10], 0.178, cfg)
+    assert plausible.source == "default" and plausible.note is None and shares == [True, True]
+    assert shared_scale([], 0.178, cfg)[0].source == "default"
