@@ -152,6 +152,10 @@ def count_cells(fields: Iterable[FieldResult]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+#: a field of a case once localised (name, image, segmentation), or its failed result
+Located = tuple[str, np.ndarray, Segmentation] | FieldResult
+
+
 class Analyzer:
     """Runs the whole pipeline with one loaded classifier (or none).
 
@@ -218,31 +222,12 @@ class Analyzer:
         """
         options = (options or AnalysisOptions()).validate()
         warnings: list[str] = []
-        um = options.resolved_um_per_px()
-        # localise every field first: with no scale stated, the case's fields share one scale
+        # every field is localised first: with no scale stated, the case's fields share one scale
         # (one microscope), decided on their red cells pooled, before any cell is classified
-        located: list[tuple[str, np.ndarray, Segmentation] | FieldResult] = []
-        for name, item in inputs:
-            try:
-                if isinstance(item, MorphError):
-                    raise item
-                located.append((name, item, self._localised(item, options)))
-            except MorphError as exc:
-                located.append(_failed_field(name, um, exc))
-                warnings.append(str(exc))
+        located = self._localised_all(inputs, options, warnings)
         if options.um_per_px is None:
             located = self._with_shared_scale(located, options)
-        fields: list[FieldResult] = []
-        for entry in located:
-            if isinstance(entry, FieldResult):
-                fields.append(entry)
-                continue
-            name, image, seg = entry
-            try:
-                fields.append(self._classified(image, name, seg, options))
-            except MorphError as exc:
-                fields.append(_failed_field(name, um, exc))
-                warnings.append(str(exc))
+        fields = self._classified_all(located, options, warnings)
         counts = count_cells(fields)
         findings, differentials = self.diagnose(counts, fields, options)
         ok = [f for f in fields if f.error is None]
@@ -253,8 +238,36 @@ class Analyzer:
             differentials=differentials, warnings=warnings, disclaimer=DISCLAIMER,
         )
 
-    def _with_shared_scale(self, located: list[tuple[str, np.ndarray, Segmentation] | FieldResult],
-                           options: AnalysisOptions) -> list[tuple[str, np.ndarray, Segmentation] | FieldResult]:
+    def _localised_all(self, inputs: Sequence[tuple[str, np.ndarray | MorphError]], options: AnalysisOptions,
+                       warnings: list[str]) -> list[Located]:
+        """Each field localised, or (unreadable, or failing) its failed result, named in ``warnings``."""
+        located: list[Located] = []
+        for name, item in inputs:
+            try:
+                if isinstance(item, MorphError):
+                    raise item
+                located.append((name, item, self._localised(item, options)))
+            except MorphError as exc:
+                located.append(_failed_field(name, options.resolved_um_per_px(), exc))
+                warnings.append(str(exc))
+        return located
+
+    def _classified_all(self, located: list[Located], options: AnalysisOptions, warnings: list[str]) -> list[FieldResult]:
+        """Each localised field's cells classified; a failure is reported and the rest go on."""
+        fields: list[FieldResult] = []
+        for entry in located:
+            if isinstance(entry, FieldResult):
+                fields.append(entry)
+                continue
+            name, image, seg = entry
+            try:
+                fields.append(self._classified(image, name, seg, options))
+            except MorphError as exc:
+                fields.append(_failed_field(name, options.resolved_um_per_px(), exc))
+                warnings.append(str(exc))
+        return fields
+
+    def _with_shared_scale(self, located: list[Located], options: AnalysisOptions) -> list[Located]:
         """``located`` with its localised fields at the scale their case shares."""
         ok = [e for e in located if not isinstance(e, FieldResult)]
         shared = iter(share_case_scale([seg for _, _, seg in ok], options.resolved_um_per_px(),
