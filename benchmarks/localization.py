@@ -208,7 +208,8 @@ def bench_ring(n: int, overlays: Path | None) -> dict:
         times.append(dt)
         rbc = box_matches(seg.cells, [c.bbox for c in f.cells if c.kind == "rbc"])
         nuc = box_matches(seg.cells, [c.bbox for c in f.cells if c.kind == "nucleated"], ("nucleated",))
-        for key, m in (("rbc", rbc), ("nucleated", nuc)) + ((("rbc_sparse", rbc),) if sparse else ()):
+        tallies = [("rbc", rbc), ("nucleated", nuc)] + ([("rbc_sparse", rbc)] if sparse else [])
+        for key, m in tallies:
             counts[key] = [a + b for a, b in zip(counts[key], m, strict=True)]
         if overlays is not None:
             _save_overlay(overlays / f"ring_{seed}.png", f.image, seg, boxes=[c.bbox for c in f.cells])

@@ -191,9 +191,12 @@ class Analyzer:
         """One field on its own (a case of one: its scale is its own)."""
         return self._classified(image, path, self._localised(image, options), options)
 
+    def _config(self, options: AnalysisOptions) -> SegmentConfig:
+        """The localization settings for the case's stain (NMB reads chromatin as blue, not violet)."""
+        return self.segment_config.for_stain(options.stain)
+
     def _localised(self, image: np.ndarray, options: AnalysisOptions) -> Segmentation:
-        config = self.segment_config.for_stain(options.stain)  # NMB reads chromatin as blue, not violet
-        return segment_field(image, um_per_px=options.resolved_um_per_px(), config=config,
+        return segment_field(image, um_per_px=options.resolved_um_per_px(), config=self._config(options),
                              centres=self.localizer, scale_stated=options.um_per_px is not None)
 
     def _classified(self, image: np.ndarray, path: str, seg: Segmentation, options: AnalysisOptions) -> FieldResult:
@@ -270,8 +273,7 @@ class Analyzer:
     def _with_shared_scale(self, located: list[Located], options: AnalysisOptions) -> list[Located]:
         """``located`` with its localised fields at the scale their case shares."""
         ok = [e for e in located if not isinstance(e, FieldResult)]
-        shared = iter(share_case_scale([seg for _, _, seg in ok], options.resolved_um_per_px(),
-                                       self.segment_config.for_stain(options.stain)))
+        shared = iter(share_case_scale([seg for _, _, seg in ok], options.resolved_um_per_px(), self._config(options)))
         return [e if isinstance(e, FieldResult) else (e[0], e[1], next(shared)) for e in located]
 
     def run_case(
