@@ -90,7 +90,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 # -- rendering -------------------------------------------------------------------------------
-def _seed(preset_index: int, case_index: int) -> int:
+def _seed(preset: str, case_index: int) -> int:
+    # by the preset's place in CASES, not in the selection: --presets renders the same cases
+    preset_index = next(i for i, c in enumerate(CASES) if c.preset == preset)
     return 13_000 + 100 * preset_index + case_index
 
 
@@ -100,13 +102,13 @@ def render_cases(cases: list[Case], n_cases: int, n_fields: int, work: Path) -> 
     from morph.synth import CASE_PRESETS, render_case
 
     truth: dict[str, Any] = {}
-    for pi, case in enumerate(cases):
+    for case in cases:
         stain = "nmb" if CASE_PRESETS[case.preset].field_type == "nmb" else "wright"
         for ci in range(n_cases):
             case_id = f"{case.preset}-{ci:02d}"
             folder = work / f"input-{stain}" / case_id
             folder.mkdir(parents=True, exist_ok=True)
-            fields = render_case(case.preset, _seed(pi, ci), n_fields)
+            fields = render_case(case.preset, _seed(case.preset, ci), n_fields)
             for fi, fld in enumerate(fields):
                 name = f"field-{fi}.png"
                 write_image(folder / name, fld.image)
