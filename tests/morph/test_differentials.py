@@ -658,6 +658,18 @@ def test_sickle_cell_disease_vignette() -> None:
     assert ids[0] == "no_significant_abnormality"
 
 
+def test_a_few_sickle_reads_in_a_microcytic_hypochromic_film_do_not_outrank_thalassaemia() -> None:
+    # iron deficiency: pencil cells that an automated reading calls sickle cells (6 of 420)
+    counts = {"normal": 170, "microcyte": 120, "hypochromic": 110, "elliptocyte": 14,
+              "sickle_cell": 6, "neutrophil": 10}
+    ids = ranked(counts)
+    assert ids[:2] == ["iron_deficiency_anemia", "beta_thalassemia_major"]
+    # the same sickle count in a normocytic film still names sickle-cell disease
+    normocytic = {"normal": 400, "target_cell": 14, "sickle_cell": 6, "neutrophil": 10}
+    assert by_id(diagnose(normocytic)[1])["sickle_cell_disease"]["log_odds"] > \
+        by_id(diagnose(counts)[1])["sickle_cell_disease"]["log_odds"] + 1.5
+
+
 def test_no_listed_differential_fits_names_the_findings() -> None:
     # stomatocytes 2+: abnormal, but nothing in the list explains them
     counts = {"normal": 500, "stomatocyte": 160, "neutrophil": 60}
