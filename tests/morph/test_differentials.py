@@ -670,6 +670,16 @@ def test_a_few_sickle_reads_in_a_microcytic_hypochromic_film_do_not_outrank_thal
         by_id(diagnose(counts)[1])["sickle_cell_disease"]["log_odds"] + 1.5
 
 
+def test_teardrops_in_a_microcytic_hypochromic_film_point_to_thalassaemia_not_fibrosis() -> None:
+    # beta-thalassaemia major read from a film: teardrops 5% and nucleated red cells, but 30%
+    # microcytes and 17% hypochromic cells; the mimic kept in view is iron deficiency
+    counts = {"normal": 160, "microcyte": 120, "hypochromic": 68, "target_cell": 40, "teardrop": 21,
+              "nucleated_rbc": 6, "neutrophil": 12, "lymphocyte": 4}
+    ids = ranked(counts)
+    assert ids[0] == "beta_thalassemia_major"
+    assert ids.index("iron_deficiency_anemia") < ids.index("primary_myelofibrosis")
+
+
 def test_no_listed_differential_fits_names_the_findings() -> None:
     # stomatocytes 2+: abnormal, but nothing in the list explains them
     counts = {"normal": 500, "stomatocyte": 160, "neutrophil": 60}
