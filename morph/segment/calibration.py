@@ -23,7 +23,7 @@ latter's cells became "macrocytes"). A field whose own median lies far from the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -56,9 +56,9 @@ def field_scale(median_px: float | None, n_rbc: int, um_per_px: float, stated: b
     """
     if stated:
         return FieldScale(um_per_px, "stated")
-    lo, hi = cfg.plausible_rbc_um
-    if median_px is None or n_rbc < cfg.scale_min_cells or lo <= median_px * um_per_px <= hi:
+    if median_px is None or n_rbc < cfg.scale_min_cells or plausible_size(median_px, um_per_px, cfg):
         return FieldScale(um_per_px, "default")
+    lo, hi = cfg.plausible_rbc_um
     estimated = cfg.normal_rbc_um / median_px
     note = (
         f"no scale was given and the default ({um_per_px:g} um/px) made the median red cell "
@@ -69,10 +69,17 @@ def field_scale(median_px: float | None, n_rbc: int, um_per_px: float, stated: b
     return FieldScale(estimated, "estimated", note)
 
 
-def apply_scale(cells: list[Cell], scale: FieldScale) -> None:
-    """Give every cell its diameter in micrometres at ``scale``."""
-    for c in cells:
-        c.diameter_um = float(c.diameter_px * scale.um_per_px)
+def plausible_size(median_px: float, um_per_px: float, cfg: SegmentConfig) -> bool:
+    """Whether a median red cell of ``median_px`` pixels measures within ``cfg.plausible_rbc_um``
+    at ``um_per_px``: the one test behind both estimating a scale and warning about it."""
+    lo, hi = cfg.plausible_rbc_um
+    return lo <= median_px * um_per_px <= hi
+
+
+def scaled(cells: list[Cell], scale: FieldScale) -> list[Cell]:
+    """The cells with their diameters in micrometres at ``scale`` (copies: a Segmentation that
+    still holds the old cells keeps sizes that match its own scale)."""
+    return [replace(c, diameter_um=float(c.diameter_px * scale.um_per_px)) for c in cells]
 
 
 def shared_scale(diameters_px: Sequence[Sequence[float]], um_per_px: float,
@@ -103,4 +110,4 @@ def shared_scale(diameters_px: Sequence[Sequence[float]], um_per_px: float,
     return field_scale(median, int(common.size), um_per_px, False, cfg, subject=subject), shares
 
 
-__all__ = ["FieldScale", "apply_scale", "field_scale", "shared_scale"]
+__all__ = ["FieldScale", "field_scale", "plausible_size", "scaled", "shared_scale"]

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import MorphError
 from ..types import Cell, CentreMap
 from .arrays import as_rgb_float
-from .calibration import FieldScale, apply_scale, field_scale, shared_scale
+from .calibration import FieldScale, field_scale, scaled, shared_scale
 from .config import DEFAULT_UM_PER_PX, SegmentConfig
 from .nuclei import (
     Nuclei,
@@ -122,7 +122,7 @@ def segment_field(
     # 7. the scale, then warnings a person should read
     med = _median_rbc_diameter(cells)
     scale = field_scale(med, len(_counted_rbc(cells)), um_per_px, scale_stated, cfg)
-    apply_scale(cells, scale)
+    cells = scaled(cells, scale)
     focus = focus_measure(wv.work.mean(axis=2))
     # density of the part that is not blank (blank areas were painted glass)
     stained = stained_fraction(seeds.mask, wv.raw, wv.thr) / max(1.0 - wv.blank_in_part, 0.02)
@@ -150,11 +150,10 @@ def _with_scale(seg: Segmentation, scale: FieldScale, cfg: SegmentConfig) -> Seg
     """``seg`` with its sizes at ``scale``, and the scale's warnings in place of its own."""
     if (seg.um_per_px, seg.scale_source) == (scale.um_per_px, scale.source):
         return seg
-    apply_scale(seg.cells, scale)
     notes = _scale_notes(seg.median_rbc_diameter_px, scale, cfg)
     rest = [w for w in seg.warnings if w not in seg.scale_notes]
-    return replace(seg, warnings=notes + rest, um_per_px=scale.um_per_px, scale_source=scale.source,
-                   scale_notes=notes)
+    return replace(seg, cells=scaled(seg.cells, scale), warnings=notes + rest, um_per_px=scale.um_per_px,
+                   scale_source=scale.source, scale_notes=notes)
 
 
 def _scale_notes(med: float | None, scale: FieldScale, cfg: SegmentConfig) -> list[str]:

@@ -8,6 +8,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..types import Cell
+from .calibration import plausible_size
 from .config import SegmentConfig
 
 
@@ -30,12 +31,10 @@ def stained_fraction(mask: np.ndarray, raw: np.ndarray, thr: tuple[float, float,
 
 def size_warning(med: float | None, um_per_px: float, cfg: SegmentConfig) -> str | None:
     """The warning when the median red-cell diameter ``med`` (px) is implausible at ``um_per_px``."""
-    if med is None:
+    if med is None or plausible_size(med, um_per_px, cfg):
         return None
     lo, hi = cfg.plausible_rbc_um
     med_um = med * um_per_px
-    if lo <= med_um <= hi:
-        return None
     return (f"median red-cell diameter {med_um:.1f} um is implausible for the stated scale "
             f"({um_per_px:g} um/px; expected {lo:g}-{hi:g} um): check um_per_px; a global size "
             "shift may itself be macro/microcytosis (sizes were not rescaled)")
