@@ -548,3 +548,22 @@ def test_shared_scale_pools_the_fields_that_agree() -> None:
     plausible, shares = shared_scale([[45.0] * 10, [47.0] * 10], 0.178, cfg)
     assert plausible.source == "default" and plausible.note is None and shares == [True, True]
     assert shared_scale([], 0.178, cfg)[0].source == "default"
+
+
+def test_sharing_a_case_scale_leaves_each_field_result_consistent() -> None:
+    """share_case_scale returns new fields at the shared scale; the fields it was given keep
+    sizes that match their own scale (their cells are not rewritten)."""
+    from morph.segment import share_case_scale
+
+    # 40 and 44 px cells (within the sharing tolerance): 20-22 um at 0.5 um/px, so each field
+    # estimates a scale of its own and the case shares one between them
+    own = segment_field(_grid_field(r=20.0)[0], um_per_px=0.5, scale_stated=False)
+    big = segment_field(_grid_field(r=22.0)[0], um_per_px=0.5, scale_stated=False)
+    shared = share_case_scale([own, big], um_per_px=0.5)
+    assert shared[0].um_per_px != own.um_per_px and shared[1].um_per_px != big.um_per_px
+    for before, after in zip([own, big], shared, strict=True):
+        for c in _rbcs(before):
+            assert c.diameter_um == pytest.approx(c.diameter_px * before.um_per_px)
+        for c in _rbcs(after):
+            assert c.diameter_um == pytest.approx(c.diameter_px * after.um_per_px)
+    assert shared[0].scale_source == "estimated"
