@@ -46,7 +46,8 @@ class Segmentation:
 
     cells: list[Cell] = field(default_factory=list)
     median_rbc_diameter_px: float | None = None
-    warnings: list[str] = field(default_factory=list)
+    #: the warnings about the field itself (density, focus, blank areas, no cells found).
+    field_notes: list[str] = field(default_factory=list)
     #: typical red-cell radius (px) the localizer adapted to (diagnostic).
     typical_radius_px: float | None = None
     #: focus measure (normalised Laplacian energy at the working scale; diagnostic).
@@ -54,9 +55,14 @@ class Segmentation:
     #: the scale of ``diameter_um`` and where it came from (``"stated"``, ``"default"``, ``"estimated"``).
     um_per_px: float = DEFAULT_UM_PER_PX
     scale_source: str = "stated"
-    #: the warnings about the scale (the estimate's note, an implausible size): the first of
-    #: ``warnings``, replaced when the field takes its case's scale (:func:`share_case_scale`).
+    #: the warnings about the scale (the estimate's note, an implausible size), kept apart
+    #: because they change when the field takes its case's scale (:func:`share_case_scale`).
     scale_notes: list[str] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning a person should read: the scale's first, then the field's."""
+        return self.scale_notes + self.field_notes
 
 
 def segment_field(
@@ -126,14 +132,13 @@ def segment_field(
     focus = focus_measure(wv.work.mean(axis=2))
     # density of the part that is not blank (blank areas were painted glass)
     stained = stained_fraction(seeds.mask, wv.raw, wv.thr) / max(1.0 - wv.blank_in_part, 0.02)
-    notes = _scale_notes(med, scale, cfg)
-    warnings = notes + field_warnings(cells, focus, stained, cfg, blank=wv.blank)
     log.debug("segment: %d cells, r=%.1f px, k=%d, thresholds=%s, focus=%.3f",
               len(cells), wv.r_full, wv.k, wv.thr, focus)
     return Segmentation(
-        cells=cells, median_rbc_diameter_px=med, warnings=warnings,
+        cells=cells, median_rbc_diameter_px=med,
+        field_notes=field_warnings(cells, focus, stained, cfg, blank=wv.blank),
         typical_radius_px=float(wv.r_full), focus=focus, um_per_px=scale.um_per_px, scale_source=scale.source,
-        scale_notes=notes,
+        scale_notes=_scale_notes(med, scale, cfg),
     )
 
 
@@ -150,10 +155,8 @@ def _with_scale(seg: Segmentation, scale: FieldScale, cfg: SegmentConfig) -> Seg
     """``seg`` with its sizes at ``scale``, and the scale's warnings in place of its own."""
     if (seg.um_per_px, seg.scale_source) == (scale.um_per_px, scale.source):
         return seg
-    notes = _scale_notes(seg.median_rbc_diameter_px, scale, cfg)
-    rest = [w for w in seg.warnings if w not in seg.scale_notes]
-    return replace(seg, cells=scaled(seg.cells, scale), warnings=notes + rest, um_per_px=scale.um_per_px,
-                   scale_source=scale.source, scale_notes=notes)
+    return replace(seg, cells=scaled(seg.cells, scale), um_per_px=scale.um_per_px, scale_source=scale.source,
+                   scale_notes=_scale_notes(seg.median_rbc_diameter_px, scale, cfg))
 
 
 def _scale_notes(med: float | None, scale: FieldScale, cfg: SegmentConfig) -> list[str]:
@@ -179,7 +182,7 @@ def _checked_rgb(image: np.ndarray, um_per_px: float) -> np.ndarray:
 
 
 def _no_cells(reason: str, scale: FieldScale) -> Segmentation:
-    return Segmentation(cells=[], median_rbc_diameter_px=None, warnings=[reason], um_per_px=scale.um_per_px,
+    return Segmentation(cells=[], median_rbc_diameter_px=None, field_notes=[reason], um_per_px=scale.um_per_px,
                         scale_source=scale.source)
 
 
