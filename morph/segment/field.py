@@ -117,7 +117,8 @@ def segment_field(
     seeds = place_seeds(wv.fg, nuclei, maps, r, cfg)
     ws = merge_fragments(flood(seeds, learned=maps is not None), seeds.count, nuclei.n, r, cfg)
     ws, nm = split_large(ws, seeds.count, nuclei.n, cell_area, cfg)
-    regions = measure_regions(join_cytoplasm(ws, nm, nuclei, r, cell_area, cfg), nm)
+    learned_rbc = seeds.rbc_ids if maps is not None else None
+    regions = measure_regions(join_cytoplasm(ws, nm, nuclei, r, cell_area, cfg, red_cells=learned_rbc), nm)
     # 6. the kind of each region, then the cells (those touching a blank area count as cut)
     kinds, pieces = region_kinds(regions, nuclei.n, wv.od, chrom, nucleus_od, seeds, maps is not None, cell_area, cfg,
                                  edge=wv.blank_edge)

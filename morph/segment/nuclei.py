@@ -216,9 +216,10 @@ def nucleated_zones(groups: np.ndarray, n: int, fg: np.ndarray, r: float, cfg: S
 
 
 def join_cytoplasm(ws: np.ndarray, nm: int, nuclei: Nuclei, r: float, cell_area: float,
-                   cfg: SegmentConfig) -> np.ndarray:
+                   cfg: SegmentConfig, red_cells: np.ndarray | None = None) -> np.ndarray:
     """Left-over white-cell cytoplasm: small regions lying almost wholly close to a nucleus (within
-    ``cytoplasm_max_reach``) join that nucleated cell instead of being reported as red cells."""
+    ``cytoplasm_max_reach``) join that nucleated cell instead of being reported as red cells.
+    ``red_cells``: region ids grown from a learned red-cell centre, which are never joined."""
     if nuclei.distance is None or nuclei.nearest is None:
         return ws
     iy, ix = nuclei.nearest
@@ -230,5 +231,7 @@ def join_cytoplasm(ws: np.ndarray, nm: int, nuclei: Nuclei, r: float, cell_area:
     lut = np.arange(nm + 1, dtype=np.int32)
     sel = (frac >= 0.85) & (cnt < cfg.cytoplasm_max_area * cell_area) & (owner > 0)
     sel[: nuclei.n + 1] = False
+    if red_cells is not None:
+        sel[red_cells[red_cells <= nm]] = False
     lut[sel] = owner[sel]
     return lut[ws]

@@ -196,3 +196,22 @@ def test_a_piece_cut_from_one_cell_goes_back_but_a_second_cell_does_not() -> Non
     assert changed
     assert set(np.unique(out[disc])) == {1}  # the cut piece is back in its cell
     assert (out[other & ~disc] == 3).all()  # the other cell is not glued to it
+
+
+@pytest.mark.parametrize("seed", [10, 13])
+def test_red_cells_pressed_against_a_white_cell_keep_their_learned_centres(seed: int) -> None:
+    """A nucleated cell's zone (its stained pixels within a reach of the nucleus) must not take a
+    red cell whose centre the learned map found: the boundary is drawn halfway between the two
+    and that region never joins the white cell as cytoplasm (marrow fields, crowded with both)."""
+    f = render_field(seed, field_type="marrow")
+    nucleated = [c for c in f.cells if c.kind == "nucleated"]
+    pressed = [c for c in f.cells if c.kind == "rbc" and not c.touches_border
+               and any(np.hypot(c.x - n.x, c.y - n.y) < 0.525 * (c.diameter_px + n.diameter_px) for n in nucleated)]
+    assert pressed
+    wv = working_view(f.image)
+    assert wv is not None
+    centres = np.array([(c.x, c.y) for c in f.cells if c.kind == "rbc"]) / wv.k - 0.5
+    dets = [c for c in segment_field(f.image, centres=_Oracle(centres)).cells if c.kind == "rbc"]
+    for c in pressed:
+        x0, y0, x1, y1 = c.bbox
+        assert any(x0 <= d.x <= x1 and y0 <= d.y <= y1 for d in dets), (c.x, c.y)
