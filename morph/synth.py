@@ -1105,6 +1105,7 @@ def render_field(
     label_weights: Mapping[str, float] | None = None,
     overlap: float = 0.1,
     style: RenderStyle | None = None,
+    overlap_depth: tuple[float, float] = (0.6, 0.9),
 ) -> SynthField:
     """Render one labelled smear field.
 
@@ -1123,6 +1124,8 @@ def render_field(
             of the summed radii); the rest may touch but not overlap. Elongated shapes
             (elliptocytes, sickle cells, teardrop tails) can still overlap a little at 0.
         style: stain/optics/density; None draws a random one from ``seed``.
+        overlap_depth: the range of that centre distance, as a fraction of the summed radii
+            (lower: deeper overlaps; bcd-256's overlapping pairs reach down to ~0.4).
 
     Returns:
         A :class:`SynthField` whose ``cells`` hold full (amodal) masks in z order.
@@ -1136,6 +1139,9 @@ def render_field(
         raise MorphError("bad_request", f"um_per_px must be in 0.01..2.0, got {um_per_px!r}")
     if not (_is_real(overlap) and 0.0 <= overlap <= 1.0):
         raise MorphError("bad_request", f"overlap must be in 0..1, got {overlap!r}")
+    lo_depth, hi_depth = overlap_depth
+    if not (_is_real(lo_depth) and _is_real(hi_depth) and 0.2 <= lo_depth <= hi_depth <= 1.0):
+        raise MorphError("bad_request", f"overlap_depth must be (low, high) in 0.2..1.0, got {overlap_depth!r}")
     if n_cells is not None and not (_is_int(n_cells) and 0 <= n_cells <= 20000):
         raise MorphError("bad_request", f"n_cells must be an integer in 0..20000, got {n_cells!r}")
     if style is not None and not isinstance(style, RenderStyle):
@@ -1163,7 +1169,7 @@ def render_field(
     rank = {"nucleated": 0, "rbc": 1, "platelet": 2}
     order = sorted(rng.permutation(len(specs)).tolist(), key=lambda i: rank[specs[i].kind])
     specs = [specs[i] for i in order]
-    placed = _place(specs, rng, height, width, overlap)
+    placed = _place(specs, rng, height, width, overlap, overlap_depth)
     if len(placed) < len(specs):
         log.debug("render_field(seed=%s): placed %d of %d cells", seed, len(placed), len(specs))
     # z order: shuffle so nucleated cells are not always at the bottom
@@ -1209,12 +1215,12 @@ def _truth(sp: _Spec, mask: np.ndarray, bbox: tuple[int, int, int, int], h: int,
 
 
 def _place(specs: list[_Spec], rng: np.random.Generator, h: int, w: int, overlap: float,
-           tries: int = 40) -> list[_Spec]:
+           depth: tuple[float, float] = (0.6, 0.9), tries: int = 40) -> list[_Spec]:
     """Rejection-sample centres inside the image.
 
     With probability ``overlap`` a cell is placed overlapping an already placed one (its
-    centre at 60-90% of the summed radii from that partner's centre, half the tries);
-    otherwise cells may touch but not overlap (by their nominal radii).
+    centre at a ``depth`` fraction, 60-90% by default, of the summed radii from that partner's
+    centre, half the tries); otherwise cells may touch but not overlap (by their nominal radii).
     """
     xs = np.empty(len(specs))
     ys = np.empty(len(specs))
@@ -1223,7 +1229,7 @@ def _place(specs: list[_Spec], rng: np.random.Generator, h: int, w: int, overlap
     out: list[_Spec] = []
     for sp in specs:
         seek = sp.kind != "platelet" and rng.random() < overlap
-        f = float(rng.uniform(0.6, 0.9)) if seek else 1.0
+        f = float(rng.uniform(*depth)) if seek else 1.0
         cand_x = rng.uniform(0, w, tries)
         cand_y = rng.uniform(0, h, tries)
         if seek and n:

@@ -12,8 +12,11 @@ Data, several box sources mixed in each batch (``--mix``): any YOLO-box data set
 the training part of bcd-256 (``--bcd``; its held-out test part,
 :func:`morph.evaluation.bcd256_is_test`, is never read; every ``--bcd-val-every``-th training
 field validates), rendered fields (:func:`morph.synth.render_field`, seeds from 100000 up, never
-the benchmark's 0-59) and rendered iron-deficiency ring-cell fields, every other one sparse
-(:func:`morph.synth.render_ring_field`, seeds from 300000 up). A kind a source does not label
+the benchmark's 0-59), rendered iron-deficiency ring-cell fields, every other one sparse
+(:func:`morph.synth.render_ring_field`, seeds from 300000 up) and rendered fields of deeply
+overlapping cells as in bcd-256 (``--overlap``: crowded, half to three quarters of the field
+covered, 30-60% of the cells overlapping a neighbour with centres 40-90% of the summed radii
+apart; seeds from 500000 up). A kind a source does not label
 (bcd-256 has no platelet boxes) carries no loss on its fields. Each field is read as the localizer sees it
 (:func:`morph.segment.working_view`: optical density at the scale where a red cell is ~11 px
 in radius), so the network learns one cell size whatever the magnification. Target: a
@@ -37,7 +40,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
@@ -56,11 +59,16 @@ from morph.localize import CentreDetector, build_untrained_localizer, load_local
 from morph.readers import read_bcd256_boxes, read_yolo_boxes  # noqa: E402
 from morph.segment import PEAK_SPACING, centre_peaks, segment_field, working_view  # noqa: E402
 from morph.shifts import hue_rotation  # noqa: E402
-from morph.synth import render_field, render_ring_field  # noqa: E402
+from morph.synth import RenderStyle, render_field, render_ring_field  # noqa: E402
 
 log = logging.getLogger("train_localizer")
 SYNTH_SEED0 = 100_000
 RING_SEED0 = 300_000
+OVERLAP_SEED0 = 500_000
+#: centre distance of an overlapping pair in the overlap renders, as a fraction of the summed
+#: radii: bcd-256's overlapping pairs (its training part) reach down to ~0.4 (10th percentile
+#: 0.48), the ordinary renders stop at 0.6
+OVERLAP_DEPTH = (0.4, 0.9)
 #: bcd-256 labels -> cell kinds
 BCD_KINDS = {"rbc": "rbc", "wbc": "nucleated"}
 
@@ -152,8 +160,17 @@ def bcd256_boxes(root: Path, kinds: tuple[str, ...], val_every: int) -> tuple[di
     return out
 
 
+def _synth_source(seed: int) -> str:
+    return "overlap" if seed >= OVERLAP_SEED0 else "ring" if seed >= RING_SEED0 else "rendered"
+
+
 def _synth_boxes(seed: int, kinds: tuple[str, ...]) -> tuple[np.ndarray, Boxes]:
-    if seed >= RING_SEED0:  # iron-deficiency ring-cell fields, every other one sparse
+    if seed >= OVERLAP_SEED0:  # crowded fields of deeply overlapping cells (bcd-256's look)
+        rng = np.random.default_rng(seed)
+        share, density = float(rng.uniform(0.3, 0.6)), float(rng.uniform(0.5, 0.75))
+        style = replace(RenderStyle.random(np.random.default_rng([seed, 1]), "wright"), density=density)
+        f = render_field(seed, field_type="blood", overlap=share, overlap_depth=OVERLAP_DEPTH, style=style)
+    elif seed >= RING_SEED0:  # iron-deficiency ring-cell fields, every other one sparse
         f = render_ring_field(seed, sparse=bool(seed % 2))
     else:
         f = render_field(seed, field_type=("blood", "blood", "marrow", "nmb")[seed % 4])
@@ -165,7 +182,7 @@ def _synth_boxes(seed: int, kinds: tuple[str, ...]) -> tuple[np.ndarray, Boxes]:
 
 def _synth_job(job: tuple[int, tuple[str, ...]]) -> Sample | None:
     image, boxes = _synth_boxes(*job)
-    return _sample(image, boxes, f"synth-{job[0]}", "ring" if job[0] >= RING_SEED0 else "rendered")
+    return _sample(image, boxes, f"synth-{job[0]}", _synth_source(job[0]))
 
 
 def load_samples(jobs: list[Any], fn: Any, desc: str, workers: int, progress: bool) -> list[Sample]:
@@ -435,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bcd-val-every", type=int, default=5, help="every n-th bcd-256 training field validates instead")
     ap.add_argument("--ring", type=int, default=0, help="rendered ring-cell training fields (every other one sparse)")
     ap.add_argument("--ring-val", type=int, default=20, help="rendered ring-cell validation fields (when --ring)")
+    ap.add_argument("--overlap", type=int, default=0, help="rendered fields of deeply overlapping cells")
+    ap.add_argument("--overlap-val", type=int, default=20, help="their validation fields (when --overlap)")
     ap.add_argument("--mix", default="",
                     help="share of each batch per source, e.g. txl-pbc=0.45,bcd-256=0.15,rendered=0.25,ring=0.15 "
                          "(default: every field equally likely)")
@@ -490,12 +509,15 @@ def main(argv: list[str] | None = None) -> int:
         val_fields += [("bcd-256", read_image(p), b) for p, b in bva.items()]
     elif bcd is not None:
         log.warning("bcd-256 not found under %s: skipped", bcd)
-    seeds = list(range(SYNTH_SEED0, SYNTH_SEED0 + args.synth)) + list(range(RING_SEED0, RING_SEED0 + args.ring))
+    seeds = (list(range(SYNTH_SEED0, SYNTH_SEED0 + args.synth)) + list(range(RING_SEED0, RING_SEED0 + args.ring))
+             + list(range(OVERLAP_SEED0, OVERLAP_SEED0 + args.overlap)))
     if not args.tune_only:
         train += load_samples([(sd, kinds) for sd in seeds], _synth_job, "rendered train", args.threads, progress)
     vseeds = list(range(SYNTH_SEED0 + 50_000, SYNTH_SEED0 + 50_000 + args.synth_val))
     rseeds = list(range(RING_SEED0 + 50_000, RING_SEED0 + 50_000 + (args.ring_val if args.ring else 0)))
-    val += load_samples([(sd, kinds) for sd in vseeds + rseeds], _synth_job, "rendered val", args.threads, progress)
+    oseeds = list(range(OVERLAP_SEED0 + 50_000, OVERLAP_SEED0 + 50_000 + (args.overlap_val if args.overlap else 0)))
+    val += load_samples([(sd, kinds) for sd in vseeds + rseeds + oseeds], _synth_job, "rendered val", args.threads,
+                        progress)
     for sd in vseeds[: max(0, args.tune_fields // 5)]:
         val_fields.append(("rendered", *_synth_boxes(sd, kinds)))
     log.info("fields: %d train, %d validation (%.0f s)", len(train), len(val), time.time() - t0)
@@ -562,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         "init": str(args.init) if args.init else None,
         "train_split": args.train_split, "val_split": args.val_split, "rendered_train_seeds": [SYNTH_SEED0, SYNTH_SEED0 + args.synth - 1] if args.synth else [],
         "ring_train_seeds": [RING_SEED0, RING_SEED0 + args.ring - 1] if args.ring else [],
+        "overlap_train_seeds": [OVERLAP_SEED0, OVERLAP_SEED0 + args.overlap - 1] if args.overlap else [],
         "held_out": "Chula RBC-12 (all fields), the test split and bcd-256's test part are never used here",
         "args": {k: v for k, v in vars(args).items() if k != "no_progress"},
     }
