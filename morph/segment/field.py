@@ -23,6 +23,7 @@ from .nuclei import (
     nucleated_zones,
     nucleus_threshold,
     split_nuclear_groups,
+    without_rim_pieces,
 )
 from .regions import (
     build_cells,
@@ -191,6 +192,7 @@ def _nucleated_cells(nuclear: np.ndarray, chrom: np.ndarray, od: np.ndarray, map
                      fg: np.ndarray, r: float, cell_area: float, cfg: SegmentConfig) -> Nuclei:
     """Nuclear groups (not ring-cell rims, not overlapping red cells), split between the learned
     nucleated-cell centres when a group holds two or more, and the zone each one owns."""
+    nuclear = without_rim_pieces(nuclear, fg, r, cfg)
     groups, n = nuclear_groups(nuclear, r, cell_area, cfg)
     groups, n = drop_rims(groups, n, nuclear, fg, r, cfg)
     learned = maps.peaks("nucleated", PEAK_SPACING["nucleated"] * r) if maps and "nucleated" in maps.heats else None

@@ -377,6 +377,24 @@ def test_ring_cell_rims_are_not_nuclei(seed: int) -> None:
     assert sum(c.kind == "nucleated" for c in old.cells) >= 2
 
 
+def test_a_white_cell_beside_a_chain_of_ring_cells_keeps_only_its_own_nucleus() -> None:
+    """Ring field 34: a lymphocyte a few pixels from a chain of touching ring cells. The closing
+    that groups a neutrophil's lobes bridged the gap and took three rims into the lymphocyte's
+    nucleus (its cell 138 px across, centre outside its box). Rims that are rims on their own
+    leave before that closing."""
+    synth = pytest.importorskip("morph.synth")
+    f = synth.render_ring_field(34)
+    seg = segment_field(f.image, um_per_px=f.um_per_px)
+    truth = [c for c in f.cells if c.kind == "nucleated"]
+    found = [c for c in seg.cells if c.kind == "nucleated"]
+    assert len(found) == len(truth) == 2
+    assert all(_nucleated_in(found, c.bbox) for c in truth)
+    for t in truth:  # no chain of ring cells taken along (the lymphocyte's cell was 2.8x its box)
+        x0, y0, x1, y1 = t.bbox
+        c = next(c for c in found if x0 <= c.x < x1 and y0 <= c.y < y1)
+        assert max(c.bbox[2] - c.bbox[0], c.bbox[3] - c.bbox[1]) < 1.6 * max(x1 - x0, y1 - y0)
+
+
 @pytest.mark.parametrize("seed", [1, 5])
 def test_overlapping_red_cells_are_not_nuclei(seed: int) -> None:
     # where two red cells of an iron-deficiency film overlap, the stacked haemoglobin passes the
