@@ -9,7 +9,7 @@ maxima) for red cells; the foreground, the watershed, nuclei, platelets and ever
 rule stay as they are. One peak per cell is what splits touching cells without cutting
 pale or irregular ones in two.
 
-A detector is a model folder (``models/locnet-v2``): ``config.json`` (architecture, cell
+A detector is a model folder (``models/locnet-v3``): ``config.json`` (architecture, cell
 kinds, minimum peak spacing, provenance), ``thresholds.json`` (the peak threshold of each kind,
 tuned with the localizer), ``weights.pt`` and ``metrics.json``; it is
 retrained with ``python -m training.train_localizer`` on any YOLO-box data set (red-cell
@@ -32,7 +32,7 @@ from .model_folder import ModelFolder
 from .models import create_model
 
 #: Name of the shipped localizer folder under ``models/``.
-DEFAULT_LOCALIZER_NAME = "locnet-v2"
+DEFAULT_LOCALIZER_NAME = "locnet-v3"
 
 
 @dataclass
