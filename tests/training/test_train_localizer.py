@@ -142,3 +142,20 @@ def test_stain_mix_changes_hue_not_how_much_stain() -> None:
         torch.testing.assert_close(y.sum(0), x.sum(0), atol=0.05, rtol=0.0)  # clamping aside
         changed += not torch.equal(y, x)
     assert changed >= 10  # each of the two changes on half the crops
+
+
+def test_overlap_source_renders_crowded_deeply_overlapping_cells() -> None:
+    # --overlap fields: seeds from OVERLAP_SEED0, their own batch source, pairs closer than the
+    # ordinary renders ever draw them (under 0.6 of the summed radii), as in bcd-256
+    from training.train_localizer import OVERLAP_SEED0, _synth_boxes, _synth_source
+
+    assert _synth_source(OVERLAP_SEED0 + 3) == "overlap" and _synth_source(OVERLAP_SEED0 - 1) == "ring"
+    image, boxes = _synth_boxes(OVERLAP_SEED0 + 1, ("rbc",))
+    b = boxes["rbc"]
+    c = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1)
+    d = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    full = (b[:, 0] > 0) & (b[:, 1] > 0) & (b[:, 2] < image.shape[1]) & (b[:, 3] < image.shape[0])
+    i, j = np.triu_indices(len(b), 1)
+    keep = full[i] & full[j]
+    depth = np.hypot(*(c[i] - c[j]).T)[keep] / ((d[i] + d[j]) / 2)[keep]
+    assert len(b) >= 60 and (depth < 0.6).sum() >= 3
