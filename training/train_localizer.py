@@ -165,12 +165,13 @@ def _synth_source(seed: int) -> str:
 
 
 def _synth_boxes(seed: int, kinds: tuple[str, ...]) -> tuple[np.ndarray, Boxes]:
-    if seed >= OVERLAP_SEED0:  # crowded fields of deeply overlapping cells (bcd-256's look)
+    source = _synth_source(seed)
+    if source == "overlap":  # crowded fields of deeply overlapping cells (bcd-256's look)
         rng = np.random.default_rng(seed)
         share, density = float(rng.uniform(0.3, 0.6)), float(rng.uniform(0.5, 0.75))
         style = replace(RenderStyle.random(np.random.default_rng([seed, 1]), "wright"), density=density)
         f = render_field(seed, field_type="blood", overlap=share, overlap_depth=OVERLAP_DEPTH, style=style)
-    elif seed >= RING_SEED0:  # iron-deficiency ring-cell fields, every other one sparse
+    elif source == "ring":  # iron-deficiency ring-cell fields, every other one sparse
         f = render_ring_field(seed, sparse=bool(seed % 2))
     else:
         f = render_field(seed, field_type=("blood", "blood", "marrow", "nmb")[seed % 4])
