@@ -28,7 +28,9 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray, max_area: float | None
     lab, n = ndi.label(fg)
     if n == 0:
         return None
-    dt = ndi.distance_transform_edt(fg)
+    # round pallor holes filled, so ring-like cells measure as discs: a hypochromic cell, or any
+    # cell whose pale centre an over-exposed camera lifts to the glass, is no thinner than a disc
+    dt = ndi.distance_transform_edt(_fill_round_holes(fg, in_round_objects=True))
     mx = label_max(dt, lab, n)[1:]
     size = np.bincount(lab.ravel(), minlength=n + 1)[1:].astype(np.float64)
     nuc = np.bincount(lab.ravel(), weights=nuclear.ravel(), minlength=n + 1)[1:]
@@ -42,8 +44,8 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray, max_area: float | None
     wbc = ok & ~rbc & (nuc >= (r0 * r0 if r0 else 0.0))
     if wbc.any():
         # red cells touching a white cell: the distance-transform peaks of those objects away
-        # from the nuclear material (each touching cell is one peak ~ its radius), measured
-        # with round pallor holes filled so ring-like cells count as discs
+        # from the nuclear material (each touching cell is one peak ~ its radius), with every
+        # round pallor hole filled (a red cell pressed against a white cell is no round object)
         filled = _fill_round_holes(fg)
         dtf = ndi.distance_transform_edt(filled)
         # peaks at least half a provisional radius high and that far apart: a big clump's
@@ -70,9 +72,13 @@ def _weighted_median(v: np.ndarray) -> float:
     return float(v[np.searchsorted(cw, 0.5 * cw[-1])])
 
 
-def _fill_round_holes(fg: np.ndarray) -> np.ndarray:
+def _fill_round_holes(fg: np.ndarray, in_round_objects: bool = False) -> np.ndarray:
     """Fill enclosed holes that are round (the pale centre of a ring-like red cell), not the
-    concave gaps of glass that a clump of cells encloses, so ring cells measure as discs."""
+    concave gaps of glass that a clump of cells encloses, so ring cells measure as discs.
+
+    With ``in_round_objects``, only holes whose object is round once filled (a cell, or two
+    touching): a blurred clump of many overlapping cells can enclose a round gap of glass, and
+    filling it would measure the clump's thickness as a radius."""
     lab, n = ndi.label(~fg)
     if n <= 1:
         return fg
@@ -82,7 +88,20 @@ def _fill_round_holes(fg: np.ndarray) -> np.ndarray:
     fill[0] = False
     edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
     fill[edge] = False
-    return fg | fill[lab]
+    filled = fg | fill[lab]
+    if not in_round_objects or not fill.any():
+        return filled
+    objects, m = ndi.label(filled)
+    area = np.bincount(objects.ravel(), minlength=m + 1).astype(np.float64)
+    thickness = label_max(ndi.distance_transform_edt(filled), objects, m)
+    # two touching discs have thickness / equivalent radius 1/sqrt(2) ~ 0.71; a clump of three or more less
+    round_object = thickness >= _ROUND_OBJECT * np.sqrt(area / math.pi)
+    round_object[0] = False
+    return fg | (fill[lab] & round_object[objects])
+
+
+#: the least thickness / equivalent radius of an object whose holes are pallor (see above)
+_ROUND_OBJECT = 0.65
 
 
 def _has_stained_object(raw: np.ndarray, cfg: SegmentConfig) -> bool:

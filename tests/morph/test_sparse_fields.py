@@ -92,3 +92,17 @@ def test_noise_does_not_lift_a_pale_field_threshold_to_the_nuclei(chula_dir) -> 
     seg = segment_field(noisy)
     found, _ = found_and_merged(point_owners(points, cell_index_map(image.shape[:2], seg.cells)))
     assert found >= 0.9 * len(points)
+
+
+
+def test_over_exposure_keeps_the_radius_of_a_real_field(txl_dir) -> None:
+    """TXL-PBC test field 4392e052 at brightness x1.15: the pale centres rose to the glass and
+    opened into holes, the rims were measured as the cells (radius 33 -> 14 px) and every cell
+    split in pieces (14 boxes, 39 detections). Round holes in round objects are pallor."""
+    from morph.io import read_image
+
+    image = read_image(txl_dir / "images" / "test" / "4392e052-a4fd-5a78-b6ea-bfd8dba092b7.jpg")
+    clean = segment_field(image, centres=load_localizer(None))
+    bright = segment_field(shifts.adjust_brightness_gamma(image, brightness=1.15), centres=load_localizer(None))
+    assert bright.typical_radius_px == pytest.approx(clean.typical_radius_px, rel=0.15)
+    assert abs(len(bright.cells) - len(clean.cells)) <= 2
