@@ -92,10 +92,16 @@ class Preprocessing:
     tta: str = "none"
     #: nucleated cells (up to ~15 um) get a window this much wider, still at a fixed scale
     nucleated_scale: float = 1.6
+    #: 0: crops keep the field's colours. Above 0: each channel of a field is scaled so that its
+    #: glass (:func:`morph.segment.field_glass`) reads this grey level before cropping, which
+    #: cancels a camera's white balance and exposure (another lab's microscope) exactly.
+    glass_level: float = 0.0
 
     def __post_init__(self) -> None:
         if self.tta not in TTA_MODES:
             raise MorphError("bad_model", f"unknown test-time augmentation {self.tta!r}; known: {', '.join(TTA_MODES)}")
+        if not 0.0 <= self.glass_level <= 255.0:
+            raise MorphError("bad_model", f"glass_level must be 0 (off) or a grey level up to 255, got {self.glass_level!r}")
 
     def resolved(self) -> Preprocessing:
         if self.um_per_px > 0:
@@ -125,6 +131,7 @@ class Preprocessing:
             std=tuple(float(v) for v in d.get("std", (0.25, 0.25, 0.25))),  # type: ignore[arg-type]
             tta=str(d.get("tta", "none")),
             nucleated_scale=float(d.get("nucleated_scale", 1.6)),
+            glass_level=float(d.get("glass_level", 0.0)),
         )
 
 
@@ -163,7 +170,8 @@ def extract_crops(
 
     Returns ``(N, S, S, 3)`` uint8 with ``S = preprocessing.crop_size``. Nucleated
     cells get a ``nucleated_scale`` times wider window. Windows that run off the
-    image are filled by reflection.
+    image are filled by reflection. With a ``glass_level``, the crops take the colours the
+    field would have if its glass read that level.
     """
     pre = preprocessing.resolved()
     pts = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
@@ -185,7 +193,19 @@ def extract_crops(
         ys = np.clip(np.rint(pts[sel, 1]).astype(np.int64) - half + pad, 0, h - win)
         windows = np.stack([padded[y : y + win, x : x + win] for x, y in zip(xs, ys, strict=True)])
         out[sel] = windows if win == s else resize_crops(windows, s)
-    return out
+    return balance_to_glass(out, image, pre.glass_level)
+
+
+def balance_to_glass(crops: np.ndarray, field: np.ndarray, level: float) -> np.ndarray:
+    """``crops`` (uint8) with each channel scaled so that the glass of ``field`` (the image they
+    were cut from) reads ``level``; unchanged when ``level`` is 0. Scaling the crops, not the
+    field, costs the same on a 50-megapixel field as on a small one."""
+    if level <= 0 or len(crops) == 0:
+        return crops
+    from .segment import field_glass
+
+    gains = (float(level) / np.maximum(field_glass(field), 1.0)).astype(np.float32)
+    return np.clip(np.rint(crops.astype(np.float32) * gains), 0, 255).astype(np.uint8)
 
 
 def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .classify import Preprocessing, extract_crops, resize_crops
+from .classify import Preprocessing, balance_to_glass, extract_crops, resize_crops
 from .errors import MorphError
 from .io import ImageLimits, read_image
 from .readers import LabelIssue, LabelledCrop, LabelledPoint
@@ -149,7 +149,9 @@ def crops_from_files(
         except MorphError as exc:
             out.issues.append(LabelIssue(it.image_path, f"{exc.message} [{exc.code}]; skipped"))
             continue
-        arrs.append(resize_crops(img[None], s) if img.shape[:2] != (s, s) else img[None])
+        crop = resize_crops(img[None], s) if img.shape[:2] != (s, s) else img[None]
+        # a crop file is its own field: its glass is the glass around the cell
+        arrs.append(balance_to_glass(crop, img, preprocessing.glass_level))
         out.labels.append(it.label)
         out.groups.append(Path(it.image_path).stem)
         out.kinds.append(kind_of(it.label))

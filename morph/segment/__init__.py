@@ -71,6 +71,7 @@ person should read) and
 array helpers they share.
 """
 
+from .blank import field_glass
 from .config import DEFAULT_UM_PER_PX, STAIN_SETTINGS, SegmentConfig
 from .field import Segmentation, segment_field, share_case_scale
 from .scale import WorkingView, working_view
@@ -84,6 +85,7 @@ __all__ = [
     "Segmentation",
     "WorkingView",
     "centre_peaks",
+    "field_glass",
     "segment_field",
     "share_case_scale",
     "working_view",

@@ -177,3 +177,15 @@ def trim_margins(blank: np.ndarray) -> tuple[slice, slice]:
     r0, r1 = int(np.argmax(rows)), len(rows) - int(np.argmax(rows[::-1]))
     c0, c1 = int(np.argmax(cols)), len(cols) - int(np.argmax(cols[::-1]))
     return slice(r0, r1), slice(c0, c1)
+
+
+def field_glass(rgb: np.ndarray, cfg: SegmentConfig | None = None) -> np.ndarray:
+    """The glass colour of a whole field (3 floats), its blank areas left out: a white label box
+    or a transparent corner is brighter than the glass and would otherwise pass for it."""
+    rgb = np.asarray(rgb)
+    blank = blank_mask(rgb, cfg or SegmentConfig()) if min(rgb.shape[:2]) >= 64 else None
+    if blank is not None:
+        rest = rgb[~blank]
+        if rest.shape[0] >= 64:
+            return background_colour(rest[:, None, :])
+    return background_colour(rgb)

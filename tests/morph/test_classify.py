@@ -103,6 +103,48 @@ def test_crops_keep_physical_scale() -> None:
     assert c.shape == (2, 32, 32, 3)
 
 
+def _rendered_field() -> tuple[np.ndarray, list[tuple[float, float]], float]:
+    from morph.synth import render_field
+
+    f = render_field(3, field_type="blood")
+    return f.image, [((c.bbox[0] + c.bbox[2]) / 2, (c.bbox[1] + c.bbox[3]) / 2) for c in f.cells[:12]], f.um_per_px
+
+
+def test_glass_balanced_crops_cancel_a_camera_white_balance_and_exposure() -> None:
+    from morph import shifts
+
+    image, centres, um = _rendered_field()
+    balanced, plain = Preprocessing(crop_size=32, glass_level=200), Preprocessing(crop_size=32)
+    for other in (shifts.white_balance(image, (1.08, 1.0, 0.9)), shifts.adjust_brightness_gamma(image, brightness=0.8)):
+        before = np.abs(extract_crops(image, centres, um, plain).astype(int) - extract_crops(other, centres, um, plain))
+        after = np.abs(extract_crops(image, centres, um, balanced).astype(int) - extract_crops(other, centres, um, balanced))
+        assert before.mean() > 8 and after.mean() < 2.5
+    # the glass around the cells now reads 200 in every channel
+    from morph.segment import field_glass
+
+    crops = extract_crops(image, centres, um, balanced)
+    assert np.allclose(field_glass(crops.reshape(-1, crops.shape[2], 3)), 200, atol=3)
+
+
+def test_a_white_label_box_does_not_pass_for_the_glass() -> None:
+    from morph import shifts
+    from morph.segment import field_glass
+
+    image, _, _ = _rendered_field()
+    boxed = shifts.fill_region(image, shifts.corner_box(image.shape, 0.10), (252, 252, 252))
+    assert np.allclose(field_glass(boxed), field_glass(image), atol=3)
+
+
+def test_glass_level_travels_with_the_model_and_is_checked(tmp_path: Path) -> None:
+    clf = build_untrained("morphnet_tiny", seed=3)
+    clf.preprocessing = Preprocessing(crop_size=clf.preprocessing.crop_size, glass_level=200)
+    clf.save(tmp_path / "m")
+    assert load_model(tmp_path / "m").preprocessing.glass_level == 200
+    assert Preprocessing.from_dict({"crop_size": 48, "um_per_px": 0.3}).glass_level == 0  # older folders: off
+    with pytest.raises(MorphError, match="glass_level"):
+        Preprocessing(glass_level=300)
+
+
 def test_save_load_round_trip(tmp_path: Path) -> None:
     clf = build_untrained("morphnet_tiny", seed=3)
     clf.temperature = 1.7

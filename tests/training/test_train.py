@@ -75,6 +75,21 @@ def test_two_epochs_write_a_complete_model_folder(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "again" / "model" / "split.json").read_text()) == split
 
 
+def test_glass_balanced_training_crops_match_inference(tmp_path: Path) -> None:
+    """A model trained with ``glass_level`` cuts its training crops the way inference does: its
+    crops' normalisation statistics are those of glass-balanced crops, and the folder says so."""
+    data = _dataset(tmp_path / "d" / "toy")
+    main(_args(_config(tmp_path, data, glass_level=200), tmp_path, "--max-steps", "1"))
+    clf = load_model(tmp_path / "model")
+    assert clf.preprocessing.glass_level == 200
+    # the toy glass is grey 215: balanced to 200, every channel of the crops is 200/215 as bright
+    main(_args(_config(tmp_path, data), tmp_path / "plain", "--max-steps", "1"))
+    plain = load_model(tmp_path / "plain" / "model")
+    assert plain.preprocessing.glass_level == 0
+    ratio = np.array(clf.preprocessing.mean) / np.array(plain.preprocessing.mean)
+    assert np.allclose(ratio, 200 / 215, atol=0.015)
+
+
 def test_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
     data = _dataset(tmp_path / "d" / "toy")
     cfg = _config(tmp_path, data)
