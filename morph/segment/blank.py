@@ -183,6 +183,10 @@ def field_glass(rgb: np.ndarray, cfg: SegmentConfig | None = None) -> np.ndarray
     """The glass colour of a whole field (3 floats), its blank areas left out: a white label box
     or a transparent corner is brighter than the glass and would otherwise pass for it."""
     rgb = np.asarray(rgb)
+    # every k-th pixel of a large field: the same colour, and the pixel noise that tells glass
+    # from a blank area is kept (block averages would smooth the glass flat)
+    step = max(1, max(rgb.shape[:2]) // 1024)
+    rgb = rgb[::step, ::step]
     blank = blank_mask(rgb, cfg or SegmentConfig()) if min(rgb.shape[:2]) >= 64 else None
     if blank is not None:
         rest = rgb[~blank]

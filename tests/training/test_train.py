@@ -161,3 +161,16 @@ def test_recalibrate_for_tta_keeps_weights_and_refits(tmp_path: Path) -> None:
     with pytest.raises(MorphError) as ei:
         load_config(_config(tmp_path, data, tta="spin"))
     assert ei.value.code == "bad_config"
+
+
+def test_rendered_validation_crops_are_glass_balanced_as_at_inference() -> None:
+    """Rendered crops were cut unbalanced while real ones were balanced: the network could tell
+    the synthetic classes by their glass, and at inference (balanced) read them differently."""
+    from morph.segment import field_glass
+    from training.train import _render_field_crops
+
+    job = (500_000_001, "nmb", 48, 0.2967, 1.6, 0, 0.178)
+    balanced, _, _, _ = _render_field_crops((*job, 200.0))
+    plain, _, _, _ = _render_field_crops((*job, 0.0))
+    assert np.allclose(field_glass(balanced.reshape(-1, 48, 3)), 200, atol=4)
+    assert not np.allclose(field_glass(plain.reshape(-1, 48, 3)), 200, atol=4)

@@ -33,3 +33,31 @@ def test_ood_off_and_old_configs() -> None:
     assert _fit_ood(clf, TrainConfig(ood_max_reject=0.0), logits, _val(200), np.ones(200, bool)) is None
     assert "ood" not in clf.thresholds
     assert TrainConfig.from_dict({"name": "old"}).ood_max_reject == 0.02
+
+
+def _nmb_val(n_retic: int, n_normal: int) -> CropSet:
+    labels = ["reticulocyte"] * n_retic + ["normal"] * n_normal
+    n = len(labels)
+    return CropSet(np.zeros((n, 8, 8, 3), np.uint8), labels, ["img"] * n, ["rbc"] * n, ["nmb"] * n,
+                   ["synthetic-nmb"] * n)
+
+
+def test_reticulocyte_threshold_keeps_the_true_calls_and_drops_the_unsure_false_ones() -> None:
+    """Confident reticulocytes stay; a normal cell called a reticulocyte at 0.6 becomes
+    'unidentified' (one such call makes an aplastic crisis read "reticulocytes present")."""
+    from training.train import RETICULOCYTE_KEEP, fit_reticulocyte_threshold
+
+    clf = build_untrained()
+    r, nm = clf.labels.index("reticulocyte"), clf.labels.index("normal")
+    logits = np.full((140, len(clf.labels)), -20.0, np.float32)
+    logits[:100, r] = np.linspace(4.0, 8.0, 100)  # true reticulocytes: confident
+    logits[100:130, nm] = 5.0  # normal cells read as normal
+    logits[130:, r], logits[130:, nm] = 0.4, 0.0  # normal cells read as reticulocytes, unsure (~0.6)
+    fitted = fit_reticulocyte_threshold(clf, logits, _nmb_val(100, 40))
+    assert fitted is not None and fitted["recall_kept"] >= RETICULOCYTE_KEEP
+    assert fitted["false_calls_before"] == 10 and fitted["false_calls_after"] == 0
+    clf.thresholds = {"global": 0.0, "per_class": {"reticulocyte": fitted["threshold"]}}
+    labels = clf.decode(logits, "rbc", "nmb").labels
+    assert labels[:100].count("reticulocyte") >= 99 and set(labels[130:]) == {"unidentified"}
+    # too few rendered reticulocytes to fit a threshold: none
+    assert fit_reticulocyte_threshold(clf, logits[90:], _nmb_val(10, 40)) is None
