@@ -29,8 +29,14 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray, max_area: float | None
     if n == 0:
         return None
     # round pallor holes filled, so ring-like cells measure as discs: a hypochromic cell, or any
-    # cell whose pale centre an over-exposed camera lifts to the glass, is no thinner than a disc
-    dt = ndi.distance_transform_edt(_fill_round_holes(fg, in_round_objects=True))
+    # cell whose pale centre an over-exposed camera lifts to the glass, is no thinner than a disc.
+    # Only in round objects (a cell, or two touching): a blurred clump of many overlapping cells
+    # can enclose a round gap of glass, and filling it would measure the clump's thickness.
+    holes = _round_holes(fg)
+    filled = fg | holes
+    dt_filled = ndi.distance_transform_edt(filled)
+    pallor = holes & _round_objects(filled, dt_filled)
+    dt = dt_filled if np.array_equal(pallor, holes) else ndi.distance_transform_edt(fg | pallor)
     mx = label_max(dt, lab, n)[1:]
     size = np.bincount(lab.ravel(), minlength=n + 1)[1:].astype(np.float64)
     nuc = np.bincount(lab.ravel(), weights=nuclear.ravel(), minlength=n + 1)[1:]
@@ -46,8 +52,7 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray, max_area: float | None
         # red cells touching a white cell: the distance-transform peaks of those objects away
         # from the nuclear material (each touching cell is one peak ~ its radius), with every
         # round pallor hole filled (a red cell pressed against a white cell is no round object)
-        filled = _fill_round_holes(fg)
-        dtf = ndi.distance_transform_edt(filled)
+        dtf = dt_filled
         # peaks at least half a provisional radius high and that far apart: a big clump's
         # outline bumps are not red cells
         lo = max(2.0, 0.5 * r0) if r0 else 2.0
@@ -72,35 +77,36 @@ def _weighted_median(v: np.ndarray) -> float:
     return float(v[np.searchsorted(cw, 0.5 * cw[-1])])
 
 
-def _fill_round_holes(fg: np.ndarray, in_round_objects: bool = False) -> np.ndarray:
-    """Fill enclosed holes that are round (the pale centre of a ring-like red cell), not the
-    concave gaps of glass that a clump of cells encloses, so ring cells measure as discs.
-
-    With ``in_round_objects``, only holes whose object is round once filled (a cell, or two
-    touching): a blurred clump of many overlapping cells can enclose a round gap of glass, and
-    filling it would measure the clump's thickness as a radius."""
+def _round_holes(fg: np.ndarray) -> np.ndarray:
+    """The enclosed holes of ``fg`` that are round (the pale centre of a ring-like red cell), not
+    the concave gaps of glass that a clump of cells encloses."""
     lab, n = ndi.label(~fg)
     if n <= 1:
-        return fg
+        return np.zeros_like(fg)
     size = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
     mx = label_max(ndi.distance_transform_edt(~fg), lab, n)
     fill = (mx >= 2.0) & (mx >= 0.7 * np.sqrt(size / math.pi)) & (size < 0.05 * fg.size)
     fill[0] = False
     edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
     fill[edge] = False
-    filled = fg | fill[lab]
-    if not in_round_objects or not fill.any():
-        return filled
-    objects, m = ndi.label(filled)
+    return fill[lab]
+
+
+def _round_objects(mask: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` in round objects: thickness (the most of ``dist``, its distance
+    map) at least :data:`_ROUND_OBJECT` of the equivalent radius."""
+    objects, m = ndi.label(mask)
+    if m == 0:
+        return np.zeros_like(mask)
     area = np.bincount(objects.ravel(), minlength=m + 1).astype(np.float64)
-    thickness = label_max(ndi.distance_transform_edt(filled), objects, m)
-    # two touching discs have thickness / equivalent radius 1/sqrt(2) ~ 0.71; a clump of three or more less
+    thickness = label_max(dist, objects, m)
     round_object = thickness >= _ROUND_OBJECT * np.sqrt(area / math.pi)
     round_object[0] = False
-    return fg | (fill[lab] & round_object[objects])
+    return round_object[objects]
 
 
-#: the least thickness / equivalent radius of an object whose holes are pallor (see above)
+#: the least thickness / equivalent radius of a round object: two touching discs have
+#: 1/sqrt(2) ~ 0.71, a clump of three or more less
 _ROUND_OBJECT = 0.65
 
 
