@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters, morphology
 
+from .arrays import resize_to
 from .config import SegmentConfig
 from .glass import glass_level, optical_density
 
@@ -85,6 +86,41 @@ def _thresholds(raw: np.ndarray, cfg: SegmentConfig, valid: np.ndarray | None = 
     return level + lo, level + hi, level
 
 
+def local_thresholds(raw: np.ndarray, r: float, cfg: SegmentConfig, whole: tuple[float, float, float],
+                     valid: np.ndarray | None = None) -> np.ndarray | None:
+    """(ny, nx, 2) low and high thresholds of each tile of ``cfg.local_threshold_tile`` typical
+    radii ``r`` of the summed density ``raw`` (None when the field is under two tiles across).
+
+    A tile mostly blank, or with under ``local_min_stained`` of it above its own high threshold
+    (glass, a few cells), keeps the ``whole`` field's thresholds.
+    """
+    side = cfg.local_threshold_tile * r
+    h, w = raw.shape
+    ny, nx = int(h // side) if side > 0 else 0, int(w // side) if side > 0 else 0
+    if min(ny, nx) < 2:
+        return None
+    tiles = np.empty((ny, nx, 2), np.float32)
+    tiles[...] = whole[:2]
+    ys, xs = np.linspace(0, h, ny + 1).astype(int), np.linspace(0, w, nx + 1).astype(int)
+    for i in range(ny):
+        for j in range(nx):
+            part = raw[ys[i]:ys[i + 1], xs[j]:xs[j + 1]]
+            ok = None if valid is None else valid[ys[i]:ys[i + 1], xs[j]:xs[j + 1]]
+            if ok is not None and ok.mean() < 0.5:
+                continue
+            lo, hi, _ = _thresholds(part, cfg, ok)
+            stained = part > hi if ok is None else (part > hi) & ok
+            if stained.mean() >= cfg.local_min_stained:
+                tiles[i, j] = lo, hi
+    return tiles
+
+
+def threshold_maps(tiles: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The low and high threshold maps of ``shape``, blended bilinearly between tile centres."""
+    maps = resize_to(tiles, shape)
+    return maps[..., 0], maps[..., 1]
+
+
 def _fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
     """Fill background holes of at most ``max_area`` pixels (pallor, hollow pale cells)."""
     lab, n = ndi.label(~mask)
@@ -103,18 +139,22 @@ def foreground(
     rgb: np.ndarray, bg: np.ndarray, r: float | None, cfg: SegmentConfig,
     thresholds: tuple[float, float, float] | None = None,
     density: tuple[np.ndarray, np.ndarray] | None = None, valid: np.ndarray | None = None,
+    local: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Optical density (H, W, 3), summed density above glass, cell mask and the thresholds.
 
     Hysteresis thresholds from :func:`_thresholds` (measured on the coarse pass and reused);
     when the cell radius ``r`` is known, gaps in pale rims are closed and the pallor filled.
     ``density`` is :func:`optical_density` of the same image and glass map, when already computed;
-    ``valid`` the pixels the thresholds are measured on (None: all).
+    ``valid`` the pixels the thresholds are measured on (None: all); ``local`` the tiles of
+    :func:`local_thresholds`, which replace the low and high thresholds (the returned ones stay
+    the whole field's).
     """
     od_signed, raw = density if density is not None else optical_density(rgb, bg)
     lo, hi, level = thresholds if thresholds is not None else _thresholds(raw, cfg, valid)
     sig = np.maximum(raw - level, 0.0)
-    fg = filters.apply_hysteresis_threshold(raw, lo, hi)
+    lo_px, hi_px = (lo, hi) if local is None else threshold_maps(local, raw.shape)
+    fg = filters.apply_hysteresis_threshold(raw, lo_px, hi_px)
     fg = ndi.binary_opening(fg)
     if r is None:
         fg = _fill_small_holes(fg, sig.size / 200.0)

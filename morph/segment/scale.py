@@ -12,7 +12,7 @@ from scipy import ndimage as ndi
 from .arrays import as_rgb_float, block_mean, label_max, resize_to
 from .blank import field_part
 from .config import SegmentConfig
-from .foreground import foreground
+from .foreground import foreground, local_thresholds
 from .glass import background_map, optical_density
 from .nuclei import chromatin_density, nucleus_threshold
 
@@ -187,6 +187,8 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
     if r_s is None:
         return "no cells found: no object large enough to be a cell"
     r_full = r_s * c
+    # thresholds tile by tile where the field spans several slide areas (None: one field's worth)
+    local = local_thresholds(dens_s[1], r_s, cfg, thr, valid)
 
     # 2. working scale: resample so the typical red cell has radius ~work_radius_px; re-measure
     #    the radius there once (pale, ring-like cells are only filled at the right scale)
@@ -197,7 +199,7 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
         else:
             work = _block_mean_f32(rgb, k)
             bg, dens = resize_to(bg_s, work.shape[:2]), None
-        od, raw, fg, _ = foreground(work, bg, r_full / k, cfg, thr, dens)
+        od, raw, fg, _ = foreground(work, bg, r_full / k, cfg, thr, dens, local=local)
         r_new = _radius_of(fg, od, cfg)
         if r_new is not None and r_new * k > cfg.remeasure_growth * r_full:
             # far larger: in a crowded field of overlapping cells, block averaging fuses the
