@@ -778,8 +778,10 @@ def finalize(
         metrics["synthetic"] = synthetic_metrics(clf, sl, ds.synth_val)
         fitted = fit_reticulocyte_threshold(clf, sl, ds.synth_val)
         if fitted is not None:
-            thresholds["per_class"]["reticulocyte"] = fitted["threshold"]
-            clf.thresholds = thresholds
+            # added to what is there: replacing the thresholds dropped the OOD entry fitted
+            # above (morphnet-v5 shipped without its OOD test)
+            per_class = {**clf.thresholds.get("per_class", {}), "reticulocyte": fitted["threshold"]}
+            clf.thresholds = {**clf.thresholds, "per_class": per_class}
             metrics["reticulocyte_threshold"] = fitted
     metrics["temperature"] = round(clf.temperature, 4)
     metrics["train_time_s"] = round(train_time_s, 1)

@@ -3,6 +3,8 @@ configured share rejected, none when switched off; old configs keep parsing."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from morph.classify import build_untrained
@@ -61,3 +63,21 @@ def test_reticulocyte_threshold_keeps_the_true_calls_and_drops_the_unsure_false_
     assert labels[:100].count("reticulocyte") >= 99 and set(labels[130:]) == {"unidentified"}
     # too few rendered reticulocytes to fit a threshold: none
     assert fit_reticulocyte_threshold(clf, logits[90:], _nmb_val(10, 40)) is None
+
+
+def test_finalize_keeps_the_ood_entry_beside_the_reticulocyte_threshold(tmp_path, monkeypatch) -> None:
+    """Storing the reticulocyte threshold replaced the thresholds fitted before it, OOD entry
+    included: morphnet-v5 shipped without its OOD test."""
+    import training.train as tt
+    from morph.classify import Preprocessing, load_model
+
+    monkeypatch.setattr(tt, "fit_reticulocyte_threshold", lambda *a: {"threshold": 0.8})
+    clf = build_untrained()
+    rng = np.random.default_rng(0)
+    val = replace(_val(200), crops=rng.integers(0, 255, (200, 48, 48, 3), dtype=np.uint8))
+    synth = replace(_nmb_val(60, 20), crops=rng.integers(0, 255, (80, 48, 48, 3), dtype=np.uint8))
+    ds = tt.Datasets(train=val, val=val, synth_val=synth, split={"unit": "image"}, skipped=[], provenance={})
+    cfg = TrainConfig(name="tiny", arch="morphnet_tiny", ood_max_reject=0.05)
+    tt.finalize(clf.net, cfg, Preprocessing(crop_size=48), clf.labels, ds, tmp_path, 1.0)
+    saved = load_model(tmp_path).thresholds
+    assert saved["per_class"]["reticulocyte"] == 0.8 and "rbc/wright" in saved["ood"]["per_group"]
