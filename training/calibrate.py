@@ -26,8 +26,9 @@ from morph.io import read_json
 
 log = logging.getLogger("training.calibrate")
 
-#: metrics.json entries that describe the training run itself, carried over unchanged
-_KEPT = ("history", "skipped_items", "threads", "device")
+#: metrics.json entries that describe the training run itself, carried over unchanged (the
+#: model card's distillation section reads "distillation")
+_KEPT = ("history", "skipped_items", "threads", "device", "distillation")
 
 
 def recalibrate(model: str | Path, tta: str, *, workers: int | None = None, progress: bool = True) -> dict[str, Any]:

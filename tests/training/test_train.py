@@ -150,10 +150,13 @@ def test_recalibrate_for_tta_keeps_weights_and_refits(tmp_path: Path) -> None:
     out = tmp_path / "model"
     before = load_model(out)
     old = json.loads((out / "metrics.json").read_text())
+    old["distillation"] = {"teacher": "teacher-lite0-v1"}  # a distilled student's: the card reads it
+    (out / "metrics.json").write_text(json.dumps(old))
     m = recalibrate(out, "flips", progress=False)
     after = load_model(out)
     assert after.preprocessing.tta == "flips" and m["temperature"] == round(after.temperature, 4)
     assert m["train_time_s"] == old["train_time_s"] and m["history"] == old["history"]
+    assert m["distillation"] == old["distillation"]
     crops = np.random.default_rng(0).integers(0, 255, (3, 48, 48, 3), dtype=np.uint8)
     before.preprocessing = after.preprocessing
     assert np.allclose(before.logits(crops), after.logits(crops))  # same weights
