@@ -49,7 +49,7 @@ from .types import Cell
 log = logging.getLogger(__name__)
 
 #: Name of the shipped default model folder under the models directory.
-DEFAULT_MODEL_NAME = "morphnet-v5"
+DEFAULT_MODEL_NAME = "morphnet-v6"
 #: Labels a network can be trained on (the vocabulary minus ``unidentified``).
 MODEL_LABELS: tuple[str, ...] = RBC_LABELS + NUCLEATED_LABELS + MARROW_LABELS
 #: On an NMB-stained field red cells are read for reticulocytes only.

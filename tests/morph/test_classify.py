@@ -187,7 +187,7 @@ def test_unknown_label_rejected() -> None:
 
 
 # -- the shipped model ------------------------------------------------------------------------
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "morphnet-v5"
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "morphnet-v6"
 
 
 @pytest.mark.skipif(not SHIPPED.is_dir(), reason="shipped model folder not present")
@@ -201,7 +201,8 @@ def test_shipped_model_folder_is_complete_and_small() -> None:
     m = json.loads((SHIPPED / "metrics.json").read_text())
     assert {"accuracy", "macro_f1", "per_class", "ece"} <= set(m)
     clf = load_model()  # the default is the shipped model
-    assert clf.name == "morphnet-v5"
+    assert clf.name == "morphnet-v6"
+    assert "rbc/wright" in clf.thresholds["ood"]["per_group"]  # debris and platelets go to unidentified
     info = clf.info()
     assert info["provenance"]["reticulocyte"].startswith("SYNTHETIC")
     assert info["provenance"]["teardrop"].startswith("real")

@@ -101,9 +101,9 @@ def test_export_of_a_store_without_reviews_is_a_clear_error(tmp_path: Path) -> N
 def test_the_example_finetune_config_starts_from_the_shipped_model() -> None:
     from training.train import REPO, load_config
 
-    if not (REPO / "models" / "morphnet-v5" / "weights.pt").is_file():
+    if not (REPO / "models" / "morphnet-v6" / "weights.pt").is_file():
         pytest.skip("the shipped model is not in models/")
     cfg = load_config(REPO / "training" / "configs" / "finetune-lab.yaml")
-    assert cfg.init_from == "models/morphnet-v5" and cfg.arch == "morphnet"
+    assert cfg.init_from == "models/morphnet-v6" and cfg.arch == "morphnet"
     assert [s.origin for s in cfg.data] == ["public", "lab"]
     assert cfg.preprocessing().crop_size == 48
