@@ -45,9 +45,6 @@ class SegmentConfig:
         glass_tolerance: first-pass glass mask: not darker than the glass mode plus this many
             spreads (then 3), so the background map follows vignetting and gradients.
         glass_max_od: ...but never more than this summed optical density above the mode.
-        clipped_glass_grey: a glass colour with a channel at least this bright is clipped at
-            white (over-exposed): its spread cannot be measured, and the first mask reaches
-            ``glass_max_od``.
         min_contrast_od: summed optical density under which a field holds no stained cells.
         min_object_px: ...unless one connected object above it covers at least this many pixels
             of the coarse (~320 px) view: one or two cells on a large field are a few hundred
@@ -163,7 +160,6 @@ class SegmentConfig:
     black_max_grey: float = 40.0
     glass_tolerance: float = 6.0
     glass_max_od: float = 0.5
-    clipped_glass_grey: float = 253.0
     min_contrast_od: float = 0.08
     min_object_px: int = 12
     noise_k: float = 4.0

@@ -41,11 +41,9 @@ def background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
     convolution on a coarse grid, twice, so vignetting and gradients are followed. The second
     glass mask is taken against a map that follows a quadratic illumination trend fitted to the
     first one (:func:`_glass_trend`), so darkened corners are recognised as glass instead of
-    growing irregular "cells" out of the field edge. When the glass colour is clipped at white
-    in some channel (over-exposure), the first mask takes every pixel up to ``glass_max_od``.
+    growing irregular "cells" out of the field edge.
     """
     bg0 = background_colour(rgb)
-    clipped = bool(bg0.max() >= cfg.clipped_glass_grey)
     coarse = np.broadcast_to(bg0, (1, 1, 3)).astype(np.float32)
     g = max(1, max(rgb.shape[:2]) // 40)
     # summed optical density = log(product of glass channels) - log(product of pixel channels):
@@ -60,11 +58,6 @@ def background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
         level, noise = glass_level(raw)
         below = raw[raw < level] - level
         spread = float(np.sqrt(np.mean(below * below))) if below.size > 16 else noise
-        if first and clipped:
-            # the glass brighter than its mode is cut off at white, so its spread (measured on
-            # that side) collapses; the darker glass of a vignetted periphery then fell outside
-            # the mask and grew field-sized "cells" (rendered ring fields at brightness x1.15)
-            spread = np.inf
         # capped, so that in a crowded field the cells never pass for glass
         glass = (raw < level + min(tol * max(spread, noise), cfg.glass_max_od)).astype(np.float32)
         if glass.mean() < 0.05:
