@@ -112,7 +112,7 @@ def render_cases(cases: list[Case], n_cases: int, n_fields: int, work: Path) -> 
             for fi, fld in enumerate(fields):
                 name = f"field-{fi}.png"
                 write_image(folder / name, fld.image)
-                truth[f"{case_id}/{name}"] = [(c.x, c.y, c.label) for c in fld.cells]
+                truth[f"{case_id}/{name}"] = [(c.x, c.y, c.label, c.bbox) for c in fld.cells]
             truth.setdefault("_um_per_px", fields[0].um_per_px)
     return truth
 
@@ -260,12 +260,27 @@ def _measured(case: Case, reports: dict[str, Any], n_cases: int) -> str:
     return out
 
 
+def _drawn_label(drawn: list[Any], x: float, y: float, radius_px: float) -> str:
+    """The label of the drawn cell a detection at (x, y) belongs to: the nearest drawn centre
+    within ``radius_px``, else the nearest one whose box holds (x, y) (a teardrop's outline
+    centre sits on its tail side, up to half a diameter off the drawn body centre: those were
+    counted as "(no drawn cell)" and read as teardrops), else "(no drawn cell)"."""
+    xy = np.asarray([(c[0], c[1]) for c in drawn], float)
+    d = np.hypot(xy[:, 0] - x, xy[:, 1] - y)
+    inside = np.array([b[0] <= x < b[2] and b[1] <= y < b[3] for *_, b in drawn])
+    near = (d <= radius_px) | inside
+    if not near.any():
+        return "(no drawn cell)"
+    return str(drawn[int(np.where(near, d, np.inf).argmin())][2])
+
+
 def misreads(truth: dict[str, Any], reports: dict[str, Any], cases: list[Case]) -> None:
     """The classifier's main misreads of rendered cells, per preset (truth from the renderer)."""
     um = float(truth.get("_um_per_px") or 0.08)
     radius_px = 0.3 * 7.5 / um
     print("\nVision on the rendered cells (morphology run; non-border cells matched to the drawn "
-          "cell within 0.3 red-cell diameters; reads of 10% or more, from 10 cells up):")
+          "cell within 0.3 red-cell diameters, else to the drawn cell whose box holds the centre; "
+          "reads of 10% or more, from 10 cells up):")
     for case in cases:
         conf: dict[str, Counter[str]] = defaultdict(Counter)
         for case_id, rep in reports.items():
@@ -275,13 +290,10 @@ def misreads(truth: dict[str, Any], reports: dict[str, Any], cases: list[Case]) 
                 cells_t = truth.get(f"{case_id}/{Path(im['path']).name}")
                 if not cells_t:
                     continue
-                xy = np.asarray([(x, y) for x, y, _ in cells_t])
                 for c in im.get("cells", []):
                     if c.get("touches_border") or c.get("kind") == "platelet":
                         continue
-                    d = np.hypot(xy[:, 0] - c["x"], xy[:, 1] - c["y"])
-                    j = int(d.argmin())
-                    conf[cells_t[j][2] if d[j] <= radius_px else "(no drawn cell)"][c["label"]] += 1
+                    conf[_drawn_label(cells_t, c["x"], c["y"], radius_px)][c["label"]] += 1
         parts = []
         for lab, reads in sorted(conf.items(), key=lambda kv: -sum(kv[1].values())):
             n = sum(reads.values())
