@@ -95,8 +95,10 @@ def local_thresholds(raw: np.ndarray, r: float, cfg: SegmentConfig, whole: tuple
     (glass, a few cells), keeps the ``whole`` field's thresholds.
     """
     side = cfg.local_threshold_tile * r
+    if side <= 0:
+        return None
     h, w = raw.shape
-    ny, nx = int(h // side) if side > 0 else 0, int(w // side) if side > 0 else 0
+    ny, nx = int(h // side), int(w // side)
     if min(ny, nx) < 2:
         return None
     tiles = np.empty((ny, nx, 2), np.float32)
