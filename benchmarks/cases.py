@@ -260,18 +260,25 @@ def _measured(case: Case, reports: dict[str, Any], n_cases: int) -> str:
     return out
 
 
-def _drawn_label(drawn: list[Any], x: float, y: float, radius_px: float) -> str:
-    """The label of the drawn cell a detection at (x, y) belongs to: the nearest drawn centre
-    within ``radius_px``, else the nearest one whose box holds (x, y) (a teardrop's outline
-    centre sits on its tail side, up to half a diameter off the drawn body centre: those were
-    counted as "(no drawn cell)" and read as teardrops), else "(no drawn cell)"."""
-    xy = np.asarray([(c[0], c[1]) for c in drawn], float)
+def _drawn(cells: list[Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The drawn cells of one field as arrays, built once per field: centres (n, 2), boxes
+    (n, 4) and labels."""
+    return (np.asarray([(c[0], c[1]) for c in cells], float).reshape(-1, 2),
+            np.asarray([c[3] for c in cells], float).reshape(-1, 4), [str(c[2]) for c in cells])
+
+
+def _drawn_label(drawn: tuple[np.ndarray, np.ndarray, list[str]], x: float, y: float, radius_px: float) -> str:
+    """The label of the drawn cell (:func:`_drawn`) a detection at (x, y) belongs to: the nearest
+    drawn centre within ``radius_px``, else the nearest one whose box holds (x, y) (a teardrop's
+    outline centre sits on its tail side, up to half a diameter off the drawn body centre: those
+    were counted as "(no drawn cell)" and read as teardrops), else "(no drawn cell)"."""
+    xy, boxes, labels = drawn
     d = np.hypot(xy[:, 0] - x, xy[:, 1] - y)
-    inside = np.array([b[0] <= x < b[2] and b[1] <= y < b[3] for *_, b in drawn])
+    inside = (boxes[:, 0] <= x) & (x < boxes[:, 2]) & (boxes[:, 1] <= y) & (y < boxes[:, 3])
     near = (d <= radius_px) | inside
     if not near.any():
         return "(no drawn cell)"
-    return str(drawn[int(np.where(near, d, np.inf).argmin())][2])
+    return labels[int(np.where(near, d, np.inf).argmin())]
 
 
 def misreads(truth: dict[str, Any], reports: dict[str, Any], cases: list[Case]) -> None:
@@ -290,10 +297,11 @@ def misreads(truth: dict[str, Any], reports: dict[str, Any], cases: list[Case]) 
                 cells_t = truth.get(f"{case_id}/{Path(im['path']).name}")
                 if not cells_t:
                     continue
+                drawn = _drawn(cells_t)
                 for c in im.get("cells", []):
                     if c.get("touches_border") or c.get("kind") == "platelet":
                         continue
-                    conf[_drawn_label(cells_t, c["x"], c["y"], radius_px)][c["label"]] += 1
+                    conf[_drawn_label(drawn, c["x"], c["y"], radius_px)][c["label"]] += 1
         parts = []
         for lab, reads in sorted(conf.items(), key=lambda kv: -sum(kv[1].values())):
             n = sum(reads.values())
