@@ -134,6 +134,20 @@ class SegmentConfig:
             averaging fuses a crowded field of overlapping cells into one or two objects whose
             thickness is no cell's radius); with too few objects left, the first estimate stands.
         remeasure_max_cells: see ``remeasure_growth``.
+        clump_area_cells: an object covering more than this many discs of its own thickness
+            (a disc 1, two touching cells ~2) is a clump.
+        single_cell_area: an object of at most this many discs of its own thickness (the
+            field's edge counted as glass, so a cell it cuts is no single one) is a single cell;
+            theirs checks the typical radius.
+        clump_radius_ratio: a typical radius over this multiple of the single cells' is a
+            clump's thickness: theirs is taken (defocused fields of touching cells).
+        clump_split_levels: shares of the cells' density (75th percentile) at which clumps are
+            split, in turn, when every object is one; the single cells and touching pairs there
+            (no specks under ``clump_speck_radius`` of the clumps' radius) check the radius: the
+            split field's replaces it when ``clump_split_ratio`` times smaller.
+        clump_speck_radius, clump_split_ratio: see ``clump_split_levels``.
+        speck_radius: objects under this fraction of the typical radius are specks (platelets,
+            debris), never single cells.
         small_seed_dynamic: low distance-transform peaks (small objects touching a cell) become
             seeds when they stand this much (units of ``r``) above the saddle to the cell.
         plausible_rbc_um: median red-cell diameter range (um) considered plausible.
@@ -193,6 +207,13 @@ class SegmentConfig:
     remeasure_floor: float = 0.85
     remeasure_growth: float = 1.2
     remeasure_max_cells: float = 4.0
+    clump_area_cells: float = 2.0
+    single_cell_area: float = 1.5
+    clump_radius_ratio: float = 1.75
+    clump_split_levels: tuple[float, ...] = (0.6, 0.7)
+    clump_speck_radius: float = 0.15
+    clump_split_ratio: float = 2.0
+    speck_radius: float = 0.25
     fragment_area: float = 0.4
     fragment_solidity: float = 0.92
     fragment_contact: float = 0.8

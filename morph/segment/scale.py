@@ -17,13 +17,28 @@ from .glass import background_map, optical_density
 from .nuclei import chromatin_density, nucleus_threshold
 
 
-def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray, max_area: float | None = None) -> float | None:
+@dataclass
+class RadiusEstimate:
+    """The typical radius of one mask (px) and what checks it (:func:`_unclumped`): the weighted
+    median radius of its single cells (None under three of them) and whether the typical radius
+    is a clump's thickness."""
+
+    radius: float
+    single_radius: float | None = None
+    clumped: bool = False
+
+
+def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray, max_area: float | None = None,
+                     cfg: SegmentConfig = SegmentConfig(), speck_below: float | None = None,
+                     single_cells: float | None = None) -> RadiusEstimate | None:
     """Typical red-cell radius (px): weighted median of per-object maximum distance to glass.
 
     Objects holding nuclear material (white cells, often the largest objects) are left out;
     each object is weighted by its radius so debris and platelets do not pull the estimate down.
     Objects over ``max_area`` px (when given) are clumps of many cells, whose thickness is no
-    cell's radius: they are left out too.
+    cell's radius: they are left out too. The single cells' radius comes with it, to check it
+    against clumps (:class:`RadiusEstimate`; ``speck_below`` and ``single_cells``, when given,
+    replace ``speck_radius r`` and ``single_cell_area``).
     """
     lab, n = ndi.label(fg)
     if n == 0:
@@ -67,7 +82,24 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray, max_area: float | None
         big = mx[ok]
     if big.size == 0:
         return None
-    return _weighted_median(big)
+    r = _weighted_median(big)
+    single = _single_cells_radius(fg | pallor, lab, n, size, rbc, speck_below or cfg.speck_radius * r,
+                                  single_cells or cfg.single_cell_area)
+    return RadiusEstimate(r, single,
+                          clumped=bool(np.any(ok & (size > cfg.clump_area_cells * math.pi * mx * mx) & (mx == r))))
+
+
+def _single_cells_radius(mask: np.ndarray, lab: np.ndarray, n: int, size: np.ndarray, rbc: np.ndarray,
+                         speck_below: float, max_cells: float) -> float | None:
+    """Weighted median thickness of the single red cells among the objects (None under three).
+    A single cell covers no more than ``max_cells`` discs of its thickness (an elongated cell
+    measures its short axis, a clump its own thickness) and is no speck (platelets, debris
+    under ``speck_below``). Thickness counts the field's edge as glass: a cell the edge cuts
+    in half then measures half as thick and no longer round."""
+    dt = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    mx = label_max(dt, lab, n)[1:]
+    single = rbc & (size <= max_cells * math.pi * mx * mx) & (mx >= speck_below)
+    return _weighted_median(mx[single]) if single.sum() >= 3 else None
 
 
 def _weighted_median(v: np.ndarray) -> float:
@@ -123,13 +155,49 @@ def _has_stained_object(raw: np.ndarray, cfg: SegmentConfig) -> bool:
     return bool(np.bincount(lab.ravel())[1:].max() >= cfg.min_object_px)
 
 
-def _radius_of(fg: np.ndarray, od: np.ndarray, cfg: SegmentConfig, max_area: float | None = None) -> float | None:
+def _radius_of(fg: np.ndarray, od: np.ndarray, cfg: SegmentConfig, max_area: float | None = None,
+               raw: np.ndarray | None = None) -> float | None:
+    """The typical radius of the objects of ``fg``; with ``raw`` (the summed density), checked
+    against clumps (:func:`_unclumped`)."""
     chrom = chromatin_density(od, cfg)
     # thin violet fringes on red-cell rims (chromatic aberration) are not nuclei: an opening
     # keeps only compact chromatin
     nuc = ndi.binary_opening(chrom > nucleus_threshold(chrom, fg, cfg), iterations=2)
     opened = ndi.binary_opening(fg)
-    return _estimate_radius(opened, nuc, max_area)
+    est = _estimate_radius(opened, nuc, max_area, cfg)
+    if est is None:
+        return None
+    return est.radius if raw is None else _unclumped(est, fg, raw, nuc, max_area, cfg)
+
+
+def _unclumped(est: RadiusEstimate, fg: np.ndarray, raw: np.ndarray, nuc: np.ndarray,
+               max_area: float | None, cfg: SegmentConfig) -> float:
+    """The typical radius, unless it is a clump's thickness: far over the single cells' (a
+    defocused field of touching cells, whose narrow glass gaps the blur fills), which is then
+    taken instead. With every object a clump, the field is split at a level nearer the cells'
+    own density, where the gaps open again; its typical radius replaces the clumps' when far
+    under it (``clump_split_ratio``: the cells measure thinner there) and made of single cells
+    and pairs, not clumps (ring cells break into arcs there, with specks among them)."""
+    if est.single_radius is not None:
+        return est.single_radius if est.radius > cfg.clump_radius_ratio * est.single_radius else est.radius
+    if not est.clumped:
+        return est.radius
+    body = float(np.percentile(raw[fg], 75))
+    # smoothed over a pixel first: sensor noise would break the cells apart at that level
+    smooth = ndi.gaussian_filter(raw, 1.0)
+    for level in cfg.clump_split_levels:
+        split = ndi.binary_opening(fg & (smooth > level * body))
+        # touching pairs count as single cells here: after a blur, cells rarely stand alone
+        inner = _estimate_radius(split, nuc, max_area, cfg, speck_below=cfg.clump_speck_radius * est.radius,
+                                 single_cells=cfg.clump_area_cells)
+        if inner is not None and not inner.clumped:
+            # the single cells where there are three, or else what the split field is made of
+            # (ring cells break into rim arcs there, yet their single cells keep the radius)
+            check = inner.radius if inner.single_radius is None else inner.single_radius
+            if est.radius > cfg.clump_split_ratio * check:
+                return max(inner.radius, check)
+            return est.radius
+    return est.radius
 
 
 @dataclass
@@ -173,7 +241,8 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
     rgb, blank_px, offset = part.rgb, part.blank, part.offset
     H, W = rgb.shape[:2]
     # 1. coarse pass (~320 px, blocks of at most coarse_max_block px): glass colour map, thresholds,
-    #    then the typical red-cell radius of this field
+    #    then the typical red-cell radius of this field (checked against clumps: a blur can fill
+    #    the glass gaps of a crowded field; the re-measure below has its own clump rule)
     c = max(1, min(int(max(H, W) // 320), cfg.coarse_max_block))
     small = _block_mean_f32(rgb, c)
     bg_s = background_map(small, cfg)
@@ -183,7 +252,7 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
     od_s, raw_s, fg_s, thr = foreground(small, bg_s, None, cfg, density=dens_s, valid=valid)
     if not _has_stained_object(raw_s, cfg):
         return "no cells found: the field has no stained objects (blank slide?)"
-    r_s = _radius_of(fg_s, od_s, cfg)
+    r_s = _radius_of(fg_s, od_s, cfg, raw=raw_s)
     if r_s is None:
         return "no cells found: no object large enough to be a cell"
     r_full = r_s * c
