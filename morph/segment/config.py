@@ -142,10 +142,12 @@ class SegmentConfig:
         clump_radius_ratio: a typical radius over this multiple of the single cells' is a
             clump's thickness: theirs is taken (defocused fields of touching cells).
         clump_split_levels: shares of the cells' density (75th percentile) at which clumps are
-            split, in turn, when every object is one; the single cells and touching pairs there
-            (no specks under ``clump_speck_radius`` of the clumps' radius) check the radius: the
-            split field's replaces it when ``clump_split_ratio`` times smaller.
-        clump_speck_radius, clump_split_ratio: see ``clump_split_levels``.
+            split, in turn, when every object is one. A split made of cells (not clumps; its
+            single cells and touching pairs, no specks under ``clump_speck_radius`` of the
+            clumps' radius, within ``clump_split_agree`` of its typical radius either way)
+            whose radius is ``clump_split_ratio`` times smaller replaces the clumps' radius,
+            unless the cells then measure whole and far larger at the working scale.
+        clump_speck_radius, clump_split_ratio, clump_split_agree: see ``clump_split_levels``.
         speck_radius: objects under this fraction of the typical radius are specks (platelets,
             debris), never single cells.
         small_seed_dynamic: low distance-transform peaks (small objects touching a cell) become
@@ -213,6 +215,7 @@ class SegmentConfig:
     clump_split_levels: tuple[float, ...] = (0.6, 0.7)
     clump_speck_radius: float = 0.15
     clump_split_ratio: float = 2.0
+    clump_split_agree: float = 0.7
     speck_radius: float = 0.25
     fragment_area: float = 0.4
     fragment_solidity: float = 0.92

@@ -155,19 +155,25 @@ def _has_stained_object(raw: np.ndarray, cfg: SegmentConfig) -> bool:
     return bool(np.bincount(lab.ravel())[1:].max() >= cfg.min_object_px)
 
 
-def _radius_of(fg: np.ndarray, od: np.ndarray, cfg: SegmentConfig, max_area: float | None = None,
-               raw: np.ndarray | None = None) -> float | None:
-    """The typical radius of the objects of ``fg``; with ``raw`` (the summed density), checked
-    against clumps (:func:`_unclumped`)."""
+def _measure(fg: np.ndarray, od: np.ndarray, cfg: SegmentConfig,
+             max_area: float | None = None) -> tuple[RadiusEstimate, np.ndarray] | None:
+    """The typical radius of the objects of ``fg`` and the compact chromatin (nuclei) left out."""
     chrom = chromatin_density(od, cfg)
     # thin violet fringes on red-cell rims (chromatic aberration) are not nuclei: an opening
     # keeps only compact chromatin
     nuc = ndi.binary_opening(chrom > nucleus_threshold(chrom, fg, cfg), iterations=2)
-    opened = ndi.binary_opening(fg)
-    est = _estimate_radius(opened, nuc, max_area, cfg)
-    if est is None:
-        return None
-    return est.radius if raw is None else _unclumped(est, fg, raw, nuc, max_area, cfg)
+    est = _estimate_radius(ndi.binary_opening(fg), nuc, max_area, cfg)
+    return None if est is None else (est, nuc)
+
+
+def _made_of_cells(split: RadiusEstimate, cfg: SegmentConfig) -> bool:
+    """Whether a field split nearer the cells' density is made of cells: no clump as its typical
+    object, and single cells (three at least) about as thick as it (``clump_split_agree``).
+    Pale-centred cells break into rim arcs and specks there instead, thinner than the pieces
+    they split from, or leave whole cells thicker than those pieces."""
+    if split.clumped or split.single_radius is None:
+        return False
+    return cfg.clump_split_agree <= split.single_radius / split.radius <= 1.0 / cfg.clump_split_agree
 
 
 def _unclumped(est: RadiusEstimate, fg: np.ndarray, raw: np.ndarray, nuc: np.ndarray,
@@ -190,13 +196,8 @@ def _unclumped(est: RadiusEstimate, fg: np.ndarray, raw: np.ndarray, nuc: np.nda
         # touching pairs count as single cells here: after a blur, cells rarely stand alone
         inner = _estimate_radius(split, nuc, max_area, cfg, speck_below=cfg.clump_speck_radius * est.radius,
                                  single_cells=cfg.clump_area_cells)
-        if inner is not None and not inner.clumped:
-            # the single cells where there are three, or else what the split field is made of
-            # (ring cells break into rim arcs there, yet their single cells keep the radius)
-            check = inner.radius if inner.single_radius is None else inner.single_radius
-            if est.radius > cfg.clump_split_ratio * check:
-                return max(inner.radius, check)
-            return est.radius
+        if inner is not None and _made_of_cells(inner, cfg) and est.radius > cfg.clump_split_ratio * inner.radius:
+            return inner.radius
     return est.radius
 
 
@@ -223,6 +224,61 @@ class Working:
 def _block_mean_f32(rgb: np.ndarray, k: int) -> np.ndarray:
     """:func:`block_mean` as float32 (a uint8 field's blocks sum to exactly the float32 field's)."""
     return block_mean(rgb, k).astype(np.float32, copy=False)
+
+
+@dataclass
+class _Scale:
+    """The working scale a first radius settles on (see :func:`_settle_scale`)."""
+
+    k: int
+    r_full: float
+    work: np.ndarray
+    od: np.ndarray
+    raw: np.ndarray
+    fg: np.ndarray
+    #: the first re-measure at the working scale found cells far larger than the first radius,
+    #: and not as clumps: that radius was too small
+    grew_whole: bool
+
+
+def _settle_scale(rgb: np.ndarray, c: int, small: np.ndarray, bg_s: np.ndarray,
+                  dens_s: tuple[np.ndarray, np.ndarray], thr: tuple[float, float, float],
+                  valid: np.ndarray | None, r_s: float, cfg: SegmentConfig) -> _Scale:
+    """Step 2, from the coarse pass's radius ``r_s`` (block size ``c``): resample so the typical
+    red cell has radius ~``work_radius_px`` and re-measure the radius there once (pale,
+    ring-like cells are only filled at the right scale)."""
+    r_full = r_s * c
+    # thresholds tile by tile where the field spans several slide areas (None: one field's worth)
+    local = local_thresholds(dens_s[1], r_s, cfg, thr, valid)
+    grew_whole = False
+    for attempt in range(2):
+        k = max(1, int(round(r_full / cfg.work_radius_px)))
+        if k == c:
+            work, bg, dens = small, bg_s, dens_s
+        else:
+            work = _block_mean_f32(rgb, k)
+            bg, dens = resize_to(bg_s, work.shape[:2]), None
+        od, raw, fg, _ = foreground(work, bg, r_full / k, cfg, thr, dens, local=local)
+        measured = _measure(fg, od, cfg)
+        r_new = None if measured is None else measured[0].radius
+        if r_new is not None and r_new * k > cfg.remeasure_growth * r_full:
+            grew_whole = grew_whole or (attempt == 0 and measured is not None and not measured[0].clumped)
+            # far larger: in a crowded field of overlapping cells, block averaging fuses the
+            # field into one or two clumps whose thickness is no radius; measured without them
+            measured = _measure(fg, od, cfg, max_area=cfg.remeasure_max_cells * math.pi * (r_full / k) ** 2)
+            r_new = None if measured is None else measured[0].radius
+        if attempt or r_new is None:
+            break
+        r_new *= k
+        if r_new < cfg.remeasure_floor * r_full:
+            # far smaller at the working scale: touching cells fused there (a crowded,
+            # high-magnification field); the first estimate stands
+            break
+        if max(1, int(round(r_new / cfg.work_radius_px))) == k:
+            r_full = r_new
+            break
+        r_full = r_new
+    return _Scale(k, float(r_full), work, od, raw, fg, grew_whole)
 
 
 def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
@@ -252,39 +308,17 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
     od_s, raw_s, fg_s, thr = foreground(small, bg_s, None, cfg, density=dens_s, valid=valid)
     if not _has_stained_object(raw_s, cfg):
         return "no cells found: the field has no stained objects (blank slide?)"
-    r_s = _radius_of(fg_s, od_s, cfg, raw=raw_s)
-    if r_s is None:
+    measured = _measure(fg_s, od_s, cfg)
+    if measured is None:
         return "no cells found: no object large enough to be a cell"
-    r_full = r_s * c
-    # thresholds tile by tile where the field spans several slide areas (None: one field's worth)
-    local = local_thresholds(dens_s[1], r_s, cfg, thr, valid)
-
-    # 2. working scale: resample so the typical red cell has radius ~work_radius_px; re-measure
-    #    the radius there once (pale, ring-like cells are only filled at the right scale)
-    for attempt in range(2):
-        k = max(1, int(round(r_full / cfg.work_radius_px)))
-        if k == c:
-            work, bg, dens = small, bg_s, dens_s
-        else:
-            work = _block_mean_f32(rgb, k)
-            bg, dens = resize_to(bg_s, work.shape[:2]), None
-        od, raw, fg, _ = foreground(work, bg, r_full / k, cfg, thr, dens, local=local)
-        r_new = _radius_of(fg, od, cfg)
-        if r_new is not None and r_new * k > cfg.remeasure_growth * r_full:
-            # far larger: in a crowded field of overlapping cells, block averaging fuses the
-            # field into one or two clumps whose thickness is no radius; measured without them
-            r_new = _radius_of(fg, od, cfg, max_area=cfg.remeasure_max_cells * math.pi * (r_full / k) ** 2)
-        if attempt or r_new is None:
-            break
-        r_new *= k
-        if r_new < cfg.remeasure_floor * r_full:
-            # far smaller at the working scale: touching cells fused there (a crowded,
-            # high-magnification field); the first estimate stands
-            break
-        if max(1, int(round(r_new / cfg.work_radius_px))) == k:
-            r_full = r_new
-            break
-        r_full = r_new
+    est, nuc = measured
+    r_s = _unclumped(est, fg_s, raw_s, nuc, None, cfg)
+    scale = _settle_scale(rgb, c, small, bg_s, dens_s, thr, valid, r_s, cfg)
+    if r_s != est.radius and scale.grew_whole:
+        # the clumps' check misread the field (pale-centred cells split into arcs, or specks
+        # taken for single cells): at the working scale its cells measure whole, far larger
+        scale = _settle_scale(rgb, c, small, bg_s, dens_s, thr, valid, est.radius, cfg)
+    k, r_full, work, od, raw, fg = scale.k, scale.r_full, scale.work, scale.od, scale.raw, scale.fg
     edge = None
     if blank_px is not None:
         edge = ndi.binary_dilation(block_mean(blank_px.astype(np.float32), k) > 0, iterations=1)
