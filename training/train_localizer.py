@@ -231,6 +231,19 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor)
     return (lp.sum() + ln.sum()) / pos.sum().clamp(min=1.0)
 
 
+def parse_blur(spec: str) -> Defocus:
+    """``"0.5:0.5-2.5"`` -> half the crops blurred, sigma 0.5-2.5 working px."""
+    try:
+        share, _, rng_ = spec.partition(":")
+        lo, _, hi = rng_.partition("-")
+        out = Defocus(float(share), (float(lo), float(hi)))
+    except ValueError:
+        raise SystemExit(f"--blur: {spec!r} is not share:lo-hi (e.g. 0.3:0.5-1.5)") from None
+    if not (0.0 <= out.p <= 1.0 and 0.0 < out.sigma[0] <= out.sigma[1]):
+        raise SystemExit(f"--blur: {spec!r}: the share must be 0-1 and 0 < lo <= hi")
+    return out
+
+
 def parse_mix(spec: str) -> dict[str, float]:
     """``"yolo=0.45,bcd=0.15,rendered=0.25,ring=0.15"`` -> source -> share of each batch."""
     out: dict[str, float] = {}
@@ -267,8 +280,17 @@ class Mixer:
         return group[int(rng.integers(len(group)))]
 
 
-def make_batch(samples: list[Sample] | Mixer, rng: np.random.Generator, n: int, crop: int, kinds: tuple[str, ...]
-               ) -> tuple[torch.Tensor, ...]:
+@dataclass(frozen=True)
+class Defocus:
+    """Defocus augmentation: the share of crops blurred and the range of the Gaussian's sigma
+    (working pixels)."""
+
+    p: float = 0.3
+    sigma: tuple[float, float] = (0.5, 1.5)
+
+
+def make_batch(samples: list[Sample] | Mixer, rng: np.random.Generator, n: int, crop: int, kinds: tuple[str, ...],
+               defocus: Defocus = Defocus()) -> tuple[torch.Tensor, ...]:
     xs, ts, ws = [], [], []
     oc = crop // 2
     mixer = samples if isinstance(samples, Mixer) else Mixer(samples, {})
@@ -309,8 +331,8 @@ def make_batch(samples: list[Sample] | Mixer, rng: np.random.Generator, n: int, 
         x = _stain_mix(x, rng)
         x = x * torch.from_numpy(rng.uniform(0.75, 1.3, size=(3, 1, 1)).astype(np.float32))
         x = x * float(rng.uniform(0.5, 1.5))
-        if rng.random() < 0.3:
-            x = _blur(x, float(rng.uniform(0.5, 1.5)))
+        if rng.random() < defocus.p:
+            x = _blur(x, float(rng.uniform(*defocus.sigma)))
         x = x + torch.from_numpy(rng.normal(0, 0.02, size=x.shape).astype(np.float32))
         tt = torch.from_numpy(t)
         ww = torch.from_numpy(np.stack([wgt * (kd not in s.unlabelled) for kd in kinds]))
@@ -458,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mix", default="",
                     help="share of each batch per source, e.g. txl-pbc=0.45,bcd-256=0.15,rendered=0.25,ring=0.15 "
                          "(default: every field equally likely)")
+    ap.add_argument("--blur", default="0.3:0.5-1.5",
+                    help="defocus augmentation, share:sigma range in working px (default 0.3:0.5-1.5)")
     ap.add_argument("--arch", default="locnet")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--steps", type=int, default=120, help="batches per epoch")
@@ -541,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total, pct_start=0.1)
     best: tuple[float, int, dict[str, Any]] = (-1.0, -1, {})
     mixer = Mixer(train, parse_mix(args.mix))
+    defocus = parse_blur(args.blur)
     log.info("batch shares: %s", {k: round(float(p), 3) for k, p in zip(mixer.sources, mixer.p if mixer.p is not None else [], strict=False)})
     history = []
     for epoch in range(args.epochs):
@@ -552,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
             it = tqdm(it, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False)
         run = 0.0
         for _ in it:
-            x, t, w = make_batch(mixer, rng, args.batch, args.crop, kinds)
+            x, t, w = make_batch(mixer, rng, args.batch, args.crop, kinds, defocus)
             loss = focal_loss(net(x), t, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()

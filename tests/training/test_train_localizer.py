@@ -15,6 +15,7 @@ from morph.io import write_image
 from morph.localize import load_localizer
 from morph.synth import render_field
 from training.train_localizer import (
+    Defocus,
     Mixer,
     Sample,
     _heatmap,
@@ -23,6 +24,7 @@ from training.train_localizer import (
     focal_loss,
     main,
     make_batch,
+    parse_blur,
 )
 
 
@@ -111,6 +113,22 @@ def test_mixer_gives_each_source_its_share_and_unboxed_kinds_no_loss() -> None:
     assert 300 < sum(mixer.draw(rng).source == "bcd" for _ in range(1000)) < 500
     _, t, w = make_batch(Mixer([_sample("bcd", ("platelet",))], {}), rng, 2, 32, ("rbc", "platelet"))
     assert w.shape == t.shape and w[:, 1].sum() == 0 and w[:, 0].sum() > 0
+
+
+def test_blur_option_sets_the_defocus_augmentation() -> None:
+    assert parse_blur("0.3:0.5-1.5") == Defocus()
+    assert parse_blur("1:2-2") == Defocus(1.0, (2.0, 2.0))
+    for bad in ("0.3", "2:0.5-1", "0.5:1.5-0.5", "a:b-c"):
+        with pytest.raises(SystemExit, match="--blur"):
+            parse_blur(bad)
+    # every crop blurred: a one-pixel spot spreads
+    spot = _sample("txl")
+    spot.od[:] = 0
+    spot.od[:, 20, 20] = 1.0
+    rng = np.random.default_rng(0)
+    sharp, _, _ = make_batch(Mixer([spot], {}), rng, 1, 40, ("rbc",), Defocus(0.0))
+    soft, _, _ = make_batch(Mixer([spot], {}), np.random.default_rng(0), 1, 40, ("rbc",), Defocus(1.0, (2.0, 2.0)))
+    assert float(soft.max()) < 0.5 * float(sharp.max())
 
 
 def test_tiny_training_run_with_a_bcd256_source(tmp_path: Path) -> None:
