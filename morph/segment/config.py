@@ -144,7 +144,7 @@ class SegmentConfig:
         clump_split_levels: shares of the cells' density (75th percentile) at which clumps are
             split, in turn, when every object is one. A split made of cells (not clumps; its
             single cells and touching pairs, no specks under ``clump_speck_radius`` of the
-            clumps' radius, within ``clump_split_agree`` of its typical radius either way)
+            clumps' radius, ``clump_split_agree`` times its typical radius)
             whose radius is ``clump_split_ratio`` times smaller replaces the clumps' radius,
             unless the cells then measure whole and far larger at the working scale.
         clump_speck_radius, clump_split_ratio, clump_split_agree: see ``clump_split_levels``.
@@ -215,7 +215,7 @@ class SegmentConfig:
     clump_split_levels: tuple[float, ...] = (0.6, 0.7)
     clump_speck_radius: float = 0.15
     clump_split_ratio: float = 2.0
-    clump_split_agree: float = 0.7
+    clump_split_agree: tuple[float, float] = (0.7, 1.1)
     speck_radius: float = 0.25
     fragment_area: float = 0.4
     fragment_solidity: float = 0.92

@@ -168,12 +168,14 @@ def _measure(fg: np.ndarray, od: np.ndarray, cfg: SegmentConfig,
 
 def _made_of_cells(split: RadiusEstimate, cfg: SegmentConfig) -> bool:
     """Whether a field split nearer the cells' density is made of cells: no clump as its typical
-    object, and single cells (three at least) about as thick as it (``clump_split_agree``).
-    Pale-centred cells break into rim arcs and specks there instead, thinner than the pieces
-    they split from, or leave whole cells thicker than those pieces."""
+    object, and single cells (three at least) about as thick as it (``clump_split_agree``: a
+    little thinner, as blurred cells shrink most where they stand alone). Pale-centred cells
+    break into rim arcs and specks there instead, much thinner than the pieces they split from,
+    or leave whole cells thicker than those pieces."""
     if split.clumped or split.single_radius is None:
         return False
-    return cfg.clump_split_agree <= split.single_radius / split.radius <= 1.0 / cfg.clump_split_agree
+    lo, hi = cfg.clump_split_agree
+    return lo <= split.single_radius / split.radius <= hi
 
 
 def _unclumped(est: RadiusEstimate, fg: np.ndarray, raw: np.ndarray, nuc: np.ndarray,

@@ -61,6 +61,7 @@ def test_the_split_field_must_be_made_of_cells():
     assert not _made_of_cells(RadiusEstimate(24.0), cfg)  # no single cells to check it
     assert not _made_of_cells(RadiusEstimate(20.5, single_radius=9.1), cfg)  # arcs and specks
     assert not _made_of_cells(RadiusEstimate(15.2, single_radius=25.1), cfg)  # arcs, whole cells
+    assert not _made_of_cells(RadiusEstimate(8.9, single_radius=12.0), cfg)  # TXL-PBC at half scale
 
 
 def test_real_defocused_fields_keep_their_radius(bcd_dir: Path, chula_dir: Path):
