@@ -178,8 +178,7 @@ def _made_of_cells(split: RadiusEstimate, cfg: SegmentConfig) -> bool:
     return lo <= split.single_radius / split.radius <= hi
 
 
-def _unclumped(est: RadiusEstimate, fg: np.ndarray, raw: np.ndarray, nuc: np.ndarray,
-               max_area: float | None, cfg: SegmentConfig) -> float:
+def _unclumped(est: RadiusEstimate, fg: np.ndarray, raw: np.ndarray, nuc: np.ndarray, cfg: SegmentConfig) -> float:
     """The typical radius, unless it is a clump's thickness: far over the single cells' (a
     defocused field of touching cells, whose narrow glass gaps the blur fills), which is then
     taken instead. With every object a clump, the field is split at a level nearer the cells'
@@ -196,7 +195,7 @@ def _unclumped(est: RadiusEstimate, fg: np.ndarray, raw: np.ndarray, nuc: np.nda
     for level in cfg.clump_split_levels:
         split = ndi.binary_opening(fg & (smooth > level * body))
         # touching pairs count as single cells here: after a blur, cells rarely stand alone
-        inner = _estimate_radius(split, nuc, max_area, cfg, speck_below=cfg.clump_speck_radius * est.radius,
+        inner = _estimate_radius(split, nuc, None, cfg, speck_below=cfg.clump_speck_radius * est.radius,
                                  single_cells=cfg.clump_area_cells)
         if inner is not None and _made_of_cells(inner, cfg) and est.radius > cfg.clump_split_ratio * inner.radius:
             return inner.radius
@@ -314,7 +313,7 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
     if measured is None:
         return "no cells found: no object large enough to be a cell"
     est, nuc = measured
-    r_s = _unclumped(est, fg_s, raw_s, nuc, None, cfg)
+    r_s = _unclumped(est, fg_s, raw_s, nuc, cfg)
     scale = _settle_scale(rgb, c, small, bg_s, dens_s, thr, valid, r_s, cfg)
     if r_s != est.radius and scale.grew_whole:
         # the clumps' check misread the field (pale-centred cells split into arcs, or specks
