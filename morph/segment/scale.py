@@ -83,23 +83,32 @@ def _estimate_radius(fg: np.ndarray, nuclear: np.ndarray, max_area: float | None
     if big.size == 0:
         return None
     r = _weighted_median(big)
-    single = _single_cells_radius(fg | pallor, lab, n, size, rbc, speck_below or cfg.speck_radius * r,
+    single = _single_cells_radius(dt, lab, n, size, rbc, speck_below or cfg.speck_radius * r,
                                   single_cells or cfg.single_cell_area)
     return RadiusEstimate(r, single,
                           clumped=bool(np.any(ok & (size > cfg.clump_area_cells * math.pi * mx * mx) & (mx == r))))
 
 
-def _single_cells_radius(mask: np.ndarray, lab: np.ndarray, n: int, size: np.ndarray, rbc: np.ndarray,
+def _single_cells_radius(dt: np.ndarray, lab: np.ndarray, n: int, size: np.ndarray, rbc: np.ndarray,
                          speck_below: float, max_cells: float) -> float | None:
-    """Weighted median thickness of the single red cells among the objects (None under three).
-    A single cell covers no more than ``max_cells`` discs of its thickness (an elongated cell
-    measures its short axis, a clump its own thickness) and is no speck (platelets, debris
-    under ``speck_below``). Thickness counts the field's edge as glass: a cell the edge cuts
-    in half then measures half as thick and no longer round."""
-    dt = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    mx = label_max(dt, lab, n)[1:]
+    """Weighted median thickness of the single red cells among the objects ``lab`` (their
+    distance to glass ``dt``; None under three). A single cell covers no more than ``max_cells``
+    discs of its thickness (an elongated cell measures its short axis, a clump its own
+    thickness) and is no speck (platelets, debris under ``speck_below``). Thickness counts the
+    field's edge as glass: a cell the edge cuts in half then measures half as thick and no
+    longer round."""
+    mx = label_max(_edge_as_glass(dt), lab, n)[1:]
     single = rbc & (size <= max_cells * math.pi * mx * mx) & (mx >= speck_below)
     return _weighted_median(mx[single]) if single.sum() >= 3 else None
+
+
+def _edge_as_glass(dt: np.ndarray) -> np.ndarray:
+    """A distance-to-glass map with the field's edge counted as glass too (the distance
+    transform of the mask padded with glass, without computing it again)."""
+    h, w = dt.shape
+    to_row = np.minimum(np.arange(1, h + 1), np.arange(h, 0, -1))[:, None]
+    to_col = np.minimum(np.arange(1, w + 1), np.arange(w, 0, -1))[None, :]
+    return np.minimum(dt, np.minimum(to_row, to_col))
 
 
 def _weighted_median(v: np.ndarray) -> float:
