@@ -499,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    defocus = parse_blur(args.blur)  # before minutes of reading fields: a bad spec fails at once
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -565,7 +566,6 @@ def main(argv: list[str] | None = None) -> int:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total, pct_start=0.1)
     best: tuple[float, int, dict[str, Any]] = (-1.0, -1, {})
     mixer = Mixer(train, parse_mix(args.mix))
-    defocus = parse_blur(args.blur)
     log.info("batch shares: %s", {k: round(float(p), 3) for k, p in zip(mixer.sources, mixer.p if mixer.p is not None else [], strict=False)})
     history = []
     for epoch in range(args.epochs):
