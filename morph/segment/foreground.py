@@ -11,7 +11,7 @@ from skimage import filters, morphology
 
 from .arrays import resize_to
 from .config import SegmentConfig
-from .glass import glass_level, optical_density
+from .glass import glass_level, glass_spread, optical_density
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -19,13 +19,6 @@ def _otsu(values: np.ndarray) -> float:
         return float(filters.threshold_otsu(values))
     except ValueError:
         return float(values.max()) if values.size else 0.0
-
-
-def _glass_spread(values: np.ndarray, level: float, noise: float) -> float:
-    """The spread of the glass about its ``level``: the root mean square of the values below it
-    (only glass lies below the glass level; above it, the cells), or ``noise`` when too few."""
-    below = values[values < level] - level
-    return float(np.sqrt(np.mean(below * below))) if below.size > 16 else noise
 
 
 def _thresholds(raw: np.ndarray, cfg: SegmentConfig, valid: np.ndarray | None = None) -> tuple[float, float, float]:
@@ -49,7 +42,7 @@ def _thresholds(raw: np.ndarray, cfg: SegmentConfig, valid: np.ndarray | None = 
     # the floor: above the pixel noise and above the glass's own unevenness (on a sparse field,
     # where the cells are a small minority, the re-splits otherwise reached the glass and grew
     # field-sized "cells" out of it)
-    floor = max(cfg.seed_noise_k * noise, cfg.glass_spread_k * _glass_spread(values, level, noise))
+    floor = max(cfg.seed_noise_k * noise, cfg.glass_spread_k * glass_spread(values, level, noise))
     # ...and never below the density that holds no stained cells at all: one or two cells on a
     # large field are under the 0.5% clipped above, so the first split fell into the glass
     # texture, as did the re-splits where glass texture outweighs the few cells. (The first

@@ -49,15 +49,15 @@ def background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
     # summed optical density = log(product of glass channels) - log(product of pixel channels):
     # the pixel term is computed once, the glass term on the coarse grid
     log_px = np.log(np.maximum(rgb, 1.0)).sum(axis=2)
+    unclipped = _unclipped(rgb)
     for first, tol in ((True, cfg.glass_tolerance), (False, 3.0)):
         log_bg = np.log(np.maximum(coarse, 8.0)).sum(axis=2, keepdims=True)
         if log_bg.shape[:2] == (1, 1):
             raw = float(log_bg[0, 0, 0]) - log_px
         else:
             raw = resize_to(log_bg, rgb.shape[:2])[:, :, 0] - log_px
-        level, noise = glass_level(raw)
-        below = raw[raw < level] - level
-        spread = float(np.sqrt(np.mean(below * below))) if below.size > 16 else noise
+        level, noise = glass_level(raw, unclipped)
+        spread = glass_spread(raw if unclipped is None else raw[unclipped], level, noise)
         # capped, so that in a crowded field the cells never pass for glass
         glass = (raw < level + min(tol * max(spread, noise), cfg.glass_max_od)).astype(np.float32)
         if glass.mean() < 0.05:
@@ -80,6 +80,25 @@ def background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
     if coarse.shape[:2] == (1, 1):
         return np.broadcast_to(np.maximum(coarse, 8.0), rgb.shape).astype(np.float32)
     return np.maximum(resize_to(coarse, rgb.shape[:2]), 8.0)
+
+
+def _unclipped(rgb: np.ndarray) -> np.ndarray | None:
+    """The pixels with no channel at the sensor's ceiling, or None when clipping is rare or
+    covers most of the field. Over-exposed glass sits flat at the ceiling: it has no noise
+    and nothing brighter than the mode, so counted as glass it shrank the glass's measured
+    spread and the glass mask lost the vignetted edges (a frame of false cells there)."""
+    clipped: np.ndarray = np.asarray((rgb >= 254.5).any(axis=2))
+    share = float(clipped.mean())
+    # beyond 60% the pixels left are mostly cells, whose mode is no glass level (TXL fields
+    # at brightness x1.15 then found cells in the glass)
+    return np.logical_not(clipped) if 0.01 <= share <= 0.6 else None
+
+
+def glass_spread(values: np.ndarray, level: float, noise: float) -> float:
+    """The spread of the glass about its ``level``: the root mean square of the values below it
+    (only glass lies below the glass level; above it, the cells), or ``noise`` when too few."""
+    below = values[values < level] - level
+    return float(np.sqrt(np.mean(below * below))) if below.size > 16 else noise
 
 
 def _glass_trend(gl: np.ndarray, col: np.ndarray) -> np.ndarray | None:

@@ -106,3 +106,27 @@ def test_over_exposure_keeps_the_radius_of_a_real_field(txl_dir) -> None:
     bright = segment_field(shifts.adjust_brightness_gamma(image, brightness=1.15), centres=load_localizer(None))
     assert bright.typical_radius_px == pytest.approx(clean.typical_radius_px, rel=0.15)
     assert abs(len(bright.cells) - len(clean.cells)) <= 2
+
+
+def test_over_exposed_glass_keeps_the_vignetted_edge_as_glass(localizer) -> None:
+    """Rendered sparse ring field 3 at brightness x1.15: a quarter of the glass sits flat at the
+    sensor's ceiling, with no noise and nothing brighter than its mode. Counted as glass it
+    shrank the measured spread, the darker vignetted edge fell out of the glass mask, and the
+    map put the glass too bright there: 38 detections for 20 cells, a column of them glass."""
+    f = render_ring_field(3, sparse=True)
+    bright = shifts.adjust_brightness_gamma(f.image, brightness=1.15)
+    assert (bright == 255).any(axis=2).mean() > 0.1  # the shift does clip this field
+    matched, found, n = box_matches(segment_field(bright, um_per_px=f.um_per_px, centres=localizer).cells, _boxes(f))
+    assert matched >= n - 1 and found <= matched + 1
+
+
+def test_over_exposure_keeps_a_real_field_free_of_glass_cells(txl_dir) -> None:
+    """TXL-PBC test field 3f5ae65c at brightness x1.15 (red channel clipped on a third of the
+    field): 44 detections for 24 cells and a radius of 57 px (cells ~35 px) before."""
+    from morph.io import read_image
+
+    image = read_image(txl_dir / "images" / "test" / "3f5ae65c-70c1-5408-bff5-dbc0d878d38a.jpg")
+    clean = segment_field(image, centres=load_localizer(None))
+    bright = segment_field(shifts.adjust_brightness_gamma(image, brightness=1.15), centres=load_localizer(None))
+    assert bright.typical_radius_px == pytest.approx(clean.typical_radius_px, rel=0.15)
+    assert len(bright.cells) <= len(clean.cells) + 3
