@@ -4,7 +4,7 @@ precision/recall on rendered synthetic fields, and mean time per field.
 Usage (single core, as the target is stated)::
 
     taskset -c 0 .venv/bin/python benchmarks/localization.py [--data DIR] [--limit N]
-        [--sets chula,txl,synth,ring] [--synth-n 40] [--ring-n 40] [--overlays DIR] [--localizer shipped|none|DIR]
+        [--sets chula,txl,synth,ring,bcd] [--synth-n 40] [--ring-n 40] [--overlays DIR] [--localizer shipped|none|DIR]
 
 Definitions:
     Chula: a labelled point (``x y class``) is *found* when it falls inside exactly one detected
@@ -17,6 +17,9 @@ Definitions:
         by the image border as detections (TXL boxes many partial cells at the border, though not
         all). ``precision_unclipped_dets`` is the precision of the detections not touching the
         border alone (matched against all boxes), for reference.
+    bcd-256: the held-out test part (:func:`morph.evaluation.bcd256_is_test`, 20 fields of a
+        third laboratory: greenish glass, overlapping cells), red cells and white cells matched to
+        their boxes as on TXL-PBC (``wbc`` boxes against nucleated detections).
     Synthetic: rendered fields (``morph.synth.render_field``) matched one-to-one to the ground
         truth by centre-in-ground-truth-box, for every kind and for red cells alone.
 """
@@ -37,9 +40,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from morph.evaluation import box_matches, cell_index_map, found_and_merged, point_owners  # noqa: E402
+from morph.evaluation import (  # noqa: E402
+    bcd256_is_test,
+    box_matches,
+    cell_index_map,
+    found_and_merged,
+    point_owners,
+)
 from morph.io import read_image  # noqa: E402
 from morph.localize import CentreDetector, load_localizer  # noqa: E402
+from morph.readers import read_bcd256_boxes  # noqa: E402
 from morph.segment import DEFAULT_UM_PER_PX, Segmentation, SegmentConfig, segment_field  # noqa: E402
 
 
@@ -157,6 +167,29 @@ def bench_txl(root: Path, limit: int | None, overlays: Path | None, split: str =
     }
 
 
+def bench_bcd(root: Path, limit: int | None, overlays: Path | None) -> dict:
+    """bcd-256's held-out test fields: red cells and white cells against their boxes."""
+    fields = [f for f in read_bcd256_boxes(root)[0] if bcd256_is_test(f.number)][:limit]
+    counts = {k: [0, 0, 0] for k in ("rbc", "wbc")}
+    times: list[float] = []
+    for f in fields:
+        im = read_image(f.image_path)
+        seg, dt = _timed(im, LOCALIZER)
+        times.append(dt)
+        for key, kind in (("rbc", "rbc"), ("wbc", "nucleated")):
+            m = box_matches(seg.cells, f.boxes[key], (kind,))
+            counts[key] = [a + b for a, b in zip(counts[key], m, strict=True)]
+        if overlays is not None:
+            _save_overlay(overlays / f"bcd_{f.number}.png", im, seg, boxes=[tuple(b) for b in f.boxes["rbc"]])
+    (rt, rd, rg), (wt, wd, wg) = counts["rbc"], counts["wbc"]
+    return {
+        "set": "bcd-test", "fields": len(fields), "gt": rg, "dets": rd,
+        "precision": rt / max(rd, 1), "recall": rt / max(rg, 1),
+        "wbc_gt": wg, "wbc_dets": wd, "wbc_precision": wt / max(wd, 1), "wbc_recall": wt / max(wg, 1),
+        "ms_per_field": 1000 * float(np.mean(times)) if times else float("nan"),
+    }
+
+
 def bench_synth(n: int, overlays: Path | None) -> dict | None:
     try:
         from morph.synth import render_field
@@ -268,7 +301,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=_default_data_dir(), help="shared data dir (default: $MORPH_DATA_DIR or ../shared/data)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N fields of each set (quick runs)")
-    ap.add_argument("--sets", default="chula,txl,synth", help="comma list of: chula, txl, synth, ring")
+    ap.add_argument("--sets", default="chula,txl,synth", help="comma list of: chula, txl, synth, ring, bcd")
     ap.add_argument("--synth-n", type=int, default=60, help="number of rendered synthetic fields")
     ap.add_argument("--ring-n", type=int, default=40, help="number of rendered ring-cell fields (--sets ring)")
     ap.add_argument("--txl-split", default="test")
@@ -312,6 +345,12 @@ def main(args: argparse.Namespace) -> int:
             results.append(r)
     if "ring" in sets:
         results.append(bench_ring(args.limit or args.ring_n, args.overlays))
+    if "bcd" in sets:
+        root = args.data / "bcd-256"
+        if (root / "annotations.csv").is_file():
+            results.append(bench_bcd(root, args.limit, args.overlays))
+        else:
+            print(f"skip bcd: {root} not found")
     print(f"{'set':<12} {'fields':>6} {'metric':<34} {'value':>9}   target")
     targets = {
         ("chula", "recall"): ">= 0.98", ("chula", "merge_rate"): "< 0.01",
@@ -319,6 +358,7 @@ def main(args: argparse.Namespace) -> int:
         ("synthetic", "precision"): ">= 0.97", ("synthetic", "recall"): ">= 0.97",
         ("ring", "sparse_precision"): ">= 0.97", ("ring", "sparse_recall"): ">= 0.97",
         ("ring", "nucleated_precision"): ">= 0.95",
+        ("bcd-test", "precision"): ">= 0.90", ("bcd-test", "recall"): ">= 0.90",
     }
     for r in results:
         for key, val in r.items():

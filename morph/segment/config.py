@@ -97,6 +97,14 @@ class SegmentConfig:
             measure nuclei, platelets and the hue rules use. Wright's azure chromatin absorbs
             green and haemoglobin absorbs blue: green minus blue ("violet"). See
             :data:`STAIN_SETTINGS` for the other stains.
+        chromatin_red_weight: on a stain whose red cells absorb almost no red light (their red
+            share of the absorbance under ``chromatin_red_share[0]``, blended out by
+            ``chromatin_red_share[1]``), the red absorbance joins the chromatin density with
+            this weight: haemoglobin and eosin absorb little above 600 nm, the azure of
+            chromatin much. Where the red cells themselves take up azure (lilac cells, red share
+            0.07-0.37 on Chula RBC-12, TXL-PBC and the renders) red is no chromatin sign and
+            the weight is 0. (bcd-256: red cells 0.00-0.05, white-cell nuclei 0.29-0.40, while
+            their violet share sits only 0.02-0.07 above the red cells'.)
         nucleus_rel_od: nuclei are pixels whose chromatin density exceeds this multiple of
             the typical red-cell value.
         nucleus_min_od: absolute floor (optical density) for the nucleus threshold.
@@ -221,6 +229,8 @@ class SegmentConfig:
     fragment_solidity: float = 0.92
     fragment_contact: float = 0.8
     chromatin_od: tuple[float, float, float] = (0.0, 1.0, -1.0)
+    chromatin_red_weight: float = 1.0
+    chromatin_red_share: tuple[float, float] = (0.05, 0.07)
     nucleus_rel_od: float = 2.2
     nucleus_min_od: float = 0.35
     nucleus_min_area: float = 0.12
@@ -266,6 +276,6 @@ class SegmentConfig:
 #: on NMB a neutrophil's thin lobes sit under it (rendered NMB neutrophils then went missing).
 STAIN_SETTINGS: dict[str, dict[str, Any]] = {
     "wright": {},
-    "nmb": {"chromatin_od": (1.0, 0.0, -1.0), "nucleus_rel_od": 2.6, "nucleus_min_od": 0.25,
-            "nucleus_thin_share_margin": 0.0},
+    "nmb": {"chromatin_od": (1.0, 0.0, -1.0), "chromatin_red_weight": 0.0, "nucleus_rel_od": 2.6,
+            "nucleus_min_od": 0.25, "nucleus_thin_share_margin": 0.0},
 }

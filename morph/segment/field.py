@@ -111,7 +111,7 @@ def segment_field(
     cell_area = math.pi * r * r
     maps = read_centre_maps(centres, wv.od, cfg)
     # 4. nucleated cells and the zones they own
-    chrom = chromatin_density(wv.od, cfg)
+    chrom = chromatin_density(wv.od, cfg, wv.fg)
     nucleus_od = nucleus_threshold(chrom, wv.fg, cfg)
     nuclei = _nucleated_cells(chrom > nucleus_od, chrom, wv.od, maps, wv.fg, r, cell_area, cfg)
     # 5. seeds, watershed, fragments joined back, overlapping cells split, cytoplasm joined

@@ -14,11 +14,30 @@ from .arrays import label_max
 from .config import SegmentConfig
 
 
-def chromatin_density(od: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
+def chromatin_density(od: np.ndarray, cfg: SegmentConfig, fg: np.ndarray | None = None) -> np.ndarray:
     """Chromatin density: the optical density weighted by the stain's ``chromatin_od`` (on
-    Wright green absorbed minus blue absorbed, "violet"); high in nuclei and platelets."""
+    Wright green absorbed minus blue absorbed, "violet"); high in nuclei and platelets. With the
+    foreground ``fg``, the red absorbance joins it where the red cells absorb almost no red
+    (:func:`red_chromatin_weight`)."""
     terms = [w * od[:, :, c] for c, w in enumerate(cfg.chromatin_od) if w]
-    return sum(terms[1:], terms[0]) if terms else np.zeros(od.shape[:2], od.dtype)
+    chrom = sum(terms[1:], terms[0]) if terms else np.zeros(od.shape[:2], od.dtype)
+    w_red = 0.0 if fg is None else red_chromatin_weight(od, fg, cfg)
+    return chrom + np.float32(w_red) * od[:, :, 0] if w_red > 0 else chrom
+
+
+def red_chromatin_weight(od: np.ndarray, fg: np.ndarray, cfg: SegmentConfig) -> float:
+    """The weight of the red absorbance in the chromatin density: ``chromatin_red_weight`` when
+    the red cells' (the foreground's median) red share of the absorbance is under
+    ``chromatin_red_share[0]``, none over ``chromatin_red_share[1]``, linear between."""
+    if cfg.chromatin_red_weight <= 0 or not fg.any():
+        return 0.0
+    total = od.sum(axis=2)
+    stained = fg & (total > 0.1)  # the faint fringes' share is noise
+    if not stained.any():
+        return 0.0
+    share = float(np.median(od[:, :, 0][stained] / total[stained]))
+    lo, hi = cfg.chromatin_red_share
+    return cfg.chromatin_red_weight * float(np.clip((hi - share) / max(hi - lo, 1e-6), 0.0, 1.0))
 
 
 def nucleus_threshold(chrom: np.ndarray, fg: np.ndarray, cfg: SegmentConfig) -> float:
@@ -105,7 +124,8 @@ def drop_red_cell_hue(groups: np.ndarray, n: int, nuclear: np.ndarray, chrom: np
     0.07-0.24 above it; on TXL-PBC white cells at least 0.16 above. A group is kept when its
     median share exceeds the red cells' median by ``nucleus_share_margin``, or when it holds a
     ``vouched`` pixel (a learned nucleated-cell centre: on bcd-256's stain white-cell nuclei sit
-    only 0.02-0.07 above the red cells). A thin group (two ring-cell rims overlapping) needs
+    only 0.02-0.07 above the red cells on violet alone; the red term of
+    :func:`red_chromatin_weight` lifts them 0.3 above). A thin group (two ring-cell rims overlapping) needs
     ``nucleus_thin_share_margin``. Returns the remaining groups relabelled 1..n and n."""
     if not n or cfg.nucleus_share_margin <= 0:
         return groups, n

@@ -509,6 +509,41 @@ def test_radius_of_real_bcd256_fields(bcd_dir) -> None:
     assert radii and 18 <= min(radii) and max(radii) <= 35, radii
 
 
+def test_white_cells_of_a_stain_whose_red_cells_absorb_no_red_are_found(bcd_dir) -> None:
+    """bcd-256's red cells absorb almost no red light (red share 0.00-0.05 of their absorbance),
+    its white-cell nuclei much (0.29-0.40), while their violet share sits only 0.02-0.07 above
+    the red cells'. On violet alone 12 of the 22 white cells of the test part were read as red
+    cells, among them the neutrophil of field 21 and the lymphocyte of field 108."""
+    from morph.evaluation import box_matches
+    from morph.io import read_image
+    from morph.localize import load_localizer
+    from morph.readers import read_bcd256_boxes
+
+    fields = {f.number: f for f in read_bcd256_boxes(bcd_dir)[0]}
+    loc = load_localizer(None)
+    for number in (21, 45, 108):
+        f = fields[number]
+        seg = segment_field(read_image(f.image_path), centres=loc)
+        matched, _, n = box_matches(seg.cells, f.boxes["wbc"], ("nucleated",))
+        assert matched == n == 1, number
+
+
+def test_red_absorbance_joins_chromatin_only_where_red_cells_absorb_no_red() -> None:
+    """The red term's weight follows the red cells' red share: full under 0.05, none over 0.07
+    (Chula RBC-12, TXL-PBC and rendered red cells sit at 0.07-0.37), and never on NMB."""
+    from morph.segment.nuclei import chromatin_density, red_chromatin_weight
+
+    fg = np.ones((8, 8), bool)
+    pink = np.broadcast_to(np.array([0.02, 0.66, 0.32], np.float32), (8, 8, 3)).copy()  # bcd-like
+    lilac = np.broadcast_to(np.array([0.25, 0.45, 0.30], np.float32), (8, 8, 3)).copy()  # TXL-like
+    cfg = SegmentConfig()
+    assert red_chromatin_weight(pink, fg, cfg) == pytest.approx(1.0)
+    assert red_chromatin_weight(lilac, fg, cfg) == 0.0
+    assert red_chromatin_weight(pink, fg, SegmentConfig().for_stain("nmb")) == 0.0
+    np.testing.assert_allclose(chromatin_density(lilac, cfg, fg), chromatin_density(lilac, cfg))
+    np.testing.assert_allclose(chromatin_density(pink, cfg, fg), chromatin_density(pink, cfg) + 0.02)
+
+
 def test_a_learned_nucleated_centre_vouches_for_a_pale_nucleus() -> None:
     """bcd-256's white-cell nuclei are only 0.02-0.07 bluer than its red cells: the hue rule alone
     drops them as overlapping red cells; a learned nucleated-cell centre in the group keeps it."""
