@@ -131,7 +131,13 @@ def case_scale(fields: Sequence[FieldResult], options: AnalysisOptions) -> dict[
         return {"um_per_px": float(options.um_per_px), "source": "stated"}
     estimated = [f for f in fields if f.error is None and f.scale_source == "estimated"]
     if not estimated:
-        return {"um_per_px": options.resolved_um_per_px(), "source": "default"}
+        # said in the report: on another lab's microscope the default may be wrong while the
+        # cells still measure plausibly (bcd-256 cells read 8.8-9.4 um at it: "macrocytes")
+        um = options.resolved_um_per_px()
+        return {"um_per_px": um, "source": "default",
+                "note": f"no scale was given: sizes were measured at the default {um:g} um/px (the Chula RBC-12 "
+                        "microscope); macro- and microcytes, macro-ovalocytes and anisocytosis hold only if that is "
+                        "this microscope's scale: give um_per_px"}
     return {
         "um_per_px": round(float(np.median([f.um_per_px for f in estimated])), 4), "source": "estimated",
         "fields_estimated": len(estimated),

@@ -72,7 +72,11 @@ def test_case_without_a_scale_says_when_it_estimated_one(disc_field) -> None:
     assert stated.images[0].median_rbc_diameter_um > 13
     small, _ = disc_field(n=6)
     plain = analyzer.analyze_case([("small.png", small)], AnalysisOptions())
-    assert plain.findings["scale"] == {"um_per_px": 0.178, "source": "default"}
+    assert {k: plain.findings["scale"][k] for k in ("um_per_px", "source")} == {"um_per_px": 0.178, "source": "default"}
+    # the default is an assumption the report states: another lab's cells can measure plausibly
+    # at it and still be read as macrocytes (bcd-256: 8.8-9.4 um)
+    assert any("default 0.178 um/px" in w and "give um_per_px" in w for w in plain.findings["warnings"])
+    assert not any("default" in w for w in stated.findings["warnings"])
 
 
 def test_fields_of_a_case_share_one_scale(disc_field) -> None:
