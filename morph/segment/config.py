@@ -105,6 +105,9 @@ class SegmentConfig:
             0.07-0.37 on Chula RBC-12, TXL-PBC and the renders) red is no chromatin sign and
             the weight is 0. (bcd-256: red cells 0.00-0.05, white-cell nuclei 0.29-0.40, while
             their violet share sits only 0.02-0.07 above the red cells'.)
+        nucleus_red_share_margin: where the red term is on, a nuclear group whose red share of
+            the absorbance is not this much above the red cells' is stacked red cells (nuclei
+            sit 0.25-0.37 above on bcd-256), whatever else vouches for it.
         nucleus_rel_od: nuclei are pixels whose chromatin density exceeds this multiple of
             the typical red-cell value.
         nucleus_min_od: absolute floor (optical density) for the nucleus threshold.
@@ -231,6 +234,7 @@ class SegmentConfig:
     chromatin_od: tuple[float, float, float] = (0.0, 1.0, -1.0)
     chromatin_red_weight: float = 1.0
     chromatin_red_share: tuple[float, float] = (0.05, 0.07)
+    nucleus_red_share_margin: float = 0.12
     nucleus_rel_od: float = 2.2
     nucleus_min_od: float = 0.35
     nucleus_min_area: float = 0.12

@@ -22,6 +22,7 @@ from .nuclei import (
     nuclear_groups,
     nucleated_zones,
     nucleus_threshold,
+    red_chromatin_weight,
     split_nuclear_groups,
     without_rim_pieces,
 )
@@ -111,9 +112,10 @@ def segment_field(
     cell_area = math.pi * r * r
     maps = read_centre_maps(centres, wv.od, cfg)
     # 4. nucleated cells and the zones they own
-    chrom = chromatin_density(wv.od, cfg, wv.fg)
+    red_weight = red_chromatin_weight(wv.od, wv.fg, cfg)
+    chrom = chromatin_density(wv.od, cfg, red_weight)
     nucleus_od = nucleus_threshold(chrom, wv.fg, cfg)
-    nuclei = _nucleated_cells(chrom > nucleus_od, chrom, wv.od, maps, wv.fg, r, cell_area, cfg)
+    nuclei = _nucleated_cells(chrom > nucleus_od, chrom, wv.od, maps, wv.fg, r, cell_area, cfg, red_weight)
     # 5. seeds, watershed, fragments joined back, overlapping cells split, cytoplasm joined
     seeds = place_seeds(wv.fg, nuclei, maps, r, cfg)
     ws = merge_fragments(flood(seeds, learned=maps is not None), seeds.count, nuclei.n, r, cfg)
@@ -189,14 +191,15 @@ def _no_cells(reason: str, scale: FieldScale) -> Segmentation:
 
 
 def _nucleated_cells(nuclear: np.ndarray, chrom: np.ndarray, od: np.ndarray, maps: CentreMaps | None,
-                     fg: np.ndarray, r: float, cell_area: float, cfg: SegmentConfig) -> Nuclei:
+                     fg: np.ndarray, r: float, cell_area: float, cfg: SegmentConfig,
+                     red_weight: float = 0.0) -> Nuclei:
     """Nuclear groups (not ring-cell rims, not overlapping red cells), split between the learned
     nucleated-cell centres when a group holds two or more, and the zone each one owns."""
     nuclear = without_rim_pieces(nuclear, fg, r, cfg)
     groups, n = nuclear_groups(nuclear, r, cell_area, cfg)
     groups, n = drop_rims(groups, n, nuclear, fg, r, cfg)
     learned = maps.peaks("nucleated", PEAK_SPACING["nucleated"] * r) if maps and "nucleated" in maps.heats else None
-    groups, n = drop_red_cell_hue(groups, n, nuclear, chrom, od, fg, r, cfg, vouched=learned)
+    groups, n = drop_red_cell_hue(groups, n, nuclear, chrom, od, fg, r, cfg, vouched=learned, red_weight=red_weight)
     if n and learned is not None:
         groups, n = split_nuclear_groups(groups, n, learned)
     return nucleated_zones(groups, n, fg, r, cfg)
