@@ -325,18 +325,19 @@ def main(args: argparse.Namespace) -> int:
         return compare_seeds(args.data / "chula-rbc-12", args.limit)
     sets = {s.strip() for s in args.sets.split(",") if s.strip()}
     results = []
-    if "chula" in sets:
-        root = args.data / "chula-rbc-12"
-        if (root / "images").is_dir():
-            results.append(bench_chula(root, args.limit, args.overlays))
-        else:
-            print(f"skip chula: {root} not found")
-    if "txl" in sets:
-        root = args.data / "txl-pbc"
-        if (root / "images").is_dir():
-            results.append(bench_txl(root, args.limit, args.overlays, args.txl_split))
-        else:
-            print(f"skip txl: {root} not found")
+    # the real data sets: (name, folder, the file or folder that says it is there, benchmark)
+    real = (
+        ("chula", "chula-rbc-12", "images", lambda root: bench_chula(root, args.limit, args.overlays)),
+        ("txl", "txl-pbc", "images", lambda root: bench_txl(root, args.limit, args.overlays, args.txl_split)),
+        ("bcd", "bcd-256", "annotations.csv", lambda root: bench_bcd(root, args.limit, args.overlays)),
+    )
+    for name, folder, marker, bench in real:
+        if name in sets:
+            root = args.data / folder
+            if (root / marker).exists():
+                results.append(bench(root))
+            else:
+                print(f"skip {name}: {root} not found")
     if "synth" in sets:
         r = bench_synth(args.limit or args.synth_n, args.overlays)
         if r is None:
@@ -345,12 +346,6 @@ def main(args: argparse.Namespace) -> int:
             results.append(r)
     if "ring" in sets:
         results.append(bench_ring(args.limit or args.ring_n, args.overlays))
-    if "bcd" in sets:
-        root = args.data / "bcd-256"
-        if (root / "annotations.csv").is_file():
-            results.append(bench_bcd(root, args.limit, args.overlays))
-        else:
-            print(f"skip bcd: {root} not found")
     print(f"{'set':<12} {'fields':>6} {'metric':<34} {'value':>9}   target")
     targets = {
         ("chula", "recall"): ">= 0.98", ("chula", "merge_rate"): "< 0.01",
