@@ -80,6 +80,9 @@ class SegmentConfig:
         split_max_solidity: ...and less convex than this are split into overlapping cells.
         vote_min: circle centres need at least this fraction of a full circle's outline votes.
         vote_min_distance: minimum distance between circle centres (units of ``r``).
+        zone_release_disc: with learned centres, a red cell pressed against or lying over a
+            white cell keeps this disc (units of ``r``) round its centre out of the white cell's
+            zone, besides the pixels nearer its centre than the nucleus.
         vote_fill: a disc of this radius (units of ``r``) around each circle centre is added to
             the foreground (pale interiors, broken rims).
         vote_exclusive: distance-transform seeds closer than this (units of ``r``) to a circle
@@ -208,6 +211,7 @@ class SegmentConfig:
     split_max_solidity: float = 0.96
     vote_min_distance: float = 0.6
     vote_fill: float = 0.7
+    zone_release_disc: float = 0.8
     vote_exclusive: float = 1.0
     marker_min_height: float = 0.35
     debris_area: float = 0.12

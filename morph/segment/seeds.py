@@ -152,7 +152,7 @@ def place_seeds(fg: np.ndarray, nuclei: Nuclei, maps: CentreMaps | None, r: floa
     rbc = _rbc_peaks(nuclei, maps, r, cfg)
     mask, spot_dist = _with_seed_discs(fg | nuclei.mask, rbc, r, cfg)
     if maps is not None:
-        nuclei = _zones_without_red_cells(nuclei, spot_dist)
+        nuclei = _zones_without_red_cells(nuclei, spot_dist, r, cfg)
     dt = ndi.distance_transform_edt(mask & (nuclei.zone_labels == 0))
     height = ndi.gaussian_filter(dt, sigma=max(0.5, cfg.dt_smooth * r))
     peak = _away(_distance_peaks(height, maps is not None, r, cfg), nuclei, spot_dist, cfg.vote_exclusive * r)
@@ -165,16 +165,22 @@ def place_seeds(fg: np.ndarray, nuclei: Nuclei, maps: CentreMaps | None, r: floa
     return _numbered(peak, rbc, platelets, mask, height, nuclei)
 
 
-def _zones_without_red_cells(nuclei: Nuclei, spot_dist: np.ndarray | None) -> Nuclei:
-    """The nucleated zones less the pixels nearer a learned red-cell centre than any nucleus.
+def _zones_without_red_cells(nuclei: Nuclei, spot_dist: np.ndarray | None, r: float,
+                             cfg: SegmentConfig) -> Nuclei:
+    """The nucleated zones less the pixels nearer a learned red-cell centre than any nucleus,
+    and those within ``zone_release_disc r`` of one (nuclear pixels excepted).
 
     A zone is every stained pixel within a reach of the nucleus; a red cell pressed against a
     white cell lies half inside it, and as a pre-flooded marker the zone would leave its seed a
     single pixel (the cell lost, or its rims counted with the white cell). The learned map tells
-    a red-cell centre from a nucleated one, so where it found one the boundary is drawn halfway."""
+    a red-cell centre from a nucleated one, so where it found one the boundary is drawn halfway;
+    a red cell lying over the white cell's cytoplasm, its centre a few pixels from a lobe, kept
+    only a sliver that way (read as a platelet or dropped: bcd-256 fields 18 and 51), so it
+    keeps the disc round its centre too."""
     if spot_dist is None or nuclei.distance is None:
         return nuclei
-    release = (nuclei.zone_labels > 0) & ~nuclei.mask & (spot_dist < nuclei.distance)
+    own = (spot_dist < nuclei.distance) | (spot_dist <= cfg.zone_release_disc * r)
+    release = (nuclei.zone_labels > 0) & ~nuclei.mask & own
     if not release.any():
         return nuclei
     return replace(nuclei, zone_labels=np.where(release, 0, nuclei.zone_labels).astype(np.int32))

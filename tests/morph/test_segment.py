@@ -528,6 +528,22 @@ def test_white_cells_of_a_stain_whose_red_cells_absorb_no_red_are_found(bcd_dir)
         assert matched == n == 1, number
 
 
+def test_a_red_cell_lying_over_a_white_cell_keeps_its_body(bcd_dir) -> None:
+    """bcd-256 field 51: a red cell lies over the neutrophil's cytoplasm, its learned centre a few
+    pixels from a lobe. The zone's halfway boundary left it a sliver, read as a platelet (21 of
+    25 red cells found); with the disc round its centre it stays a red cell (23)."""
+    from morph.evaluation import box_matches
+    from morph.io import read_image
+    from morph.localize import load_localizer
+    from morph.readers import read_bcd256_boxes
+
+    f = {f.number: f for f in read_bcd256_boxes(bcd_dir)[0]}[51]
+    seg = segment_field(read_image(f.image_path), centres=load_localizer(None))
+    assert box_matches(seg.cells, f.boxes["rbc"])[0] >= 23
+    assert box_matches(seg.cells, f.boxes["wbc"], ("nucleated",))[:2] == (1, 1)
+    assert not [c for c in seg.cells if c.kind == "platelet"]
+
+
 def test_red_absorbance_joins_chromatin_only_where_red_cells_absorb_no_red() -> None:
     """The red term's weight follows the red cells' red share: full under 0.05, none over 0.07
     (TXL-PBC and rendered red cells sit at 0.14-0.37, most Chula RBC-12 fields over 0.07), and
