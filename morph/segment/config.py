@@ -106,8 +106,9 @@ class SegmentConfig:
             this weight: haemoglobin and eosin absorb little above 600 nm, the azure of
             chromatin much. Where the red cells themselves take up azure (lilac cells, red share
             0.14-0.37 on TXL-PBC and the renders, 0.045-0.26 on Chula RBC-12, 13 of its 528
-            fields under 0.07) red is no chromatin sign and the weight is 0. (bcd-256: red cells 0.00-0.05, white-cell nuclei 0.29-0.40, while
-            their violet share sits only 0.02-0.07 above the red cells'.)
+            fields under 0.07) red is no chromatin sign and the weight is 0. (bcd-256: red cells
+            0.00-0.05, white-cell nuclei 0.29-0.40, while their violet share sits only 0.02-0.07
+            above the red cells'.)
         nucleus_red_share_margin: where the red term is on, a nuclear group whose red share of
             the absorbance is not this much above the red cells' is stacked red cells (nuclei
             sit 0.25-0.37 above on bcd-256), whatever else vouches for it.
