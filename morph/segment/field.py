@@ -29,6 +29,7 @@ from .nuclei import (
 from .regions import (
     build_cells,
     flood,
+    learned_centres,
     measure_regions,
     merge_fragments,
     region_kinds,
@@ -127,8 +128,9 @@ def segment_field(
                                  edge=wv.blank_edge)
     if pieces:
         regions = rejoin_pieces(regions, pieces, kinds, seeds, r, cfg)
-    cells = _shifted(build_cells(regions, kinds, wv.k, wv.shape, um_per_px, wv.r_full, edge=wv.blank_edge),
-                     wv.offset)
+    centres_by_region = learned_centres(regions, seeds) if maps is not None else None
+    cells = _shifted(build_cells(regions, kinds, wv.k, wv.shape, um_per_px, wv.r_full, edge=wv.blank_edge,
+                                 centres=centres_by_region), wv.offset)
     # 7. the scale, then warnings a person should read
     med = _median_rbc_diameter(cells)
     scale = field_scale(med, len(_counted_rbc(cells)), um_per_px, scale_stated, cfg)

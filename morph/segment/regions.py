@@ -309,11 +309,31 @@ def rejoin_pieces(regions: Regions, pieces: list[int], kinds: dict[int, str], se
     return measure_regions(ws, nm) if changed else regions
 
 
+def learned_centres(regions: Regions, seeds: Seeds) -> dict[int, tuple[float, float]]:
+    """(y, x) of the learned red-cell centre that seeded each region and still lies in it."""
+    out: dict[int, tuple[float, float]] = {}
+    ys, xs = np.nonzero(np.isin(seeds.markers, seeds.rbc_ids))
+    for y, x in zip(ys.tolist(), xs.tolist(), strict=True):
+        lab_id = int(regions.labels[y, x])
+        if lab_id == int(seeds.markers[y, x]):
+            out[lab_id] = (float(y), float(x))
+    return out
+
+
 def build_cells(regions: Regions, kinds: dict[int, str], k: int, full_shape: tuple[int, int],
-                um_per_px: float, r_full: float, edge: np.ndarray | None = None) -> list[Cell]:
+                um_per_px: float, r_full: float, edge: np.ndarray | None = None,
+                centres: dict[int, tuple[float, float]] | None = None) -> list[Cell]:
     """One full-resolution :class:`Cell` per kept region, ids in reading order (rows about one
     radius high, then left to right); those cut by the image edge or a blank area (``edge``)
-    are flagged ``touches_border``."""
+    are flagged ``touches_border``.
+
+    A cell is placed at its region's centroid; a red cell cut by the edge, at the learned centre
+    that seeded it when there is one (``centres``, :func:`learned_centres`): a sliver of a cell
+    at the image edge is thinner than the working scale resolves, its region takes in some of
+    the neighbour it overlaps and the centroid falls outside the sliver (bcd-256: 6 of the 7
+    cells whose centre map had a peak inside them but no detection), while the centre map saw
+    the sliver itself. Inner cells keep the centroid: it is finer than the working pixel the
+    learned centre is given in, and their crops for the classifier are centred on it."""
     H, W = full_shape
     stats = regions.stats
     cut = _cut_flags(regions, edge)
@@ -323,8 +343,11 @@ def build_cells(regions: Regions, kinds: dict[int, str], k: int, full_shape: tup
         if sl is None:
             continue
         m = regions.labels[sl] == lab_id
+        cy, cx = stats["cy"][lab_id], stats["cx"][lab_id]
+        if centres and kind == "rbc" and cut[lab_id] and lab_id in centres:
+            cy, cx = centres[lab_id]
         cells.append(_make_cell(m, sl[0].start, sl[1].start, k, H, W, bool(cut[lab_id]), kind, um_per_px,
-                                stats["cy"][lab_id], stats["cx"][lab_id], stats["ecc"][lab_id]))
+                                cy, cx, stats["ecc"][lab_id]))
     cells.sort(key=lambda cl: (round(cl.y / max(r_full, 1.0)), cl.x))
     for i, cl in enumerate(cells):
         cl.id = i

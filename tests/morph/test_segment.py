@@ -544,6 +544,47 @@ def test_a_red_cell_lying_over_a_white_cell_keeps_its_body(bcd_dir) -> None:
     assert not [c for c in seg.cells if c.kind == "platelet"]
 
 
+def test_a_red_cell_cut_by_the_edge_sits_at_its_learned_centre() -> None:
+    """A region cut by the image edge is placed at the learned centre that seeded it (its
+    centroid may lie in the neighbour it took in); an inner one keeps its centroid, which is
+    finer than the working pixel; a region without a learned seed keeps its centroid."""
+    from morph.segment.regions import build_cells, learned_centres, measure_regions
+    from morph.segment.seeds import Seeds
+
+    labels = np.zeros((20, 30), np.int32)
+    labels[2:10, 0:12] = 1  # cut by the left edge; its seed near the edge
+    labels[8:18, 15:25] = 2  # inside
+    labels[12:16, 0:6] = 3  # cut, seeded by no learned centre
+    markers = np.zeros_like(labels)
+    markers[5, 2], markers[12, 18] = 1, 2
+    seeds = Seeds(markers=markers, count=3, rbc_ids=np.array([1, 2]), platelet_ids=np.zeros(0, np.int64),
+                  mask=labels > 0, height=np.zeros(labels.shape))
+    regions = measure_regions(labels, 3)
+    centres = learned_centres(regions, seeds)
+    assert centres == {1: (5.0, 2.0), 2: (12.0, 18.0)}
+    cells = build_cells(regions, {1: "rbc", 2: "rbc", 3: "rbc"}, 2, (40, 60), 0.1, 10.0, centres=centres)
+    at = {(round(c.x, 1), round(c.y, 1)): c.touches_border for c in cells}
+    # working (y, x) -> full resolution: (v + 0.5) * k - 0.5
+    assert at == {(4.5, 10.5): True, (39.5, 25.5): False, (5.5, 27.5): True}
+
+
+def test_slivers_of_cells_at_the_field_edge_are_placed_on_them(bcd_dir) -> None:
+    """bcd-256 test fields 72 and 96: slivers of red cells at the edge, 10-31 px deep. Their
+    regions took in some of the cell each overlaps, and their centroids fell 1-5 px outside the
+    sliver's box; placed at their learned centres, each is found."""
+    from morph.evaluation import box_matches
+    from morph.io import read_image
+    from morph.localize import load_localizer
+    from morph.readers import read_bcd256_boxes
+
+    fields = {f.number: f for f in read_bcd256_boxes(bcd_dir)[0]}
+    for number, sliver in ((72, (0, 6, 31, 63)), (96, (212, 0, 256, 10))):
+        seg = segment_field(read_image(fields[number].image_path), centres=load_localizer(None))
+        red = [c for c in seg.cells if c.kind == "rbc"]
+        assert box_matches(red, np.array([sliver], float))[0] == 1, number
+        assert any(c.touches_border for c in red if _match_count([(c.x, c.y)], [sliver]))
+
+
 def test_red_absorbance_joins_chromatin_only_where_red_cells_absorb_no_red() -> None:
     """The red term's weight follows the red cells' red share: full under 0.05, none over 0.07
     (TXL-PBC and rendered red cells sit at 0.14-0.37, most Chula RBC-12 fields over 0.07), and
