@@ -365,10 +365,12 @@ def _make_cell(
     full = full[: fy1 - fy0, : fx1 - fx0]
     area = float(full.sum())
     d = math.sqrt(4.0 * area / math.pi)
+    # the last working row or column may hang over the image's edge (blocks of k px): a centre
+    # there is put back on the image
     return Cell(
         id=0,
-        x=float((cx + 0.5) * k - 0.5),
-        y=float((cy + 0.5) * k - 0.5),
+        x=float(min(max((cx + 0.5) * k - 0.5, 0.0), W - 1)),
+        y=float(min(max((cy + 0.5) * k - 0.5, 0.0), H - 1)),
         bbox=(int(fx0), int(fy0), int(fx1), int(fy1)),
         kind=kind,
         label=PLATELET if kind == "platelet" else UNCLASSIFIED,

@@ -555,17 +555,19 @@ def test_a_red_cell_cut_by_the_edge_sits_at_its_learned_centre() -> None:
     labels[2:10, 0:12] = 1  # cut by the left edge; its seed near the edge
     labels[8:18, 15:25] = 2  # inside
     labels[12:16, 0:6] = 3  # cut, seeded by no learned centre
+    labels[17:20, 26:30] = 4  # cut by the bottom edge, seeded on the last working row
     markers = np.zeros_like(labels)
-    markers[5, 2], markers[12, 18] = 1, 2
-    seeds = Seeds(markers=markers, count=3, rbc_ids=np.array([1, 2]), platelet_ids=np.zeros(0, np.int64),
+    markers[5, 2], markers[12, 18], markers[19, 28] = 1, 2, 4
+    seeds = Seeds(markers=markers, count=4, rbc_ids=np.array([1, 2, 4]), platelet_ids=np.zeros(0, np.int64),
                   mask=labels > 0, height=np.zeros(labels.shape))
-    regions = measure_regions(labels, 3)
+    regions = measure_regions(labels, 4)
     centres = learned_centres(regions, seeds)
-    assert centres == {1: (5.0, 2.0), 2: (12.0, 18.0)}
-    cells = build_cells(regions, {1: "rbc", 2: "rbc", 3: "rbc"}, 2, (40, 60), 0.1, 10.0, centres=centres)
+    assert centres == {1: (5.0, 2.0), 2: (12.0, 18.0), 4: (19.0, 28.0)}
+    # 39 rows: the last working row's block of 2 px hangs one row over the image's edge
+    cells = build_cells(regions, dict.fromkeys(range(1, 5), "rbc"), 2, (39, 60), 0.1, 10.0, centres=centres)
     at = {(round(c.x, 1), round(c.y, 1)): c.touches_border for c in cells}
-    # working (y, x) -> full resolution: (v + 0.5) * k - 0.5
-    assert at == {(4.5, 10.5): True, (39.5, 25.5): False, (5.5, 27.5): True}
+    # working (y, x) -> full resolution: (v + 0.5) * k - 0.5, on the image
+    assert at == {(4.5, 10.5): True, (39.5, 25.5): False, (5.5, 27.5): True, (56.5, 38.0): True}
 
 
 def test_slivers_of_cells_at_the_field_edge_are_placed_on_them(bcd_dir) -> None:
