@@ -390,7 +390,10 @@ COLUMNS = (("chula", "R"), ("chula", "merge"), ("chula", "d_um"), ("chula", "cel
 def _worst_drop(row: dict[str, dict[str, float]], clean: dict[str, dict[str, float]]) -> tuple[float, str]:
     """The largest fall of a precision or recall from its clean value, and which it is ("bcd R")."""
     drops = [(clean[s][k] - row[s][k], f"{s} {k}") for s in row for k in ("P", "R") if k in row[s] and s in clean]
-    return max(drops) if drops else (math.nan, "-")
+    if not drops:
+        return math.nan, "-"
+    drop, which = max(drops)
+    return drop, which if drop > 0 else "-"  # nothing fell (the clean row itself)
 
 
 def print_table(rows: list[tuple[str, dict[str, dict[str, float]]]]) -> None:

@@ -14,6 +14,7 @@ def test_each_row_names_its_worst_fall(capsys: pytest.CaptureFixture[str]) -> No
     bench.print_table([("clean", clean), ("defocus sigma 2 px", blurred)])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[-2:] == ["worst", "of"]
+    assert lines[1].split()[-2:] == ["0.000", "-"]  # the clean row: nothing fell
     row = lines[2].split()
     # merges are no precision or recall: the worst fall is bcd recall's 0.05, not chula's 0.01
     assert row[-3:] == ["0.050", "bcd", "R"]
