@@ -131,10 +131,8 @@ def drop_red_cell_hue(groups: np.ndarray, n: int, nuclear: np.ndarray, chrom: np
     red = fg & ~nuclear
     if not red.any():
         return groups, n
-    share = chrom / np.maximum(od.sum(axis=2), 1e-6)
-    red_share = float(np.median(share[red]))
-    chromatin = np.where(nuclear, groups, 0)
-    group_share = np.asarray(ndi.median(share, labels=chromatin, index=np.arange(1, n + 1)), dtype=float)
+    total = np.maximum(od.sum(axis=2), 1e-6)
+    group_share, red_share = _median_shares(chrom / total, groups, n, nuclear, red)
     _, thin = _thin_groups(groups, n, nuclear, r, cfg.nucleus_thin)
     margin = np.where(thin[1:],
                       max(cfg.nucleus_share_margin, cfg.nucleus_thin_share_margin), cfg.nucleus_share_margin)
@@ -142,23 +140,22 @@ def drop_red_cell_hue(groups: np.ndarray, n: int, nuclear: np.ndarray, chrom: np
     if vouched is not None and drop.any():
         drop[np.unique(groups[vouched])] = False
     if red_weight > 0:
-        drop |= _red_free(groups, n, nuclear, od, red, cfg.nucleus_red_share_margin)
+        # the groups whose chromatin absorbs red light no more than the red cells do: where the
+        # red cells absorb no red, a nucleus absorbs much (bcd-256: 0.29-0.40 against
+        # 0.00-0.05); red cells stacked over each other stay red-free, learned centre or not
+        # (bcd-256 turned 20 degrees in hue: overlapping red cells read as three white cells)
+        group_red, red_red = _median_shares(od[:, :, 0] / total, groups, n, nuclear, red)
+        drop[1:] |= ~(group_red > red_red + cfg.nucleus_red_share_margin)
     return _without(groups, n, drop)
 
 
-def _red_free(groups: np.ndarray, n: int, nuclear: np.ndarray, od: np.ndarray, red: np.ndarray,
-              margin: float) -> np.ndarray:
-    """By label (``[0]`` False): the groups whose chromatin absorbs red light no more than the
-    red cells do (their median red share of the absorbance under the red cells' plus
-    ``margin``). Where the red cells absorb no red, a nucleus absorbs much (bcd-256: 0.29-0.40
-    against 0.00-0.05); red cells stacked over each other stay red-free, learned centre or not
-    (bcd-256 turned 20 degrees in hue: overlapping red cells read as three white cells)."""
-    total = np.maximum(od.sum(axis=2), 1e-6)
-    share = od[:, :, 0] / total
-    rbc_red = float(np.median(share[red]))
+def _median_shares(share: np.ndarray, groups: np.ndarray, n: int, nuclear: np.ndarray,
+                   red: np.ndarray) -> tuple[np.ndarray, float]:
+    """The median of ``share`` (a share of the absorbance) over each group's chromatin (groups
+    1..n) and over the red cells (``red``)."""
     chromatin = np.where(nuclear, groups, 0)
-    group_red = np.asarray(ndi.median(share, labels=chromatin, index=np.arange(1, n + 1)), dtype=float)
-    return np.concatenate([[False], ~(group_red > rbc_red + margin)])
+    by_group = np.asarray(ndi.median(share, labels=chromatin, index=np.arange(1, n + 1)), dtype=float)
+    return by_group, float(np.median(share[red]))
 
 
 def _thin_groups(groups: np.ndarray, n: int, nuclear: np.ndarray, r: float,
