@@ -311,13 +311,9 @@ def rejoin_pieces(regions: Regions, pieces: list[int], kinds: dict[int, str], se
 
 def learned_centres(regions: Regions, seeds: Seeds) -> dict[int, tuple[float, float]]:
     """(y, x) of the learned red-cell centre that seeded each region and still lies in it."""
-    out: dict[int, tuple[float, float]] = {}
     ys, xs = np.nonzero(np.isin(seeds.markers, seeds.rbc_ids))
-    for y, x in zip(ys.tolist(), xs.tolist(), strict=True):
-        lab_id = int(regions.labels[y, x])
-        if lab_id == int(seeds.markers[y, x]):
-            out[lab_id] = (float(y), float(x))
-    return out
+    own = regions.labels[ys, xs] == seeds.markers[ys, xs]  # a seed merged into another region is not its centre
+    return {int(i): (float(y), float(x)) for i, y, x in zip(regions.labels[ys, xs][own], ys[own], xs[own], strict=True)}
 
 
 def build_cells(regions: Regions, kinds: dict[int, str], k: int, full_shape: tuple[int, int],
