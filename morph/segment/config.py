@@ -112,6 +112,10 @@ class SegmentConfig:
         nucleus_red_share_margin: where the red term is on, a nuclear group whose red share of
             the absorbance is not this much above the red cells' is stacked red cells (nuclei
             sit 0.25-0.37 above on bcd-256), whatever else vouches for it.
+        learned_nucleus_reach: where the red term is off or partly on, a learned nucleated-cell
+            centre with no nucleus within this distance (units of ``r``) has its nucleus sought
+            again with the full red term (:func:`.nuclei.nuclei_seen_in_red`); 0 disables.
+            The centre of a white cell sits up to ~0.6 r from its eccentric nucleus (bcd-256).
         nucleus_rel_od: nuclei are pixels whose chromatin density exceeds this multiple of
             the typical red-cell value.
         nucleus_min_od: absolute floor (optical density) for the nucleus threshold.
@@ -240,6 +244,7 @@ class SegmentConfig:
     chromatin_red_weight: float = 1.0
     chromatin_red_share: tuple[float, float] = (0.05, 0.07)
     nucleus_red_share_margin: float = 0.12
+    learned_nucleus_reach: float = 0.8
     nucleus_rel_od: float = 2.2
     nucleus_min_od: float = 0.35
     nucleus_min_area: float = 0.12

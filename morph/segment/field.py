@@ -16,15 +16,13 @@ from .config import DEFAULT_UM_PER_PX, SegmentConfig
 from .nuclei import (
     Nuclei,
     chromatin_density,
-    drop_red_cell_hue,
-    drop_rims,
+    find_nuclear_groups,
     join_cytoplasm,
-    nuclear_groups,
     nucleated_zones,
+    nuclei_seen_in_red,
     nucleus_threshold,
     red_chromatin_weight,
     split_nuclear_groups,
-    without_rim_pieces,
 )
 from .regions import (
     build_cells,
@@ -195,13 +193,12 @@ def _no_cells(reason: str, scale: FieldScale) -> Segmentation:
 def _nucleated_cells(nuclear: np.ndarray, chrom: np.ndarray, od: np.ndarray, maps: CentreMaps | None,
                      fg: np.ndarray, r: float, cell_area: float, cfg: SegmentConfig,
                      red_weight: float = 0.0) -> Nuclei:
-    """Nuclear groups (not ring-cell rims, not overlapping red cells), split between the learned
-    nucleated-cell centres when a group holds two or more, and the zone each one owns."""
-    nuclear = without_rim_pieces(nuclear, fg, r, cfg)
-    groups, n = nuclear_groups(nuclear, r, cell_area, cfg)
-    groups, n = drop_rims(groups, n, nuclear, fg, r, cfg)
+    """Nuclear groups (not ring-cell rims, not overlapping red cells; those only the red absorbance
+    shows where a learned centre vouches for them), split between the learned nucleated-cell
+    centres when a group holds two or more, and the zone each one owns."""
     learned = maps.peaks("nucleated", PEAK_SPACING["nucleated"] * r) if maps and "nucleated" in maps.heats else None
-    groups, n = drop_red_cell_hue(groups, n, nuclear, chrom, od, fg, r, cfg, vouched=learned, red_weight=red_weight)
+    groups, n = find_nuclear_groups(nuclear, chrom, od, fg, r, cell_area, cfg, vouched=learned, red_weight=red_weight)
+    groups, n = nuclei_seen_in_red(groups, n, learned, od, fg, r, cell_area, cfg, red_weight)
     if n and learned is not None:
         groups, n = split_nuclear_groups(groups, n, learned)
     return nucleated_zones(groups, n, fg, r, cfg)

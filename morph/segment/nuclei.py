@@ -149,6 +149,55 @@ def drop_red_cell_hue(groups: np.ndarray, n: int, nuclear: np.ndarray, chrom: np
     return _without(groups, n, drop)
 
 
+def find_nuclear_groups(nuclear: np.ndarray, chrom: np.ndarray, od: np.ndarray, fg: np.ndarray, r: float,
+                        cell_area: float, cfg: SegmentConfig, vouched: np.ndarray | None = None,
+                        red_weight: float = 0.0) -> tuple[np.ndarray, int]:
+    """Nuclear pixels (``chrom`` over the nucleus threshold) to nuclear groups: ring-cell rim
+    pieces removed, a cell's lobes grouped, ring-cell rims and stacked red cells dropped
+    (:func:`drop_red_cell_hue`; ``vouched``: learned nucleated-cell centres)."""
+    nuclear = without_rim_pieces(nuclear, fg, r, cfg)
+    groups, n = nuclear_groups(nuclear, r, cell_area, cfg)
+    groups, n = drop_rims(groups, n, nuclear, fg, r, cfg)
+    return drop_red_cell_hue(groups, n, nuclear, chrom, od, fg, r, cfg, vouched=vouched, red_weight=red_weight)
+
+
+def nuclei_seen_in_red(groups: np.ndarray, n: int, learned: np.ndarray | None, od: np.ndarray, fg: np.ndarray,
+                       r: float, cell_area: float, cfg: SegmentConfig,
+                       red_weight: float) -> tuple[np.ndarray, int]:
+    """``groups`` plus the nuclei that only the red absorbance shows, where a learned
+    nucleated-cell centre vouches for them.
+
+    The red term of the chromatin density (:func:`red_chromatin_weight`) is switched on by the
+    red cells' red share of the absorbance, an absolute level that another lab's dye mix moves:
+    bcd-256 turned 20 degrees in hue, or at saturation x0.6, puts its red cells at 0.10-0.15,
+    past the switch, and its pale white-cell nuclei (0.02-0.07 above the red cells on violet
+    alone) went missing, 22 of 22 and 11 of 22, to be read as red cells; the centre map still
+    saw them. So where the term is off or partly on and a learned nucleated-cell centre has no
+    nucleus within ``learned_nucleus_reach`` r, the nuclei are sought again with the full term,
+    and a group found there joins (its red share must still pass ``nucleus_red_share_margin``
+    over the red cells, so stacked red cells stay out)."""
+    full = cfg.chromatin_red_weight
+    if learned is None or red_weight >= full or cfg.learned_nucleus_reach <= 0 or not learned.any():
+        return groups, n
+    reach = morphology.disk(max(1, int(round(cfg.learned_nucleus_reach * r))))
+    lonely = learned & ~ndi.binary_dilation(groups > 0, reach) if n else learned
+    if not lonely.any():
+        return groups, n
+    near = ndi.binary_dilation(lonely, reach)
+    chrom = chromatin_density(od, cfg, full)
+    seen, m = find_nuclear_groups(chrom > nucleus_threshold(chrom, fg, cfg), chrom, od, fg, r, cell_area, cfg,
+                                  vouched=near, red_weight=full)
+    keep = np.zeros(m + 1, dtype=bool)
+    keep[np.unique(seen[near])] = True
+    keep[np.unique(seen[groups > 0])] = False  # a nucleus already found is not found twice
+    keep[0] = False
+    if not keep.any():
+        return groups, n
+    lut = np.zeros(m + 1, dtype=np.int32)
+    lut[keep] = n + 1 + np.arange(int(keep.sum()), dtype=np.int32)
+    return np.where(groups > 0, groups, lut[seen]).astype(groups.dtype, copy=False), n + int(keep.sum())
+
+
 def _median_shares(share: np.ndarray, groups: np.ndarray, n: int, nuclear: np.ndarray,
                    red: np.ndarray) -> tuple[np.ndarray, float]:
     """The median of ``share`` (a share of the absorbance) over each group's chromatin (groups
