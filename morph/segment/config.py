@@ -30,6 +30,9 @@ class SegmentConfig:
 
     Attributes:
         work_radius_px: red-cell radius (px) the field is resampled to before the watershed.
+        work_scale_round_up: the block size is the radius over ``work_radius_px``, rounded up
+            only past this fraction (0.5: plain rounding), so a cell is rarely under ~10 working
+            px in radius (:func:`.scale.block_size`).
         coarse_max_block: the first (coarse, ~320 px) pass averages blocks of at most this many
             pixels across, so the cells of a very large field stay measurable there (at ~320 px
             a 4000x3000 field's cells shrink to two pixels: its radius, thresholds and working
@@ -187,6 +190,7 @@ class SegmentConfig:
     """
 
     work_radius_px: float = 11.0
+    work_scale_round_up: float = 0.75
     coarse_max_block: int = 4
     blank_min_grey: float = 200.0
     blank_step: float = 6.0

@@ -529,6 +529,36 @@ def test_white_cells_of_a_stain_whose_red_cells_absorb_no_red_are_found(bcd_dir)
         assert matched == n == 1, number
 
 
+def test_the_working_scale_rounds_toward_the_finer_block_but_not_to_full_resolution() -> None:
+    """Blocks of 2 keep a 28.6 px cell at 14 working px (blocks of 3 would leave 9.5, where the
+    centre maps lose overlapping cells); past 0.75 of the way the coarser block is taken; full
+    resolution only where plain rounding gives it (four times the work of blocks of 2)."""
+    from morph.segment.scale import block_size
+
+    cfg = SegmentConfig()
+    assert [block_size(r, cfg) for r in (28.6, 30.0, 30.5, 41.0, 44.0, 18.0, 16.0, 5.0)] == [2, 2, 3, 3, 4, 2, 1, 1]
+    plain = SegmentConfig(work_scale_round_up=0.5)
+    assert [block_size(r, plain) for r in (28.6, 30.5, 41.0, 18.0, 16.0)] == [3, 3, 4, 2, 1]
+
+
+def test_a_radius_read_a_little_high_does_not_coarsen_a_crowded_field(bcd_dir) -> None:
+    """bcd-256 field 78 (cells ~26 px in radius, overlapping): a 10-degree hue turn reads the
+    radius at 28.6 px; rounded plainly that meant blocks of 3 instead of 2 and 5 of its 23 found
+    cells lost."""
+    from morph.evaluation import box_matches
+    from morph.io import read_image
+    from morph.localize import load_localizer
+    from morph.readers import read_bcd256_boxes
+    from morph.shifts import rotate_stain_hue
+
+    f = {f.number: f for f in read_bcd256_boxes(bcd_dir)[0]}[78]
+    loc = load_localizer(None)
+    image = rotate_stain_hue(read_image(f.image_path), 10)
+    found = {ru: box_matches(segment_field(image, config=SegmentConfig(work_scale_round_up=ru), centres=loc).cells,
+                             f.boxes["rbc"])[0] for ru in (0.5, 0.75)}
+    assert found[0.75] >= 22 and found[0.75] >= found[0.5] + 4, found
+
+
 def test_white_cells_stay_found_when_another_dye_mix_turns_the_red_term_off(bcd_dir) -> None:
     """bcd-256 turned 20 degrees in hue (or at saturation x0.6) puts its red cells' red share at
     0.10-0.15, past the switch of the red term: on violet alone all 22 white cells of the test part
