@@ -21,7 +21,8 @@
 3. **Adapting to magnification.** The typical red-cell radius ``r`` is measured per image
    (weighted median of each object's maximum distance to the glass; a clump holding a
    white cell contributes the distance peaks of its red cells instead, pallor holes filled)
-   and the field is block-averaged so ``r`` is ~11 px; every size rule below is in units
+   and the field is block-averaged so ``r`` is ~11 px (10-15 px: the block rounds toward the
+   finer scale, where overlapping cells stay apart); every size rule below is in units
    of ``r`` (seed spacing, hole size, debris, platelets), so fields at 40x-100x are treated
    alike. Sizes reported (px, um) are in the original pixels, and ``um`` uses the stated
    scale (or, none stated, the default one: see step 7).
@@ -31,6 +32,9 @@
    by a closing of ``0.35 r``, make one nucleated cell each (a neutrophil's lobes are one cell). A nucleus is compact chromatin: a thin group (nowhere thicker than
    ``0.24 r``) shaped as the dark rim of a hypochromic "ring" red cell (enclosing its pale
    centre, or a band bent along the glass, around a red-cell-sized body) is not a nucleus.
+   Where the red cells absorb no red light the red absorbance counts as chromatin too; where
+   another dye mix turned that term off, a learned nucleated-cell centre with no nucleus near
+   it has the nucleus sought again with it.
    Each nucleated cell owns the stained pixels within ``0.9 r`` of its nucleus, and
    red-cell seeds are sought only outside that zone, so red cells touching a white cell keep
    their own seeds instead of being flooded by it; small left-over regions lying almost wholly
