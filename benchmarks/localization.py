@@ -4,7 +4,7 @@ precision/recall on rendered synthetic fields, and mean time per field.
 Usage (single core, as the target is stated)::
 
     taskset -c 0 .venv/bin/python benchmarks/localization.py [--data DIR] [--limit N]
-        [--sets chula,txl,synth,ring,bcd] [--synth-n 40] [--ring-n 40] [--overlays DIR] [--localizer shipped|none|DIR]
+        [--sets chula,txl,synth,ring,bcd] [--bcd-part test|train] [--synth-n 40] [--ring-n 40] [--overlays DIR] [--localizer shipped|none|DIR]
 
 Definitions:
     Chula: a labelled point (``x y class``) is *found* when it falls inside exactly one detected
@@ -19,7 +19,9 @@ Definitions:
         border alone (matched against all boxes), for reference.
     bcd-256: the held-out test part (:func:`morph.evaluation.bcd256_is_test`, 20 fields of a
         third laboratory: greenish glass, overlapping cells), red cells and white cells matched to
-        their boxes as on TXL-PBC (``wbc`` boxes against nucleated detections).
+        their boxes as on TXL-PBC (``wbc`` boxes against nucleated detections); ``--bcd-part
+        train`` scores the other 40 fields instead (locnet trained on them; no rule was chosen on
+        them, so they check a change without touching the held-out part).
     Synthetic: rendered fields (``morph.synth.render_field``) matched one-to-one to the ground
         truth by centre-in-ground-truth-box, for every kind and for red cells alone.
 """
@@ -167,9 +169,10 @@ def bench_txl(root: Path, limit: int | None, overlays: Path | None, split: str =
     }
 
 
-def bench_bcd(root: Path, limit: int | None, overlays: Path | None) -> dict:
-    """bcd-256's held-out test fields: red cells and white cells against their boxes."""
-    fields = [f for f in read_bcd256_boxes(root)[0] if bcd256_is_test(f.number)][:limit]
+def bench_bcd(root: Path, limit: int | None, overlays: Path | None, part: str = "test") -> dict:
+    """bcd-256's held-out test fields (``part="train"``: the training part, which locnet saw but no
+    localizer rule was chosen on): red cells and white cells against their boxes."""
+    fields = [f for f in read_bcd256_boxes(root)[0] if bcd256_is_test(f.number) == (part == "test")][:limit]
     counts = {k: [0, 0, 0] for k in ("rbc", "wbc")}
     times: list[float] = []
     for f in fields:
@@ -183,7 +186,7 @@ def bench_bcd(root: Path, limit: int | None, overlays: Path | None) -> dict:
             _save_overlay(overlays / f"bcd_{f.number}.png", im, seg, boxes=[tuple(b) for b in f.boxes["rbc"]])
     (rt, rd, rg), (wt, wd, wg) = counts["rbc"], counts["wbc"]
     return {
-        "set": "bcd-test", "fields": len(fields), "gt": rg, "dets": rd,
+        "set": f"bcd-{part}", "fields": len(fields), "gt": rg, "dets": rd,
         "precision": rt / max(rd, 1), "recall": rt / max(rg, 1),
         "wbc_gt": wg, "wbc_dets": wd, "wbc_precision": wt / max(wd, 1), "wbc_recall": wt / max(wg, 1),
         "ms_per_field": 1000 * float(np.mean(times)) if times else float("nan"),
@@ -305,6 +308,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--synth-n", type=int, default=60, help="number of rendered synthetic fields")
     ap.add_argument("--ring-n", type=int, default=40, help="number of rendered ring-cell fields (--sets ring)")
     ap.add_argument("--txl-split", default="test")
+    ap.add_argument("--bcd-part", default="test", choices=("test", "train"),
+                    help="bcd-256's held-out test part (default) or its training part")
     ap.add_argument("--overlays", type=Path, default=None, help="write overlay PNGs here")
     ap.add_argument("--misses", action="store_true", help="list missed Chula points")
     ap.add_argument("--compare-seeds", action="store_true",
@@ -329,7 +334,7 @@ def main(args: argparse.Namespace) -> int:
     real = (
         ("chula", "chula-rbc-12", "images", lambda root: bench_chula(root, args.limit, args.overlays)),
         ("txl", "txl-pbc", "images", lambda root: bench_txl(root, args.limit, args.overlays, args.txl_split)),
-        ("bcd", "bcd-256", "annotations.csv", lambda root: bench_bcd(root, args.limit, args.overlays)),
+        ("bcd", "bcd-256", "annotations.csv", lambda root: bench_bcd(root, args.limit, args.overlays, args.bcd_part)),
     )
     for name, folder, marker, bench in real:
         if name in sets:

@@ -17,3 +17,15 @@ def test_ring_set_scores_red_and_nucleated_cells(monkeypatch) -> None:
     assert 0.0 <= r["nucleated_precision"] <= 1.0
     false = r["nucleated_dets"] - r["nucleated_precision"] * r["nucleated_dets"]
     assert r["false_nucleated_per_field"] == pytest.approx(false / 2)
+
+
+def test_bcd_set_scores_the_part_asked_for(monkeypatch, bcd_dir) -> None:
+    """``--bcd-part train`` scores bcd-256's training part, never its held-out fields: the two
+    parts together are every field with red-cell boxes."""
+    monkeypatch.setattr(bench, "LOCALIZER", None)
+    test, train = bench.bench_bcd(bcd_dir, 2, None), bench.bench_bcd(bcd_dir, 2, None, "train")
+    assert (test["set"], train["set"]) == ("bcd-test", "bcd-train")
+    assert test["fields"] == train["fields"] == 2 and test["gt"] != train["gt"]
+    fields = bench.read_bcd256_boxes(bcd_dir)[0]
+    held_out = sum(bench.bcd256_is_test(f.number) for f in fields)
+    assert bench.bench_bcd(bcd_dir, None, None, "train")["fields"] == len(fields) - held_out
