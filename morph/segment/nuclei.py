@@ -174,10 +174,9 @@ def nuclei_seen_in_red(groups: np.ndarray, n: int, learned: np.ndarray | None, o
     past the switch, and its pale white-cell nuclei (0.02-0.07 above the red cells on violet
     alone) went missing, 22 of 22 and 11 of 22, to be read as red cells; the centre map still
     saw them. So where the term is off or partly on and a learned nucleated-cell centre has no
-    nucleus within ``learned_nucleus_reach`` r, the nuclei are sought again near it with the full
-    term, or as pixels whose red share is ``nucleus_red_share_margin`` over the red cells' (the
-    palest nuclei), and a group found there joins (its median red share must pass the same
-    margin, so stacked red cells stay out)."""
+    nucleus within ``learned_nucleus_reach`` r, the nuclei are sought again with the full term,
+    and a group found there joins (its red share must still pass ``nucleus_red_share_margin``
+    over the red cells, so stacked red cells stay out)."""
     full = cfg.chromatin_red_weight
     if learned is None or red_weight >= full or cfg.learned_nucleus_reach <= 0 or not learned.any():
         return groups, n
@@ -189,18 +188,9 @@ def nuclei_seen_in_red(groups: np.ndarray, n: int, learned: np.ndarray | None, o
         return groups, n
     near = _discs(groups.shape, lonely, reach)
     chrom = chromatin_density(od, cfg, full)
-    # nuclear there: dense with the red term, or absorbing red light well over the red cells'
-    # share (a pale nucleus: bcd-256 at hue -20, p99 of its density 0.93 against a threshold
-    # of 1.11, red share 0.50 against the red cells' 0.12)
-    total = np.maximum(od.sum(axis=2), 1e-6)
-    red_share = od[:, :, 0] / total
-    stained = fg & (total > 0.1)  # the faint fringes' share is noise
-    red_cells = float(np.median(red_share[stained])) if stained.any() else 0.0
-    nuclear = (chrom > nucleus_threshold(chrom, fg, cfg)) | (
-        stained & (red_share > red_cells + cfg.nucleus_red_share_margin))
     # only chromatin around those centres is looked at again (a nucleus lies within ~1.5 r of
     # its cell's centre): the field's other dense pixels cost time and change nothing
-    nuclear &= _discs(groups.shape, lonely, 2.0 * r)
+    nuclear = (chrom > nucleus_threshold(chrom, fg, cfg)) & _discs(groups.shape, lonely, 2.0 * r)
     seen, m = find_nuclear_groups(nuclear, chrom, od, fg, r, cell_area, cfg, vouched=near, red_weight=full)
     keep = np.zeros(m + 1, dtype=bool)
     keep[np.unique(seen[near])] = True
