@@ -114,8 +114,7 @@ class SegmentConfig:
             above the red cells'.)
         nucleus_red_share_margin: where the red term is on, a nuclear group whose red share of
             the absorbance is not this much above the red cells' is stacked red cells (nuclei
-            sit 0.25-0.37 above on bcd-256), whatever else vouches for it. The second look
-            (``learned_nucleus_reach``) also takes pixels this much above as nuclear.
+            sit 0.25-0.37 above on bcd-256), whatever else vouches for it.
         learned_nucleus_reach: where the red term is off or partly on, a learned nucleated-cell
             centre with no nucleus within this distance (units of ``r``) has its nucleus sought
             again with the full red term (:func:`.nuclei.nuclei_seen_in_red`); 0 disables.
