@@ -183,7 +183,7 @@ def nuclei_seen_in_red(groups: np.ndarray, n: int, learned: np.ndarray | None, o
     reach = cfg.learned_nucleus_reach * r
     found = groups > 0
     lonely = [(int(y), int(x)) for y, x in zip(*np.nonzero(learned), strict=True)
-              if not (n and _discs(groups.shape, [(y, x)], reach, found).any())]
+              if not (n and _touches_disc(found, int(y), int(x), reach))]
     if not lonely:
         return groups, n
     near = _discs(groups.shape, lonely, reach)
@@ -203,19 +203,27 @@ def nuclei_seen_in_red(groups: np.ndarray, n: int, learned: np.ndarray | None, o
     return np.where(found, groups, lut[seen]).astype(groups.dtype, copy=False), n + int(keep.sum())
 
 
-def _discs(shape: tuple[int, ...], centres: list[tuple[int, int]], radius: float,
-           within: np.ndarray | None = None) -> np.ndarray:
-    """A mask of the discs of ``radius`` about ``centres`` (few), painted window by window; with
-    ``within``, only the pixels of that mask."""
-    out = np.zeros(shape[:2], dtype=bool)
-    h, w = out.shape
+def _disc(shape: tuple[int, ...], y: int, x: int, radius: float) -> tuple[tuple[slice, slice], np.ndarray]:
+    """The window of an image of ``shape`` about (``y``, ``x``) and, in it, the disc of ``radius``."""
     rad = int(math.ceil(radius))
+    y0, y1, x0, x1 = max(0, y - rad), min(shape[0], y + rad + 1), max(0, x - rad), min(shape[1], x + rad + 1)
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    return (slice(y0, y1), slice(x0, x1)), (yy - y) ** 2 + (xx - x) ** 2 <= radius * radius
+
+
+def _discs(shape: tuple[int, ...], centres: list[tuple[int, int]], radius: float) -> np.ndarray:
+    """A mask of the discs of ``radius`` about ``centres`` (few), painted window by window."""
+    out = np.zeros(shape[:2], dtype=bool)
     for y, x in centres:
-        y0, y1, x0, x1 = max(0, y - rad), min(h, y + rad + 1), max(0, x - rad), min(w, x + rad + 1)
-        yy, xx = np.ogrid[y0:y1, x0:x1]
-        disc = (yy - y) ** 2 + (xx - x) ** 2 <= radius * radius
-        out[y0:y1, x0:x1] |= disc if within is None else disc & within[y0:y1, x0:x1]
+        window, disc = _disc(out.shape, y, x, radius)
+        out[window] |= disc
     return out
+
+
+def _touches_disc(mask: np.ndarray, y: int, x: int, radius: float) -> bool:
+    """Whether ``mask`` holds a pixel within ``radius`` of (``y``, ``x``) (its window alone is read)."""
+    window, disc = _disc(mask.shape, y, x, radius)
+    return bool((mask[window] & disc).any())
 
 
 def _median_shares(share: np.ndarray, groups: np.ndarray, n: int, nuclear: np.ndarray,
