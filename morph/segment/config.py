@@ -48,6 +48,12 @@ class SegmentConfig:
         glass_tolerance: first-pass glass mask: not darker than the glass mode plus this many
             spreads (then 3), so the background map follows vignetting and gradients.
         glass_max_od: ...but never more than this summed optical density above the mode.
+        glass_step_reach: on a field of several slide areas (see ``local_threshold_tile``) the
+            glass map is corrected by the lowest density within this many typical radii of each
+            pixel, so it follows steps of the glass between areas (``glass.follow_glass_steps``;
+            4000x3000 mosaic of 40 Chula fields: recall 0.927 -> 0.992). 0 turns it off. Two
+            radii reach the glass between crowded cells; at three and five recall was 0.990 and
+            0.989.
         min_contrast_od: summed optical density under which a field holds no stained cells.
         min_object_px: ...unless one connected object above it covers at least this many pixels
             of the coarse (~320 px) view: one or two cells on a large field are a few hundred
@@ -199,6 +205,7 @@ class SegmentConfig:
     black_max_grey: float = 40.0
     glass_tolerance: float = 6.0
     glass_max_od: float = 0.5
+    glass_step_reach: float = 2.0
     min_contrast_od: float = 0.08
     min_object_px: int = 12
     noise_k: float = 4.0

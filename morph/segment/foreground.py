@@ -79,6 +79,14 @@ def _thresholds(raw: np.ndarray, cfg: SegmentConfig, valid: np.ndarray | None = 
     return level + lo, level + hi, level
 
 
+def spans_several_areas(shape: tuple[int, ...], r: float, cfg: SegmentConfig) -> bool:
+    """Whether a field of ``shape`` (rows, columns) is at least two ``local_threshold_tile``
+    typical radii ``r`` across both ways: a stitched scan or a mosaic, whose slide areas may
+    differ in stain and glass (a 640x480 Chula field is ~32 radii wide: one area)."""
+    side = cfg.local_threshold_tile * r
+    return side > 0 and min(int(shape[0] // side), int(shape[1] // side)) >= 2
+
+
 def local_thresholds(raw: np.ndarray, r: float, cfg: SegmentConfig, whole: tuple[float, float, float],
                      valid: np.ndarray | None = None) -> np.ndarray | None:
     """(ny, nx, 2) low and high thresholds of each tile of ``cfg.local_threshold_tile`` typical
@@ -87,13 +95,11 @@ def local_thresholds(raw: np.ndarray, r: float, cfg: SegmentConfig, whole: tuple
     A tile mostly blank, or with under ``local_min_stained`` of it above its own high threshold
     (glass, a few cells), keeps the ``whole`` field's thresholds.
     """
-    side = cfg.local_threshold_tile * r
-    if side <= 0:
+    if not spans_several_areas(raw.shape, r, cfg):
         return None
+    side = cfg.local_threshold_tile * r
     h, w = raw.shape
     ny, nx = int(h // side), int(w // side)
-    if min(ny, nx) < 2:
-        return None
     tiles = np.empty((ny, nx, 2), np.float32)
     tiles[...] = whole[:2]
     ys, xs = np.linspace(0, h, ny + 1).astype(int), np.linspace(0, w, nx + 1).astype(int)

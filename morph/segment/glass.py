@@ -82,6 +82,25 @@ def background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
     return np.maximum(resize_to(coarse, rgb.shape[:2]), 8.0)
 
 
+def follow_glass_steps(rgb: np.ndarray, bg: np.ndarray, r: float, cfg: SegmentConfig) -> np.ndarray:
+    """The glass map ``bg`` of ``rgb`` corrected where the glass itself steps from one area to
+    the next (a mosaic of fields imaged apart, tiles of a scan under different light).
+
+    :func:`background_map` takes the glass from the brightest well-populated mode and follows
+    it smoothly; a tile whose glass lies far from that mode (Chula field 2, summed density
+    +0.85 above the median field's glass; field 713, -1.05) is read as all cells or as pale
+    glass, and the 4000x3000 mosaic of 40 Chula fields lost 7% of its cells there. What the
+    map leaves of the glass is the lowest density near each pixel: per channel, the grey
+    opening over ``glass_step_reach`` typical radii ``r`` (the glass between the cells,
+    spread back over them), which follows a step to within that reach. Steps and smooth
+    trends alike are taken out; on glass the map already fits, only the noise floor moves
+    (absorbed by the glass level the thresholds measure)."""
+    od = ndi.gaussian_filter(np.log(bg / np.maximum(rgb, 1.0)), (1.0, 1.0, 0))
+    size = 2 * max(1, int(round(cfg.glass_step_reach * r))) + 1
+    left = np.stack([ndi.grey_opening(od[..., i], size=(size, size)) for i in range(od.shape[2])], axis=-1)
+    return np.maximum(bg * np.exp(-left), 8.0).astype(np.float32)
+
+
 def _unclipped(rgb: np.ndarray) -> np.ndarray | None:
     """The pixels with no channel at the sensor's ceiling, or None when clipping is rare or
     covers most of the field. Over-exposed glass sits flat at the ceiling: it has no noise
