@@ -51,7 +51,7 @@ from morph.evaluation import (  # noqa: E402
 )
 from morph.io import read_image  # noqa: E402
 from morph.localize import CentreDetector, load_localizer  # noqa: E402
-from morph.readers import read_bcd256_boxes  # noqa: E402
+from morph.readers import read_bcd256_boxes, yolo_field_boxes  # noqa: E402
 from morph.segment import DEFAULT_UM_PER_PX, Segmentation, SegmentConfig, segment_field  # noqa: E402
 
 
@@ -139,11 +139,8 @@ def bench_txl(root: Path, limit: int | None, overlays: Path | None, split: str =
         H, W = im.shape[:2]
         seg, dt = _timed(im, LOCALIZER)
         times.append(dt)
-        # exact duplicate rows are annotation errors (two test files repeat every box), not cells
-        rows = [list(t) for t in dict.fromkeys(map(tuple, _read_rows(root / "labels" / split / f"{p.stem}.txt")))]
-        boxes = {c: [] for c in (0, 1, 2)}
-        for cls, cx, cy, bw, bh in rows:
-            boxes[int(cls)].append(((cx - bw / 2) * W, (cy - bh / 2) * H, (cx + bw / 2) * W, (cy + bh / 2) * H))
+        found = yolo_field_boxes(root / "labels" / split / f"{p.stem}.txt", W, H)
+        boxes = {c: found.get(c, np.zeros((0, 4))) for c in (0, 1, 2)}
         m, nd, ng = box_matches(seg.cells, boxes[1])
         tp += m
         n_det += nd

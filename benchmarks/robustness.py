@@ -65,7 +65,7 @@ from morph.evaluation import (  # noqa: E402
 )
 from morph.io import read_image  # noqa: E402
 from morph.localize import CentreDetector, load_localizer  # noqa: E402
-from morph.readers import read_bcd256_boxes  # noqa: E402
+from morph.readers import read_bcd256_boxes, yolo_field_boxes  # noqa: E402
 from morph.segment import DEFAULT_UM_PER_PX, Segmentation, segment_field  # noqa: E402
 
 if TYPE_CHECKING:
@@ -109,10 +109,9 @@ def txl_fields(root: Path, n: int) -> list[Field]:
     for i, p in enumerate(paths[:: max(1, len(paths) // n)][:n]):
         im = read_image(p)
         h, w = im.shape[:2]
-        rows = dict.fromkeys(map(tuple, _rows(root / "labels" / "test" / f"{p.stem}.txt")))
-        boxes = {k: np.array([((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
-                              for c, cx, cy, bw, bh in rows if int(c) == k], float).reshape(-1, 4) for k in (0, 1)}
-        out.append(Field("txl", i, im, DEFAULT_UM_PER_PX, boxes=boxes[1], wbc=boxes[0]))
+        boxes = yolo_field_boxes(root / "labels" / "test" / f"{p.stem}.txt", w, h)
+        none = np.zeros((0, 4))
+        out.append(Field("txl", i, im, DEFAULT_UM_PER_PX, boxes=boxes.get(1, none), wbc=boxes.get(0, none)))
     return out
 
 

@@ -448,6 +448,30 @@ class BoxField:
     boxes: dict[str, np.ndarray]
 
 
+def yolo_field_boxes(label_path: str | os.PathLike[str], width: int, height: int) -> dict[int, np.ndarray]:
+    """One YOLO label file (``class cx cy w h`` per line, normalised to 0..1) as pixel boxes
+    ``(m, 4)`` (x0, y0, x1, y1) per class number, for an image of ``width`` x ``height``.
+    A row repeated exactly counts once (an annotation error: two TXL-PBC test files repeat every
+    box), and a missing file means no boxes. Malformed lines raise ``MorphError`` naming the
+    file and line (:func:`read_yolo_boxes` reads whole data sets and lists them instead)."""
+    path = Path(label_path)
+    rows: dict[tuple[float, ...], None] = {}
+    if path.is_file():
+        for i, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.split():
+                continue
+            try:
+                c, cx, cy, bw, bh = (float(v) for v in line.split())
+            except ValueError:
+                raise MorphError("bad_label_file", f"{path}:{i}: expected 'class cx cy w h'", path=str(path)) from None
+            rows[(c, cx, cy, bw, bh)] = None
+    out: dict[int, list[tuple[float, float, float, float]]] = {}
+    for c, cx, cy, bw, bh in rows:
+        out.setdefault(int(c), []).append(((cx - bw / 2) * width, (cy - bh / 2) * height,
+                                           (cx + bw / 2) * width, (cy + bh / 2) * height))
+    return {k: np.array(v, dtype=np.float64).reshape(-1, 4) for k, v in out.items()}
+
+
 def read_bcd256_boxes(root: str | os.PathLike[str], labels: tuple[str, ...] = ("rbc", "wbc")
                       ) -> tuple[list[BoxField], list[LabelIssue]]:
     """bcd-256 (``annotations.csv``: ``image_id,image,xmin,ymin,xmax,ymax,label``, corners

@@ -14,6 +14,7 @@ from morph.evaluation import match_centres_in_boxes
 from morph.localize import CentreDetector, build_untrained_localizer, load_localizer
 from morph.models import create_model
 from morph.pipeline import Analyzer
+from morph.readers import yolo_field_boxes
 from morph.segment import segment_field, working_view
 from morph.synth import render_field
 
@@ -153,10 +154,7 @@ def test_shipped_localizer_on_real_fields(chula_dir, txl_dir) -> None:
     for img_path in sorted((txl_dir / "images" / "test").glob("*.jpg"))[:6]:
         img = read_image(img_path)
         H, W = img.shape[:2]
-        rows = {tuple(map(float, ln.split())) for ln in
-                (txl_dir / "labels" / "test" / f"{img_path.stem}.txt").read_text().splitlines() if ln.strip()}
-        boxes = np.array([((cx - bw / 2) * W, (cy - bh / 2) * H, (cx + bw / 2) * W, (cy + bh / 2) * H)
-                          for c, cx, cy, bw, bh in rows if c == 1], dtype=np.float64).reshape(-1, 4)
+        boxes = yolo_field_boxes(txl_dir / "labels" / "test" / f"{img_path.stem}.txt", W, H).get(1, np.zeros((0, 4)))
         seg = segment_field(img, centres=det)
         dets = np.array([(c.x, c.y) for c in seg.cells if c.kind == "rbc"], dtype=np.float64).reshape(-1, 2)
         tp += match_centres_in_boxes(dets, boxes)

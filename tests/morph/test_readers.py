@@ -183,3 +183,19 @@ def test_real_bcd256_reader(bcd_dir: Path) -> None:
     fields, issues = read_bcd256_boxes(bcd_dir)
     assert len(fields) == 60 and not issues
     assert 1250 < sum(len(f.boxes["rbc"]) for f in fields) < 1400
+
+
+def test_yolo_field_boxes_in_pixels_duplicates_once(tmp_path: Path) -> None:
+    """One YOLO label file as pixel corners per class; an exactly repeated row is one box, a
+    missing file no boxes, a malformed line an error naming file and line."""
+    from morph.readers import yolo_field_boxes
+
+    f = tmp_path / "a.txt"
+    f.write_text("1 0.5 0.5 0.2 0.4\n1 0.5 0.5 0.2 0.4\n\n0 0.1 0.2 0.1 0.1\n")
+    boxes = yolo_field_boxes(f, width=200, height=100)
+    np.testing.assert_allclose(boxes[1], [[80.0, 30.0, 120.0, 70.0]])
+    np.testing.assert_allclose(boxes[0], [[10.0, 15.0, 30.0, 25.0]])
+    assert yolo_field_boxes(tmp_path / "missing.txt", 10, 10) == {}
+    f.write_text("1 0.5 0.5 0.2\n")
+    with pytest.raises(MorphError, match="a.txt:1"):
+        yolo_field_boxes(f, 10, 10)
