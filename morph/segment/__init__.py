@@ -12,7 +12,10 @@
    colour mode, refined into a smooth per-pixel map (normalised convolution of the glass
    pixels on a coarse grid, two passes) so vignetting, gradients and the tint of the glass
    (pale blue in Chula, cream in TXL-PBC) cancel out; the second glass mask is taken
-   against a quadratic trend fitted to the glass, so it reaches into vignetted corners. Each channel becomes an optical density
+   against a quadratic trend fitted to the glass, so it reaches into vignetted corners. On a
+   field of several slide areas (a stitched scan, a mosaic of fields imaged apart) the map is
+   then corrected, once the typical radius (step 3) is known, by the lowest density within two radii of each pixel (the glass between the
+   cells), so it follows steps of the glass from one area to the next. Each channel becomes an optical density
    ``log(glass / pixel)``; their sum is the stain signal.
 2. **Foreground.** Hysteresis threshold: the high threshold is Otsu's, re-estimated below
    itself while a dark minority (nuclei, a scratch) dominates and paler cells lie between it
