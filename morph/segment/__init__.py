@@ -14,9 +14,10 @@
    (pale blue in Chula, cream in TXL-PBC) cancel out; the second glass mask is taken
    against a quadratic trend fitted to the glass, so it reaches into vignetted corners. On a
    field of several slide areas (a stitched scan, a mosaic of fields imaged apart) the map is
-   then corrected, once the typical radius (step 3) is known, by the lowest density within two radii of each pixel (the glass between the
-   cells), so it follows steps of the glass from one area to the next. Each channel becomes an optical density
-   ``log(glass / pixel)``; their sum is the stain signal.
+   then corrected, once the typical radius (step 3) is known, by the lowest density within
+   two radii of each pixel (the glass between the cells), so it follows steps of the glass
+   from one area to the next. Each channel becomes an optical density ``log(glass / pixel)``;
+   their sum is the stain signal.
 2. **Foreground.** Hysteresis threshold: the high threshold is Otsu's, re-estimated below
    itself while a dark minority (nuclei, a scratch) dominates and paler cells lie between it
    and the glass noise; the low one sits just above the glass noise so pale rims join their

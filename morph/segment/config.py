@@ -72,11 +72,11 @@ class SegmentConfig:
         local_min_stained: ...a tile keeps the whole field's thresholds unless at least this
             share of it lies above its own high threshold (a tile of glass has no cells to split).
         min_cell_fraction: while the pixels above the high threshold cover less than this
-            fraction of the field, it is re-estimated below itself (see ``foreground._thresholds``).
+            fraction of the field, it is re-estimated below itself (see ``foreground.hysteresis_thresholds``).
         low_high_ratio: the low threshold is at least this fraction of the high (Otsu) one.
         floor_fallback_ratio: when the next re-split would fall into the glass noise but this
             many times more is stained between the noise floor and the high threshold than
-            above it, the high threshold drops to the floor (see ``foreground._thresholds``).
+            above it, the high threshold drops to the floor (see ``foreground.hysteresis_thresholds``).
         max_hole_area: holes up to this area (units of cell area) are filled (central pallor).
         ring_close: gaps in pale rims up to this size (units of ``r``) are closed.
         dt_smooth: Gaussian smoothing of the distance transform, in units of ``r``.

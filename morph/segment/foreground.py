@@ -21,7 +21,7 @@ def _otsu(values: np.ndarray) -> float:
         return float(values.max()) if values.size else 0.0
 
 
-def _thresholds(raw: np.ndarray, cfg: SegmentConfig, valid: np.ndarray | None = None) -> tuple[float, float, float]:
+def hysteresis_thresholds(raw: np.ndarray, cfg: SegmentConfig, valid: np.ndarray | None = None) -> tuple[float, float, float]:
     """(low, high, glass level) hysteresis thresholds of the summed optical density ``raw``.
 
     High: Otsu, repeated below itself while the class above it is a small minority (dark
@@ -109,7 +109,7 @@ def local_thresholds(raw: np.ndarray, r: float, cfg: SegmentConfig, whole: tuple
             ok = None if valid is None else valid[ys[i]:ys[i + 1], xs[j]:xs[j + 1]]
             if ok is not None and ok.mean() < 0.5:
                 continue
-            lo, hi, _ = _thresholds(part, cfg, ok)
+            lo, hi, _ = hysteresis_thresholds(part, cfg, ok)
             stained = part > hi if ok is None else (part > hi) & ok
             if stained.mean() >= cfg.local_min_stained:
                 tiles[i, j] = lo, hi
@@ -144,7 +144,7 @@ def foreground(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Optical density (H, W, 3), summed density above glass, cell mask and the thresholds.
 
-    Hysteresis thresholds from :func:`_thresholds` (measured on the coarse pass and reused);
+    Hysteresis thresholds from :func:`hysteresis_thresholds` (measured on the coarse pass and reused);
     when the cell radius ``r`` is known, gaps in pale rims are closed and the pallor filled.
     ``density`` is :func:`optical_density` of the same image and glass map, when already computed;
     ``valid`` the pixels the thresholds are measured on (None: all); ``local`` the tiles of
@@ -152,7 +152,7 @@ def foreground(
     the whole field's).
     """
     od_signed, raw = density if density is not None else optical_density(rgb, bg)
-    lo, hi, level = thresholds if thresholds is not None else _thresholds(raw, cfg, valid)
+    lo, hi, level = thresholds if thresholds is not None else hysteresis_thresholds(raw, cfg, valid)
     sig = np.maximum(raw - level, 0.0)
     lo_px, hi_px = (lo, hi) if local is None else threshold_maps(local, raw.shape)
     fg = filters.apply_hysteresis_threshold(raw, lo_px, hi_px)

@@ -82,8 +82,9 @@ def background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
     return np.maximum(resize_to(coarse, rgb.shape[:2]), 8.0)
 
 
-def follow_glass_steps(rgb: np.ndarray, bg: np.ndarray, r: float, cfg: SegmentConfig) -> np.ndarray:
-    """The glass map ``bg`` of ``rgb`` corrected where the glass itself steps from one area to
+def follow_glass_steps(bg: np.ndarray, od_signed: np.ndarray, r: float, cfg: SegmentConfig) -> np.ndarray:
+    """The glass map ``bg`` (and ``od_signed``, the per-channel density of the field against it,
+    from :func:`optical_density`) corrected where the glass itself steps from one area to
     the next (a mosaic of fields imaged apart, tiles of a scan under different light).
 
     :func:`background_map` takes the glass from the brightest well-populated mode and follows
@@ -95,7 +96,7 @@ def follow_glass_steps(rgb: np.ndarray, bg: np.ndarray, r: float, cfg: SegmentCo
     spread back over them), which follows a step to within that reach. Steps and smooth
     trends alike are taken out; on glass the map already fits, only the noise floor moves
     (absorbed by the glass level the thresholds measure)."""
-    od = ndi.gaussian_filter(np.log(bg / np.maximum(rgb, 1.0)), (1.0, 1.0, 0))
+    od = ndi.gaussian_filter(od_signed, (1.0, 1.0, 0))
     size = 2 * max(1, int(round(cfg.glass_step_reach * r))) + 1
     left = np.stack([ndi.grey_opening(od[..., i], size=(size, size)) for i in range(od.shape[2])], axis=-1)
     return np.maximum(bg * np.exp(-left), 8.0).astype(np.float32)

@@ -12,7 +12,7 @@ from scipy import ndimage as ndi
 from .arrays import as_rgb_float, block_mean, label_max, resize_to
 from .blank import field_part
 from .config import SegmentConfig
-from .foreground import foreground, local_thresholds, spans_several_areas
+from .foreground import foreground, hysteresis_thresholds, local_thresholds, spans_several_areas
 from .glass import background_map, follow_glass_steps, optical_density
 from .nuclei import chromatin_density, nucleus_threshold
 
@@ -346,9 +346,9 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
     if cfg.glass_step_reach > 0 and spans_several_areas(small.shape, r_s, cfg):
         # a field of several slide areas: its glass may step from one to the next (a mosaic
         # of fields imaged apart), which one smooth glass map does not follow
-        bg_s = follow_glass_steps(small, bg_s, r_s, cfg)
+        bg_s = follow_glass_steps(bg_s, dens_s[0], r_s, cfg)
         dens_s = optical_density(small, bg_s)
-        od_s, raw_s, fg_s, thr = foreground(small, bg_s, None, cfg, density=dens_s, valid=valid)
+        thr = hysteresis_thresholds(dens_s[1], cfg, valid)
     scale = _settle_scale(rgb, c, small, bg_s, dens_s, thr, valid, r_s, cfg)
     if r_s != est.radius and scale.grew_whole:
         # the clumps' check misread the field (pale-centred cells split into arcs, or specks

@@ -146,7 +146,7 @@ def test_the_glass_map_follows_a_step_between_slide_areas():
     """Two areas of glass 0.3 summed density apart, cells on both: the corrected map reads each
     area's own glass (a smooth map blends them over a tenth of the field); without a step it
     moves by the noise floor only."""
-    from morph.segment.glass import follow_glass_steps
+    from morph.segment.glass import follow_glass_steps, optical_density
 
     cfg = SegmentConfig()
     rng = np.random.default_rng(0)
@@ -159,11 +159,11 @@ def test_the_glass_map_follows_a_step_between_slide_areas():
             cells[(yy - y) ** 2 + (xx - x) ** 2 < 8 ** 2] = 0.55
     rgb = glass * cells[..., None] + rng.normal(0.0, 1.0, glass.shape).astype(np.float32)
     smooth = np.full_like(glass, 190.0)  # one colour between the two
-    fixed = follow_glass_steps(rgb, smooth, r=8.0, cfg=cfg)
+    fixed = follow_glass_steps(smooth, optical_density(rgb, smooth)[0], r=8.0, cfg=cfg)
     for cols in (slice(20, 130), slice(170, 280)):
         od = np.log(fixed[20:180, cols] / glass[20:180, cols]).sum(axis=2)
         assert np.abs(od).max() < 0.03
-    flat = follow_glass_steps(glass * cells[..., None], glass, r=8.0, cfg=cfg)
+    flat = follow_glass_steps(glass, optical_density(glass * cells[..., None], glass)[0], r=8.0, cfg=cfg)
     np.testing.assert_allclose(flat, glass, rtol=1e-3)
 
 
