@@ -22,9 +22,9 @@ apart; seeds from 500000 up). A kind a source does not label
 in radius), so the network learns one cell size whatever the magnification. Target: a
 Gaussian at each box centre (boxes of cells cut by the edge mark the visible part, as the
 data labels them); CenterNet focal loss; random crops with flips, 90-degree turns, stain
-gain, overall density, defocus blur, scale jitter and noise; crop edges inside the field carry no loss (a cell cut by a
-crop edge has its centre outside). Chula RBC-12 is not used: it stays a held-out test, as does
-the data set's test split.
+gain, overall density, defocus blur (``--blur``), scale jitter (``--scale-jitter``) and noise;
+crop edges inside the field carry no loss (a cell cut by a crop edge has its centre outside).
+Chula RBC-12 is not used: it stays a held-out test, as does the data set's test split.
 
 The epoch with the best validation F1 (network peaks alone) is kept; the peak threshold and
 spacing are then tuned on the validation fields through the whole localizer
@@ -244,6 +244,18 @@ def parse_blur(spec: str) -> Defocus:
     return out
 
 
+def parse_range(option: str, spec: str) -> tuple[float, float]:
+    """``"0.7-1.4"`` -> (0.7, 1.4): a positive range, low first."""
+    lo, _, hi = spec.partition("-")
+    try:
+        out = (float(lo), float(hi))
+    except ValueError:
+        raise SystemExit(f"{option}: {spec!r} is not lo-hi (e.g. 0.7-1.4)") from None
+    if not 0.0 < out[0] <= out[1]:
+        raise SystemExit(f"{option}: {spec!r}: need 0 < lo <= hi")
+    return out
+
+
 def parse_mix(spec: str) -> dict[str, float]:
     """``"yolo=0.45,bcd=0.15,rendered=0.25,ring=0.15"`` -> source -> share of each batch."""
     out: dict[str, float] = {}
@@ -290,14 +302,14 @@ class Defocus:
 
 
 def make_batch(samples: list[Sample] | Mixer, rng: np.random.Generator, n: int, crop: int, kinds: tuple[str, ...],
-               defocus: Defocus = Defocus()) -> tuple[torch.Tensor, ...]:
+               defocus: Defocus = Defocus(), scale_jitter: tuple[float, float] = (0.7, 1.4)) -> tuple[torch.Tensor, ...]:
     xs, ts, ws = [], [], []
     oc = crop // 2
     mixer = samples if isinstance(samples, Mixer) else Mixer(samples, {})
     for _ in range(n):
         s = mixer.draw(rng)
-        # wide enough for a typical radius misread by ~1.4x either way
-        scale = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
+        # wide enough for a typical radius misread by ~1.4x either way (``scale_jitter``)
+        scale = float(np.exp(rng.uniform(np.log(scale_jitter[0]), np.log(scale_jitter[1]))))
         src = int(round(crop / scale))
         _, h, w = s.od.shape
         ph, pw = max(0, src - h), max(0, src - w)
@@ -482,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: every field equally likely)")
     ap.add_argument("--blur", default="0.3:0.5-1.5",
                     help="defocus augmentation, share:sigma range in working px (default 0.3:0.5-1.5)")
+    ap.add_argument("--scale-jitter", default="0.7-1.4",
+                    help="range of the crops' scale augmentation, lo-hi (default 0.7-1.4)")
     ap.add_argument("--arch", default="locnet")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--steps", type=int, default=120, help="batches per epoch")
@@ -499,7 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    defocus = parse_blur(args.blur)  # before minutes of reading fields: a bad spec fails at once
+    # before minutes of reading fields: a bad spec fails at once
+    defocus = parse_blur(args.blur)
+    scale_jitter = parse_range("--scale-jitter", args.scale_jitter)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -577,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
             it = tqdm(it, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False)
         run = 0.0
         for _ in it:
-            x, t, w = make_batch(mixer, rng, args.batch, args.crop, kinds, defocus)
+            x, t, w = make_batch(mixer, rng, args.batch, args.crop, kinds, defocus, scale_jitter)
             loss = focal_loss(net(x), t, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -25,6 +25,7 @@ from training.train_localizer import (
     main,
     make_batch,
     parse_blur,
+    parse_range,
 )
 
 
@@ -129,6 +130,22 @@ def test_blur_option_sets_the_defocus_augmentation() -> None:
     sharp, _, _ = make_batch(Mixer([spot], {}), rng, 1, 40, ("rbc",), Defocus(0.0))
     soft, _, _ = make_batch(Mixer([spot], {}), np.random.default_rng(0), 1, 40, ("rbc",), Defocus(1.0, (2.0, 2.0)))
     assert float(soft.max()) < 0.5 * float(sharp.max())
+
+
+def test_scale_jitter_option_sets_how_large_the_cells_appear() -> None:
+    assert parse_range("--scale-jitter", "0.7-1.4") == (0.7, 1.4)
+    for bad in ("0.7", "1.4-0.7", "0-1", "a-b"):
+        with pytest.raises(SystemExit, match="--scale-jitter"):
+            parse_range("--scale-jitter", bad)
+
+    def target_width(scale: float) -> int:
+        # the red cell's centre target: its Gaussian grows with the cell as the crop magnifies it
+        # (magnified, the crop holds a part of the field: the largest over a few crops)
+        _, t, _ = make_batch(Mixer([_sample("txl")], {}), np.random.default_rng(0), 6, 40, ("rbc",),
+                             scale_jitter=(scale, scale))
+        return int((t[:, 0] > 0.5).sum(dim=(1, 2)).max())
+
+    assert target_width(2.0) > 2 * target_width(1.0)
 
 
 def test_tiny_training_run_with_a_bcd256_source(tmp_path: Path) -> None:
