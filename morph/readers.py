@@ -457,14 +457,11 @@ def yolo_field_boxes(label_path: str | os.PathLike[str], width: int, height: int
     path = Path(label_path)
     rows: dict[tuple[float, ...], None] = {}
     if path.is_file():
-        for i, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.split():
-                continue
-            try:
-                c, cx, cy, bw, bh = (float(v) for v in line.split())
-            except ValueError:
-                raise MorphError("bad_label_file", f"{path}:{i}: expected 'class cx cy w h'", path=str(path)) from None
-            rows[(c, cx, cy, bw, bh)] = None
+        issues: list[LabelIssue] = []
+        for _, values in _label_records(path, 5, "class cx cy w h", issues):
+            rows[tuple(values)] = None
+        if issues:
+            raise MorphError("bad_label_file", issues[0].message, path=issues[0].path)  # path: file:line
     out: dict[int, list[tuple[float, float, float, float]]] = {}
     for c, cx, cy, bw, bh in rows:
         out.setdefault(int(c), []).append(((cx - bw / 2) * width, (cy - bh / 2) * height,

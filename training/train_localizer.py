@@ -231,29 +231,28 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor)
     return (lp.sum() + ln.sum()) / pos.sum().clamp(min=1.0)
 
 
-def parse_blur(spec: str) -> Defocus:
-    """``"0.5:0.5-2.5"`` -> half the crops blurred, sigma 0.5-2.5 working px."""
-    try:
-        share, _, rng_ = spec.partition(":")
-        lo, _, hi = rng_.partition("-")
-        out = Defocus(float(share), (float(lo), float(hi)))
-    except ValueError:
-        raise SystemExit(f"--blur: {spec!r} is not share:lo-hi (e.g. 0.3:0.5-1.5)") from None
-    if not (0.0 <= out.p <= 1.0 and 0.0 < out.sigma[0] <= out.sigma[1]):
-        raise SystemExit(f"--blur: {spec!r}: the share must be 0-1 and 0 < lo <= hi")
-    return out
-
-
 def parse_range(option: str, spec: str) -> tuple[float, float]:
     """``"0.7-1.4"`` -> (0.7, 1.4): a positive range, low first."""
     lo, _, hi = spec.partition("-")
     try:
         out = (float(lo), float(hi))
     except ValueError:
-        raise SystemExit(f"{option}: {spec!r} is not lo-hi (e.g. 0.7-1.4)") from None
+        raise SystemExit(f"{option}: {spec!r} is not lo-hi (two numbers)") from None
     if not 0.0 < out[0] <= out[1]:
         raise SystemExit(f"{option}: {spec!r}: need 0 < lo <= hi")
     return out
+
+
+def parse_blur(spec: str) -> Defocus:
+    """``"0.5:0.5-2.5"`` -> half the crops blurred, sigma 0.5-2.5 working px."""
+    share_text, _, sigma_text = spec.partition(":")
+    try:
+        share = float(share_text)
+    except ValueError:
+        raise SystemExit(f"--blur: {spec!r} is not share:lo-hi (e.g. 0.3:0.5-1.5)") from None
+    if not 0.0 <= share <= 1.0:
+        raise SystemExit(f"--blur: {spec!r}: the share must be 0-1")
+    return Defocus(share, parse_range("--blur", sigma_text))
 
 
 def parse_mix(spec: str) -> dict[str, float]:
