@@ -9,9 +9,11 @@ maxima) for red cells; the foreground, the watershed, nuclei, platelets and ever
 rule stay as they are. One peak per cell is what splits touching cells without cutting
 pale or irregular ones in two.
 
-A detector is a model folder (``models/locnet-v3``): ``config.json`` (architecture, cell
+A detector is a model folder (``models/locnet-v4``): ``config.json`` (architecture, cell
 kinds, minimum peak spacing, provenance), ``thresholds.json`` (the peak threshold of each kind,
-tuned with the localizer), ``weights.pt`` and ``metrics.json``; it is
+tuned with the localizer), ``weights.pt``, ``metrics.json`` and, optionally, ``pair_rule.json``
+(the rule that joins a red cell the map cut in two, :mod:`morph.segment.pairs`, learnt with
+``python -m training.train_pair_rule``); it is
 retrained with ``python -m training.train_localizer`` on any YOLO-box data set (red-cell
 boxes) plus rendered fields.
 """
@@ -30,9 +32,10 @@ from torch import nn
 from .io import write_json, write_torch
 from .model_folder import ModelFolder
 from .models import create_model
+from .segment.pairs import PairRule
 
 #: Name of the shipped localizer folder under ``models/``.
-DEFAULT_LOCALIZER_NAME = "locnet-v3"
+DEFAULT_LOCALIZER_NAME = "locnet-v4"
 
 
 @dataclass
@@ -45,6 +48,7 @@ class CentreDetector:
         kinds: the cell kind of each output map (``"rbc"``, ``"nucleated"``, ``"platelet"``).
         thresholds: a peak of a kind's map is a seed when its probability reaches this.
         min_distance: minimum spacing of two red-cell seeds, in units of the typical radius.
+        pair_rule: joins two touching red-cell regions that are one cell (None: never).
     """
 
     net: nn.Module
@@ -53,6 +57,7 @@ class CentreDetector:
     kinds: tuple[str, ...] = ("rbc",)
     thresholds: dict[str, float] = field(default_factory=dict)
     min_distance: float = 0.4
+    pair_rule: PairRule | None = None
     name: str = "locnet-untrained"
     version: str = "0.0.0"
     metrics: dict[str, Any] | None = None
@@ -108,6 +113,8 @@ class CentreDetector:
         write_torch(out / "weights.pt", {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()})
         if self.metrics:
             write_json(out / "metrics.json", self.metrics)
+        if self.pair_rule is not None:
+            write_json(out / "pair_rule.json", self.pair_rule.to_dict())
         self.folder = out
         return out
 
@@ -135,12 +142,23 @@ def load_localizer(path_or_name: str | os.PathLike[str] | None = None) -> Centre
     folder.load_weights(net)
     det = CentreDetector(
         net, arch=cfg["arch"], arch_kwargs=kwargs, kinds=kinds, thresholds=_thresholds(folder, cfg),
-        min_distance=float(cfg.get("min_distance", 0.4)), name=str(cfg.get("name") or folder.path.name),
+        min_distance=float(cfg.get("min_distance", 0.4)), pair_rule=_pair_rule(folder), name=str(cfg.get("name") or folder.path.name),
         version=str(cfg.get("version", "0.0.0")), metrics=folder.read_optional("metrics.json"),
         provenance=cfg.get("provenance") or {},
     )
     det.folder = folder.path
     return det
+
+
+def _pair_rule(folder: ModelFolder) -> PairRule | None:
+    """The folder's ``pair_rule.json`` (None when it has none)."""
+    got = folder.read_optional("pair_rule.json")
+    if got is None:
+        return None
+    try:
+        return PairRule.from_dict(dict(got))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise folder.error("pair_rule.json", f"not a pair rule: {exc}") from exc
 
 
 def _thresholds(folder: ModelFolder, cfg: dict[str, Any]) -> dict[str, float]:

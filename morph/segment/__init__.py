@@ -44,7 +44,7 @@
    their own seeds instead of being flooded by it; small left-over regions lying almost wholly
    within ``1.4 r`` of a nucleus (cytoplasm crescents) join the nucleated cell.
 5. **Seeds and watershed.** With a learned centre map (``centres=``, a
-   :class:`morph.localize.CentreDetector`; the shipped pipeline uses ``models/locnet-v3``),
+   :class:`morph.localize.CentreDetector`; the shipped pipeline uses ``models/locnet-v4``),
    its red-cell peaks are the seeds, nuclear groups holding two nucleated-cell centres are
    split between them and platelet centres pressed against a red cell get seeds of their
    own; the watershed floods outwards from the seeds (distance from the nearest seed minus
@@ -59,6 +59,9 @@
    (label ``"platelet"``), as are platelet-sized ones of any colour; smaller specks are
    debris and dropped; regions cut by the
    image edge are kept with ``touches_border=True`` (and left out of the median diameter).
+   With a learned centre map that carries a pair rule (:mod:`.pairs`), two touching red-cell
+   regions the rule reads as one cell cut in two (two peaks on one cell: the halves round a
+   pale centre, an oval's two ends) are joined.
 7. **Scale and warnings.** A stated scale is kept; with none stated the default (Chula) one is
    used unless it makes the median red cell implausible (outside 5-10 um: no disease does that,
    another camera does), and then the scale is estimated from the cells (:mod:`.calibration`:
@@ -73,7 +76,7 @@ The package, one module per step: :mod:`.config` (settings and the default scale
 (glass colour, illumination, optical density), :mod:`.foreground` (thresholds, cell mask),
 :mod:`.scale` (typical radius, working scale), :mod:`.nuclei` (nucleated cells and their zones),
 :mod:`.seeds` (circle votes, distance maxima, learned centre peaks), :mod:`.regions` (watershed,
-fragments, splits, kinds, cells), :mod:`.calibration` (the field's scale), :mod:`.warnings` (what a
+fragments, splits, kinds, cells), :mod:`.pairs` (cells cut in two), :mod:`.calibration` (the field's scale), :mod:`.warnings` (what a
 person should read) and
 :mod:`.field`, whose :func:`segment_field` runs them in that order. :mod:`.arrays` holds the
 array helpers they share.
@@ -81,11 +84,12 @@ array helpers they share.
 
 from .blank import field_glass
 from .config import DEFAULT_UM_PER_PX, STAIN_SETTINGS, SegmentConfig
-from .field import Segmentation, segment_field, share_case_scale
+from .field import CellPairs, Segmentation, red_cell_pairs_of_field, segment_field, share_case_scale
 from .scale import WorkingView, working_view
 from .seeds import PEAK_SPACING, centre_peaks
 
 __all__ = [
+    "CellPairs",
     "DEFAULT_UM_PER_PX",
     "PEAK_SPACING",
     "STAIN_SETTINGS",
@@ -94,6 +98,7 @@ __all__ = [
     "WorkingView",
     "centre_peaks",
     "field_glass",
+    "red_cell_pairs_of_field",
     "segment_field",
     "share_case_scale",
     "working_view",

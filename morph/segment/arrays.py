@@ -1,5 +1,5 @@
 """Array helpers shared by the localization steps: any image to RGB float, block averaging,
-resizing a coarse map, per-label maxima."""
+resizing a coarse map, per-label maxima, convex-hull area."""
 
 from __future__ import annotations
 
@@ -101,3 +101,15 @@ def label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros(n + 1, dtype=np.float64)
     np.maximum.at(out, lab.ravel(), values.ravel())
     return out
+
+
+def hull_area(ys: np.ndarray, xs: np.ndarray) -> float:
+    """Pixel count of the convex hull of a region (Pick's estimate from the hull of the pixel
+    centres), for solidity; much cheaper than rasterising the hull."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        hull = ConvexHull(np.stack([ys, xs], axis=1).astype(np.float64))
+    except (QhullError, ValueError):
+        return max(float(len(ys)), 1.0)
+    return max(float(hull.volume + hull.area / 2.0 + 1.0), float(len(ys)))

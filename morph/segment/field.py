@@ -24,8 +24,11 @@ from .nuclei import (
     red_chromatin_weight,
     split_nuclear_groups,
 )
+from .pairs import PAIR_FEATURES, PairRule, pairs_to_join, red_cell_pairs
 from .regions import (
+    Regions,
     build_cells,
+    cut_flags,
     flood,
     learned_centres,
     measure_regions,
@@ -34,8 +37,8 @@ from .regions import (
     rejoin_pieces,
     split_large,
 )
-from .scale import working_scale
-from .seeds import PEAK_SPACING, CentreMaps, place_seeds, read_centre_maps
+from .scale import Working, working_scale
+from .seeds import PEAK_SPACING, CentreMaps, Seeds, place_seeds, read_centre_maps
 from .warnings import field_warnings, focus_measure, size_warning, stained_fraction
 
 log = logging.getLogger(__name__)
@@ -97,16 +100,64 @@ def segment_field(
             array that is not an image.
     """
     cfg = config
-    rgb = _checked_rgb(image, um_per_px)
     no_cells_scale = field_scale(None, 0, um_per_px, scale_stated, cfg)  # nothing to estimate from
+    found = _locate(_checked_rgb(image, um_per_px), cfg, centres)
+    if isinstance(found, str):
+        return _no_cells(found, no_cells_scale)
+    wv, regions, kinds = found.wv, found.regions, found.kinds
+    # 6b. a red cell the centre map cut in two is joined again (the localizer's pair rule)
+    joined: set[int] = set()
+    if found.maps is not None and found.maps.pair_rule is not None:
+        regions, kinds, joined = join_split_cells(found, found.maps.pair_rule)
+    centres_by_region = None
+    if found.maps is not None:  # a joined cell holds two learned centres: it keeps its centroid
+        centres_by_region = {i: c for i, c in learned_centres(regions, found.seeds).items() if i not in joined}
+    cells = _shifted(build_cells(regions, kinds, wv.k, wv.shape, um_per_px, wv.r_full, edge=wv.blank_edge,
+                                 centres=centres_by_region), wv.offset)
+    # 7. the scale, then warnings a person should read
+    med = _median_rbc_diameter(cells)
+    scale = field_scale(med, len(_counted_rbc(cells)), um_per_px, scale_stated, cfg)
+    cells = scaled(cells, scale)
+    focus = focus_measure(wv.work.mean(axis=2))
+    # density of the part that is not blank (blank areas were painted glass)
+    stained = stained_fraction(found.seeds.mask, wv.raw, wv.thr) / max(1.0 - wv.blank_in_part, 0.02)
+    log.debug("segment: %d cells, r=%.1f px, k=%d, thresholds=%s, focus=%.3f",
+              len(cells), wv.r_full, wv.k, wv.thr, focus)
+    return Segmentation(
+        cells=cells, median_rbc_diameter_px=med,
+        field_notes=field_warnings(cells, focus, stained, cfg, blank=wv.blank),
+        typical_radius_px=float(wv.r_full), focus=focus, um_per_px=scale.um_per_px, scale_source=scale.source,
+        scale_notes=_scale_notes(med, scale, cfg),
+    )
+
+
+@dataclass
+class Located:
+    """A field's regions before they become cells (steps 0-6): the working view, the centre
+    maps read on it, the seeds, the regions and the kind of each kept one."""
+
+    wv: Working
+    maps: CentreMaps | None
+    seeds: Seeds
+    regions: Regions
+    kinds: dict[int, str]
+
+    @property
+    def r(self) -> float:
+        """The typical red-cell radius at the working scale."""
+        return self.wv.r_full / self.wv.k
+
+
+def _locate(rgb: np.ndarray, cfg: SegmentConfig, centres: CentreMap | None) -> Located | str:
+    """Steps 0-6 on a checked RGB field; a string says why no cell can be found."""
     H, W = rgb.shape[:2]
     if min(H, W) < 8:
-        return _no_cells(f"no cells found: image too small to hold a cell ({W}x{H} px)", no_cells_scale)
+        return f"no cells found: image too small to hold a cell ({W}x{H} px)"
     # 0-3. blank areas, glass map, optical density, foreground, typical radius at the working scale
     wv = working_scale(rgb, cfg)
-    del rgb  # not needed past the working scale
+    del rgb  # not needed past the working scale (a 50-megapixel field is large)
     if isinstance(wv, str):
-        return _no_cells(wv, no_cells_scale)
+        return wv
     r = wv.r_full / wv.k
     cell_area = math.pi * r * r
     maps = read_centre_maps(centres, wv.od, cfg)
@@ -121,29 +172,67 @@ def segment_field(
     ws, nm = split_large(ws, seeds.count, nuclei.n, cell_area, cfg)
     learned_rbc = seeds.rbc_ids if maps is not None else None
     regions = measure_regions(join_cytoplasm(ws, nm, nuclei, r, cell_area, cfg, red_cells=learned_rbc), nm)
-    # 6. the kind of each region, then the cells (those touching a blank area count as cut)
+    # 6. the kind of each region (those touching a blank area count as cut)
     kinds, pieces = region_kinds(regions, nuclei.n, wv.od, chrom, nucleus_od, seeds, maps is not None, cell_area, cfg,
                                  edge=wv.blank_edge)
     if pieces:
         regions = rejoin_pieces(regions, pieces, kinds, seeds, r, cfg)
-    centres_by_region = learned_centres(regions, seeds) if maps is not None else None
-    cells = _shifted(build_cells(regions, kinds, wv.k, wv.shape, um_per_px, wv.r_full, edge=wv.blank_edge,
-                                 centres=centres_by_region), wv.offset)
-    # 7. the scale, then warnings a person should read
-    med = _median_rbc_diameter(cells)
-    scale = field_scale(med, len(_counted_rbc(cells)), um_per_px, scale_stated, cfg)
-    cells = scaled(cells, scale)
-    focus = focus_measure(wv.work.mean(axis=2))
-    # density of the part that is not blank (blank areas were painted glass)
-    stained = stained_fraction(seeds.mask, wv.raw, wv.thr) / max(1.0 - wv.blank_in_part, 0.02)
-    log.debug("segment: %d cells, r=%.1f px, k=%d, thresholds=%s, focus=%.3f",
-              len(cells), wv.r_full, wv.k, wv.thr, focus)
-    return Segmentation(
-        cells=cells, median_rbc_diameter_px=med,
-        field_notes=field_warnings(cells, focus, stained, cfg, blank=wv.blank),
-        typical_radius_px=float(wv.r_full), focus=focus, um_per_px=scale.um_per_px, scale_source=scale.source,
-        scale_notes=_scale_notes(med, scale, cfg),
-    )
+    return Located(wv, maps, seeds, regions, kinds)
+
+
+def _red_cell_pairs(found: Located) -> tuple[np.ndarray, np.ndarray]:
+    """The touching red-cell regions of a located field and the pair rule's measures of each."""
+    assert found.maps is not None
+    return red_cell_pairs(found.regions, found.kinds, found.maps.heats["rbc"], found.wv.od.sum(axis=2),
+                          learned_centres(found.regions, found.seeds), cut_flags(found.regions, found.wv.blank_edge),
+                          found.r)
+
+
+def join_split_cells(found: Located, rule: PairRule) -> tuple[Regions, dict[int, str], set[int]]:
+    """Join the touching red-cell regions the pair rule reads as one cell cut in two. Returns
+    the regions, their kinds and the labels that took in a neighbour."""
+    pairs, feats = _red_cell_pairs(found)
+    joins = pairs_to_join(pairs, rule.probability(feats), rule.threshold) if len(pairs) else []
+    if not joins:
+        return found.regions, found.kinds, set()
+    lut = np.arange(found.regions.count + 1, dtype=np.int32)
+    for i, j in joins:
+        lut[j] = i
+    kinds = {i: kind for i, kind in found.kinds.items() if lut[i] == i}
+    return measure_regions(lut[found.regions.labels], found.regions.count), kinds, {i for i, _ in joins}
+
+
+@dataclass
+class CellPairs:
+    """The touching red-cell regions of one field, as the pair rule sees them before joining
+    (what :mod:`training.train_pair_rule` learns from): the measures of each pair
+    (:data:`.pairs.PAIR_FEATURES`) and the full-resolution boxes ``(x0, y0, x1, y1)`` of its
+    two regions."""
+
+    features: np.ndarray
+    boxes_a: np.ndarray
+    boxes_b: np.ndarray
+
+
+def red_cell_pairs_of_field(image: np.ndarray, centres: CentreMap, config: SegmentConfig = SegmentConfig()
+                            ) -> CellPairs:
+    """The :class:`CellPairs` of a field, located with the learned centre map ``centres``."""
+    empty = CellPairs(np.zeros((0, len(PAIR_FEATURES))), np.zeros((0, 4)), np.zeros((0, 4)))
+    found = _locate(_checked_rgb(image, DEFAULT_UM_PER_PX), config, centres)
+    if isinstance(found, str) or found.maps is None:
+        return empty
+    pairs, feats = _red_cell_pairs(found)
+    if not len(pairs):
+        return empty
+    k, (dy, dx) = found.wv.k, found.wv.offset
+
+    def full_box(label: int) -> list[float]:
+        sl = found.regions.boxes[label - 1]
+        assert sl is not None
+        return [sl[1].start * k + dx, sl[0].start * k + dy, sl[1].stop * k + dx, sl[0].stop * k + dy]
+
+    return CellPairs(feats, np.array([full_box(i) for i in pairs[:, 0].tolist()], dtype=float),
+                     np.array([full_box(j) for j in pairs[:, 1].tolist()], dtype=float))
 
 
 def share_case_scale(segs: list[Segmentation], um_per_px: float = DEFAULT_UM_PER_PX,

@@ -12,6 +12,7 @@ from skimage import segmentation
 
 from ..labels import PLATELET, UNCLASSIFIED
 from ..types import Cell
+from .arrays import hull_area
 from .config import SegmentConfig
 from .seeds import Seeds
 
@@ -26,18 +27,6 @@ def flood(seeds: Seeds, learned: bool) -> np.ndarray:
     else:
         surface = -seeds.height
     return segmentation.watershed(surface, seeds.markers, mask=seeds.mask)
-
-
-def _hull_area(ys: np.ndarray, xs: np.ndarray) -> float:
-    """Pixel count of the convex hull of a region (Pick's estimate from the hull of the pixel
-    centres), for solidity; much cheaper than rasterising the hull."""
-    from scipy.spatial import ConvexHull, QhullError
-
-    try:
-        hull = ConvexHull(np.stack([ys, xs], axis=1).astype(np.float64))
-    except (QhullError, ValueError):
-        return max(float(len(ys)), 1.0)
-    return max(float(hull.volume + hull.area / 2.0 + 1.0), float(len(ys)))
 
 
 def _kmeans(pts: np.ndarray, n: int, iters: int = 8) -> np.ndarray:
@@ -110,7 +99,7 @@ def _union_box(si: tuple[slice, ...], sj: tuple[slice, ...]) -> tuple[slice, ...
 def _union_solidity(sub: np.ndarray, i: int, j: int) -> float:
     """Solidity (area / convex-hull area) of labels ``i`` and ``j`` of ``sub`` taken together."""
     ys, xs = np.nonzero((sub == i) | (sub == j))
-    return ys.size / _hull_area(ys, xs)
+    return ys.size / hull_area(ys, xs)
 
 
 def absorb_pieces(ws: np.ndarray, nm: int, pieces: np.ndarray, targets: np.ndarray, min_contact: float,
@@ -172,7 +161,7 @@ def split_large(
             continue
         m = ws[sl] == lab_id
         ys, xs = np.nonzero(m)
-        if a / _hull_area(ys, xs) > cfg.split_max_solidity:
+        if a / hull_area(ys, xs) > cfg.split_max_solidity:
             continue
         n = int(min(max(round(a / typical), 2), 8))
         parts = _kmeans(np.stack([ys, xs], axis=1).astype(np.float64), n)
@@ -223,7 +212,7 @@ def _on_border(sl: tuple[slice, ...], h: int, w: int) -> bool:
     return sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w
 
 
-def _cut_flags(regions: Regions, edge: np.ndarray | None) -> np.ndarray:
+def cut_flags(regions: Regions, edge: np.ndarray | None) -> np.ndarray:
     """Per label 0..n: whether the region is cut by the image edge or, when ``edge`` (the rim
     of the blank areas, at the working scale) is given, by a blank area."""
     h, w = regions.labels.shape
@@ -249,7 +238,7 @@ def region_kinds(regions: Regions, n_nuc: int, od: np.ndarray, chrom: np.ndarray
     one is returned among the pieces to rejoin. Regions cut by the image edge (or by a blank
     area, ``edge``) keep smaller sizes. Returns the kinds by label and those pieces."""
     ws, nm, stats = regions.labels, regions.count, regions.stats
-    cut = _cut_flags(regions, edge)
+    cut = cut_flags(regions, edge)
     sum_chrom = np.bincount(ws.ravel(), weights=chrom.ravel(), minlength=nm + 1)
     sum_od = np.bincount(ws.ravel(), weights=od.sum(axis=2).ravel(), minlength=nm + 1)
     mean_chrom = sum_chrom / np.maximum(stats["n"], 1)
@@ -332,7 +321,7 @@ def build_cells(regions: Regions, kinds: dict[int, str], k: int, full_shape: tup
     learned centre is given in, and their crops for the classifier are centred on it."""
     H, W = full_shape
     stats = regions.stats
-    cut = _cut_flags(regions, edge)
+    cut = cut_flags(regions, edge)
     cells: list[Cell] = []
     for lab_id, kind in sorted(kinds.items()):
         sl = regions.boxes[lab_id - 1]

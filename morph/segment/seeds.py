@@ -14,6 +14,7 @@ from scipy import ndimage as ndi
 from ..types import CentreMap
 from .config import SegmentConfig
 from .nuclei import Nuclei
+from .pairs import PairRule
 
 #: spacing (units of r) of the learned nucleated-cell and platelet seeds; red cells use the
 #: detector's own ``min_distance``
@@ -104,6 +105,8 @@ class CentreMaps:
     thresholds: dict[str, float]
     #: spacing of two red-cell seeds, in units of r
     min_distance: float
+    #: the rule that joins a red cell the map cut in two (:mod:`.pairs`; None: none is joined)
+    pair_rule: PairRule | None = None
 
     def peaks(self, kind: str, spacing: float) -> np.ndarray:
         """The seeds of one kind's map, ~``spacing`` working pixels apart."""
@@ -117,7 +120,8 @@ def read_centre_maps(centres: CentreMap | None, od: np.ndarray, cfg: SegmentConf
     got = centres(od.astype(np.float32))
     heats = {"rbc": got} if isinstance(got, np.ndarray) else dict(got)
     thresholds = dict(getattr(centres, "thresholds", {}) or {})
-    return CentreMaps(heats, thresholds, float(getattr(centres, "min_distance", cfg.vote_min_distance)))
+    return CentreMaps(heats, thresholds, float(getattr(centres, "min_distance", cfg.vote_min_distance)),
+                      getattr(centres, "pair_rule", None))
 
 
 @dataclass
