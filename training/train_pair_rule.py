@@ -190,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("threshold %.2f; train %s; val %s", threshold, report["train"], report["val"])
     out = Path(args.out)
     if out.resolve() != source.folder.resolve():
-        shutil.copytree(source.folder, out, dirs_exist_ok=True)
+        # the network and its peak rules; the source's card describes the source, not this folder
+        shutil.copytree(source.folder, out, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("MODEL_CARD.md", "pair_rule.json"))
     provenance = {"localizer": source.name, "data": [root.name] + (["bcd-256 training part"] if bcd else []),
                   "train_split": args.train_split, "val_split": args.val_split, "wrong_cost": args.wrong_cost,
                   "l2": args.l2, "fields": {"train": len(train), "val": len(val)}, "pairs": report}

@@ -15,110 +15,147 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
-
-from .arrays import hull_area
 
 #: What the rule reads of a pair of touching red-cell regions, in this order:
 #: ``contact``: shared border length / r; ``small_area``, ``union_area``: the smaller region's
-#: and the pair's area / the area of a typical cell (pi r^2); ``union_solidity``: area / convex
-#: hull area of the pair; ``union_ecc``: eccentricity of the pair's fitted ellipse;
-#: ``saddle``: lowest centre-map value on the line between the two centres / the lower of the
-#: two peaks (one cell: a ridge; two cells: a valley); ``distance``: distance of the centres / r;
-#: ``contact_od``: stain on the shared border / the pair's median (overlap: darker; a gap
-#: between cells: paler); ``cut``: either region cut by the image edge or a blank area;
-#: ``peak``: the lower of the two peaks (a probability); ``middle_od``: stain on the shared
-#: border within 0.3 r of the midpoint of the two centres / the pair's median (the middle of
-#: the cut: a pale centre when one cell is cut, the darker lens of two overlapping cells).
+#: and the pair's area / the area of a typical cell (pi r^2); ``union_ecc``: eccentricity of the
+#: pair's fitted ellipse; ``saddle``: lowest centre-map value on the line between the two centres
+#: / the lower of the two peaks (one cell: a ridge; two cells: a valley); ``distance``: distance
+#: of the centres / r; ``contact_od``: stain on the shared border / the pair's mean (overlap:
+#: darker; a gap between cells: paler); ``cut``: either region cut by the image edge or a blank
+#: area; ``peak``: the lower of the two peaks (a probability); ``middle_od``: stain on the shared
+#: border within 0.3 r of the midpoint of the two centres / the pair's mean (the middle of the
+#: cut: a pale centre when one cell is cut, the darker lens of two overlapping cells).
 PAIR_FEATURES = (
-    "contact", "small_area", "union_area", "union_solidity", "union_ecc", "saddle", "distance", "contact_od", "cut",
-    "peak", "middle_od",
+    "contact", "small_area", "union_area", "union_ecc", "saddle", "distance", "contact_od", "cut", "peak",
+    "middle_od",
 )
 
 
-def touching_pairs(labels: np.ndarray, eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(n, 2)`` (lower id first) of touching regions that are both ``eligible`` (a
-    boolean per label), and the length of the border each pair shares (pixel pairs)."""
-    a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
-    b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
-    sel = (a != b) & eligible[a] & eligible[b]
-    if not sel.any():
-        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+@dataclass
+class SharedBorders:
+    """The touching pairs of regions and the pixel pairs across each shared border.
+
+    Attributes:
+        pairs: ``(n, 2)`` region ids, lower first.
+        of_pair: for every 4-neighbour pixel pair across a border, the index of its pair.
+        y, x: the midpoint of each pixel pair; ``stain``: the mean stain of its two pixels.
+    """
+
+    pairs: np.ndarray
+    of_pair: np.ndarray
+    y: np.ndarray
+    x: np.ndarray
+    stain: np.ndarray
+
+    @property
+    def contact(self) -> np.ndarray:
+        """Length of each pair's shared border (pixel pairs)."""
+        return np.bincount(self.of_pair, minlength=len(self.pairs))
+
+    def mean_stain(self, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per pair: the mean stain over the pixel pairs (``weights``: which count) and how many."""
+        w = np.ones(len(self.of_pair)) if weights is None else weights.astype(np.float64)
+        n = np.bincount(self.of_pair, weights=w, minlength=len(self.pairs))
+        total = np.bincount(self.of_pair, weights=w * self.stain, minlength=len(self.pairs))
+        return total / np.maximum(n, 1e-9), n
+
+
+def shared_borders(labels: np.ndarray, eligible: np.ndarray, stain: np.ndarray) -> SharedBorders:
+    """Every pair of touching regions that are both ``eligible`` (a boolean per label), with the
+    pixel pairs across their shared border."""
+    h, w = labels.shape
+    right = (labels[:, :-1].ravel(), labels[:, 1:].ravel())
+    down = (labels[:-1, :].ravel(), labels[1:, :].ravel())
+    sel_r = (right[0] != right[1]) & eligible[right[0]] & eligible[right[1]]
+    sel_d = (down[0] != down[1]) & eligible[down[0]] & eligible[down[1]]
+    kr, kd = np.flatnonzero(sel_r), np.flatnonzero(sel_d)
+    a = np.concatenate([right[0][kr], down[0][kd]]).astype(np.int64)
+    b = np.concatenate([right[1][kr], down[1][kd]]).astype(np.int64)
+    ry, rx = kr // max(w - 1, 1), kr % max(w - 1, 1)
+    dy, dx = kd // w, kd % w
+    y = np.concatenate([ry, dy + 0.5]).astype(np.float64)
+    x = np.concatenate([rx + 0.5, dx]).astype(np.float64)
+    s = np.concatenate([(stain[ry, rx] + stain[ry, rx + 1]) / 2, (stain[dy, dx] + stain[dy + 1, dx]) / 2])
     n = int(labels.max()) + 1
-    lo, hi = np.minimum(a[sel], b[sel]).astype(np.int64), np.maximum(a[sel], b[sel]).astype(np.int64)
-    ids, contact = np.unique(lo * n + hi, return_counts=True)
-    return np.stack([ids // n, ids % n], axis=1), contact
+    ids, of_pair = np.unique(np.minimum(a, b) * n + np.maximum(a, b), return_inverse=True)
+    return SharedBorders(np.stack([ids // n, ids % n], axis=1).reshape(-1, 2), of_pair.ravel(), y, x, s)
 
 
-def _ellipse_eccentricity(ys: np.ndarray, xs: np.ndarray) -> float:
-    cov = np.cov(np.stack([ys, xs]).astype(np.float64)) if ys.size > 2 else np.zeros((2, 2))
-    lo, hi = np.linalg.eigvalsh(cov)
-    return float(math.sqrt(max(0.0, 1.0 - max(lo, 0.0) / hi))) if hi > 0 else 0.0
+def _region_moments(labels: np.ndarray, stain: np.ndarray) -> dict[str, np.ndarray]:
+    """Per label: pixel count, stain sum and the raw first and second moments of its pixels."""
+    yy, xx = np.indices(labels.shape, dtype=np.float64)
+    flat, n = labels.ravel(), int(labels.max()) + 1
+    y, x = yy.ravel(), xx.ravel()
+    return {k: np.bincount(flat, weights=v, minlength=n) for k, v in (
+        ("n", None), ("stain", stain.ravel()), ("y", y), ("x", x), ("yy", y * y), ("xx", x * x), ("xy", x * y))}
 
 
-def _line_min(heat: np.ndarray, p: tuple[float, float], q: tuple[float, float], n: int = 17) -> float:
-    """Lowest value of ``heat`` at ``n`` points evenly spaced from ``p`` to ``q`` (y, x)."""
-    t = np.linspace(0.0, 1.0, n)
-    ys = np.clip(np.rint(p[0] + t * (q[0] - p[0])).astype(np.intp), 0, heat.shape[0] - 1)
-    xs = np.clip(np.rint(p[1] + t * (q[1] - p[1])).astype(np.intp), 0, heat.shape[1] - 1)
-    return float(heat[ys, xs].min())
+def _eccentricity(m: dict[str, np.ndarray], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Eccentricity of the ellipse fitted to regions ``i`` and ``j`` taken together."""
+    n = m["n"][i] + m["n"][j]
+    my, mx = (m["y"][i] + m["y"][j]) / n, (m["x"][i] + m["x"][j]) / n
+    cyy = (m["yy"][i] + m["yy"][j]) / n - my * my
+    cxx = (m["xx"][i] + m["xx"][j]) / n - mx * mx
+    cxy = (m["xy"][i] + m["xy"][j]) / n - mx * my
+    half, det = (cyy + cxx) / 2, cyy * cxx - cxy * cxy
+    disc = np.sqrt(np.maximum(half * half - det, 0.0))
+    hi, lo = half + disc, np.maximum(half - disc, 0.0)
+    return np.where(hi > 0, np.sqrt(np.clip(1.0 - lo / np.maximum(hi, 1e-12), 0.0, 1.0)), 0.0)
 
 
-def _box(si: tuple[slice, ...], sj: tuple[slice, ...], shape: tuple[int, int]) -> tuple[slice, slice]:
-    """Both regions' boxes together, grown by one pixel (their shared border lies inside)."""
-    return (slice(max(0, min(si[0].start, sj[0].start) - 1), min(shape[0], max(si[0].stop, sj[0].stop) + 1)),
-            slice(max(0, min(si[1].start, sj[1].start) - 1), min(shape[1], max(si[1].stop, sj[1].stop) + 1)))
+def _line_min(heat: np.ndarray, p: np.ndarray, q: np.ndarray, n: int = 17) -> np.ndarray:
+    """Per row of ``p`` and ``q`` ((m, 2) y, x): the lowest value of ``heat`` at ``n`` points
+    evenly spaced from one to the other."""
+    t = np.linspace(0.0, 1.0, n)[None, :]
+    ys = np.clip(np.rint(p[:, :1] + t * (q[:, :1] - p[:, :1])).astype(np.intp), 0, heat.shape[0] - 1)
+    xs = np.clip(np.rint(p[:, 1:] + t * (q[:, 1:] - p[:, 1:])).astype(np.intp), 0, heat.shape[1] - 1)
+    return heat[ys, xs].min(axis=1)
 
 
-def pair_features(labels: np.ndarray, boxes: list[tuple[slice, ...] | None], pairs: np.ndarray,
-                  contact: np.ndarray, heat: np.ndarray, stain: np.ndarray,
-                  centres: dict[int, tuple[float, float]], cut: np.ndarray, r: float) -> np.ndarray:
-    """The :data:`PAIR_FEATURES` of each pair, ``(n, len(PAIR_FEATURES))`` float64.
+def pair_features(labels: np.ndarray, eligible: np.ndarray, heat: np.ndarray, stain: np.ndarray,
+                  centres: np.ndarray, cut: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair ``(n, 2)`` of touching ``eligible`` regions and its :data:`PAIR_FEATURES`
+    ``(n, len(PAIR_FEATURES))``, all pairs at once.
 
     Args:
-        labels: the regions (working scale); ``boxes`` their ``find_objects`` boxes.
-        pairs, contact: from :func:`touching_pairs`.
+        labels: the regions (working scale); ``eligible``: a boolean per label.
         heat: the red-cell centre map; ``stain``: the summed optical density (both working scale).
-        centres: (y, x) of each region's centre (its learned centre, else its centroid).
+        centres: ``(labels.max() + 1, 2)`` (y, x) of each region's centre (its learned centre,
+            else its centroid).
         cut: per label, whether the region is cut by the image edge or a blank area.
         r: the typical red-cell radius (working pixels).
     """
+    borders = shared_borders(labels, eligible, stain)
+    if not len(borders.pairs):
+        return borders.pairs, np.zeros((0, len(PAIR_FEATURES)))
+    i, j = borders.pairs[:, 0], borders.pairs[:, 1]
+    m = _region_moments(labels, stain)
     cell_area = math.pi * r * r
-    out = np.zeros((len(pairs), len(PAIR_FEATURES)), dtype=np.float64)
-    for row, ((i, j), touch) in enumerate(zip(pairs.tolist(), contact.tolist(), strict=True)):
-        si, sj = boxes[i - 1], boxes[j - 1]
-        if si is None or sj is None:
-            continue
-        box = _box(si, sj, labels.shape)
-        sub = labels[box]
-        in_i, in_j = sub == i, sub == j
-        both = in_i | in_j
-        ys, xs = np.nonzero(both)
-        # the shared border: pixels of one region with a 4-neighbour in the other
-        near_j, near_i = ndi.binary_dilation(in_j), ndi.binary_dilation(in_i)
-        border = (in_i & near_j) | (in_j & near_i)
-        s = stain[box]
-        pi, pj = centres[i], centres[j]
-        peak = min(heat[int(round(pi[0])), int(round(pi[1]))], heat[int(round(pj[0])), int(round(pj[1]))])
-        by, bx = np.nonzero(border)
-        mid_y, mid_x = (pi[0] + pj[0]) / 2 - box[0].start, (pi[1] + pj[1]) / 2 - box[1].start
-        near = np.hypot(by - mid_y, bx - mid_x) <= max(0.3 * r, 1.5)
-        middle = float(s[by[near], bx[near]].mean()) if near.any() else float(s[border].mean())
-        median = max(float(np.median(s[both])), 1e-6)
-        out[row] = (
-            touch / r,
-            min(in_i.sum(), in_j.sum()) / cell_area,
-            ys.size / cell_area,
-            ys.size / hull_area(ys, xs),
-            _ellipse_eccentricity(ys, xs),
-            _line_min(heat, pi, pj) / max(float(peak), 1e-3),
-            math.hypot(pi[0] - pj[0], pi[1] - pj[1]) / r,
-            float(s[border].mean()) / median,
-            float(cut[i] or cut[j]),
-            float(peak),
-            middle / median,
-        )
-    return out
+    union = m["n"][i] + m["n"][j]
+    mean_stain = np.maximum((m["stain"][i] + m["stain"][j]) / union, 1e-6)
+    ci, cj = centres[i], centres[j]
+    rounded = np.rint(centres).astype(np.intp)
+    peak_of = heat[np.clip(rounded[:, 0], 0, heat.shape[0] - 1), np.clip(rounded[:, 1], 0, heat.shape[1] - 1)]
+    peak = np.minimum(peak_of[i], peak_of[j])
+    # the middle of the cut: border pixel pairs near the midpoint of the two centres
+    mid = (ci + cj)[borders.of_pair] / 2
+    near = np.hypot(borders.y - mid[:, 0], borders.x - mid[:, 1]) <= max(0.3 * r, 1.5)
+    border_stain, _ = borders.mean_stain()
+    middle, n_middle = borders.mean_stain(near)
+    middle = np.where(n_middle > 0, middle, border_stain)
+    return borders.pairs, np.stack([
+        borders.contact / r,
+        np.minimum(m["n"][i], m["n"][j]) / cell_area,
+        union / cell_area,
+        _eccentricity(m, i, j),
+        _line_min(heat, ci, cj) / np.maximum(peak, 1e-3),
+        np.hypot(ci[:, 0] - cj[:, 0], ci[:, 1] - cj[:, 1]) / r,
+        border_stain / mean_stain,
+        (cut[i] | cut[j]).astype(np.float64),
+        peak,
+        middle / mean_stain,
+    ], axis=1)
 
 
 @dataclass(frozen=True)
@@ -151,11 +188,12 @@ class PairRule:
         return cls(vecs["mean"], vecs["scale"], vecs["coef"], float(d["bias"]), float(d["threshold"]), feats)
 
 
-def region_centres(regions: Any, learned: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
-    """(y, x) of each region's centre: the learned centre that seeded it, else its centroid."""
-    stats = regions.stats
-    out = {i: (float(stats["cy"][i]), float(stats["cx"][i])) for i in range(1, regions.count + 1)}
-    out.update(learned)
+def region_centres(regions: Any, learned: dict[int, tuple[float, float]]) -> np.ndarray:
+    """``(count + 1, 2)`` (y, x) of each region's centre: the learned centre that seeded it,
+    else its centroid."""
+    out = np.stack([regions.stats["cy"], regions.stats["cx"]], axis=1).astype(np.float64)
+    for i, c in learned.items():
+        out[i] = c
     return out
 
 
@@ -165,10 +203,7 @@ def red_cell_pairs(regions: Any, kinds: dict[int, str], heat: np.ndarray, stain:
     """Every pair of touching red-cell regions ``(n, 2)`` and its :data:`PAIR_FEATURES`."""
     eligible = np.zeros(regions.count + 1, dtype=bool)
     eligible[[i for i, kind in kinds.items() if kind == "rbc"]] = True
-    pairs, contact = touching_pairs(regions.labels, eligible)
-    feats = pair_features(regions.labels, regions.boxes, pairs, contact, heat, stain,
-                          region_centres(regions, learned), cut, r)
-    return pairs, feats
+    return pair_features(regions.labels, eligible, heat, stain, region_centres(regions, learned), cut, r)
 
 
 def pairs_to_join(pairs: np.ndarray, probability: np.ndarray, threshold: float) -> list[tuple[int, int]]:

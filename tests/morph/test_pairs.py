@@ -13,13 +13,7 @@ import pytest
 from morph.errors import MorphError
 from morph.localize import build_untrained_localizer, load_localizer
 from morph.segment import segment_field
-from morph.segment.pairs import (
-    PAIR_FEATURES,
-    PairRule,
-    pair_features,
-    pairs_to_join,
-    touching_pairs,
-)
+from morph.segment.pairs import PAIR_FEATURES, PairRule, pair_features, pairs_to_join
 from morph.synth import render_field
 
 R = 11.0  # the typical red-cell radius the localizer measures (working px)
@@ -57,13 +51,12 @@ def _two_cells() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, tuple[fl
 
 
 def _features(case) -> dict[str, float]:
-    from scipy import ndimage as ndi
-
     labels, heat, stain, centres = case
-    pairs, contact = touching_pairs(labels, np.array([False, True, True]))
+    at = np.zeros((3, 2))
+    for i, c in centres.items():
+        at[i] = c
+    pairs, x = pair_features(labels, np.array([False, True, True]), heat, stain, at, np.zeros(3, dtype=bool), R)
     assert pairs.tolist() == [[1, 2]]
-    x = pair_features(labels, ndi.find_objects(labels), pairs, contact, heat, stain, centres,
-                      np.zeros(3, dtype=bool), R)
     return dict(zip(PAIR_FEATURES, x[0].tolist(), strict=True))
 
 
@@ -72,7 +65,7 @@ def test_a_cut_cell_measures_as_one_body_two_cells_as_two() -> None:
     assert cut["union_area"] == pytest.approx(1.25, abs=0.1) and two["union_area"] > 2.0
     assert cut["saddle"] > 0.5 > 0.2 > two["saddle"]  # a ridge across the cut, a valley between cells
     assert cut["distance"] < 1.0 < 1.5 < two["distance"]
-    assert cut["union_solidity"] > two["union_solidity"]
+    assert cut["union_ecc"] < 0.3 < 0.8 < two["union_ecc"]  # one round body; two in a row
     assert cut["contact"] > two["contact"]
     assert cut["middle_od"] < 0.8  # the cut runs through the pale centre
 

@@ -79,6 +79,9 @@ def test_a_run_writes_a_loadable_localizer_folder(tmp_path: Path, monkeypatch: p
     assert det.pair_rule is not None and 0.5 <= det.pair_rule.threshold <= 0.95
     assert det.name == "loc" and det.version == "9.1.0"
     assert (out / "weights.pt").is_file()  # the source folder's network, copied
+    (out / "MODEL_CARD.md").write_text("this folder's own card")
+    assert train_pair_rule.main(["--yolo", str(data), "--bcd", "none", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "MODEL_CARD.md").read_text() == "this folder's own card"  # a rerun leaves it alone
     written = json.loads((out / "pair_rule.json").read_text())
     assert written["provenance"]["pairs"]["val"]["split_cells"] > 0
 
