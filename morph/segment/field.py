@@ -78,8 +78,9 @@ def segment_field(
     The steps (numbered as in the package docstring): 1-3. the glass map, optical density,
     foreground and typical red-cell radius at the working scale; 4. the nucleated cells and
     their zones; 5. seeds, the watershed, fragments joined back, overlapping cells split and
-    white-cell cytoplasm joined to its cell; 6. the kind of each region, and the cells;
-    7. the scale (:mod:`.calibration`) and the warnings.
+    white-cell cytoplasm joined to its cell; 6. the kind of each region; 6b. red cells the
+    centre map cut in two joined again (when ``centres`` carries a pair rule, :mod:`.pairs`),
+    and the cells; 7. the scale (:mod:`.calibration`) and the warnings.
 
     Args:
         image: (H, W, 3) RGB array (uint8 preferred; grey, RGBA, 16-bit and float are accepted).
@@ -87,7 +88,8 @@ def segment_field(
             localization itself adapts to the cell size it measures in the image.
         config: thresholds (see :class:`SegmentConfig`).
         centres: a learned centre map (:class:`morph.localize.CentreDetector`); its peaks
-            become the red-cell seeds instead of circle votes and distance maxima.
+            become the red-cell seeds instead of circle votes and distance maxima, and its
+            ``pair_rule`` (if any) joins the red cells it cut in two.
         scale_stated: ``False`` when ``um_per_px`` is the default, not the caller's: a default that
             makes the median red cell implausible is then replaced by one estimated from the cells.
 
