@@ -1,5 +1,5 @@
 """Array helpers shared by the localization steps: any image to RGB float, block averaging,
-resizing a coarse map, per-label maxima, convex-hull area."""
+resizing a coarse map, per-label maxima, ellipse eccentricity."""
 
 from __future__ import annotations
 
@@ -103,13 +103,11 @@ def label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def hull_area(ys: np.ndarray, xs: np.ndarray) -> float:
-    """Pixel count of the convex hull of a region (Pick's estimate from the hull of the pixel
-    centres), for solidity; much cheaper than rasterising the hull."""
-    from scipy.spatial import ConvexHull, QhullError
 
-    try:
-        hull = ConvexHull(np.stack([ys, xs], axis=1).astype(np.float64))
-    except (QhullError, ValueError):
-        return max(float(len(ys)), 1.0)
-    return max(float(hull.volume + hull.area / 2.0 + 1.0), float(len(ys)))
+def ellipse_eccentricity(mxx: np.ndarray, myy: np.ndarray, mxy: np.ndarray) -> np.ndarray:
+    """Eccentricity of the ellipse fitted to regions with these central second moments
+    (per region): the eigenvalues of the covariance matrix give its axes."""
+    tr, det = mxx + myy, mxx * myy - mxy * mxy
+    disc = np.sqrt(np.maximum(tr * tr / 4.0 - det, 0.0))
+    l1, l2 = tr / 2.0 + disc, np.maximum(tr / 2.0 - disc, 0.0)
+    return np.where(l1 > 0, np.sqrt(np.clip(1.0 - l2 / np.maximum(l1, 1e-12), 0.0, 1.0)), 0.0)

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import ellipse_eccentricity
+
 #: What the rule reads of a pair of touching red-cell regions, in this order:
 #: ``contact``: shared border length / r; ``small_area``, ``union_area``: the smaller region's
 #: and the pair's area / the area of a typical cell (pi r^2); ``union_ecc``: eccentricity of the
@@ -34,74 +36,68 @@ PAIR_FEATURES = (
 
 @dataclass
 class SharedBorders:
-    """The touching pairs of regions and the pixel pairs across each shared border.
+    """The touching pairs of regions and the 4-neighbour pixel pairs across each shared border.
 
     Attributes:
         pairs: ``(n, 2)`` region ids, lower first.
-        of_pair: for every 4-neighbour pixel pair across a border, the index of its pair.
-        y, x: the midpoint of each pixel pair; ``stain``: the mean stain of its two pixels.
+        of_pair: for every pixel pair across a border, the index of its pair.
+        ya, xa, yb, xb: the two pixels of each pixel pair.
     """
 
     pairs: np.ndarray
     of_pair: np.ndarray
-    y: np.ndarray
-    x: np.ndarray
-    stain: np.ndarray
+    ya: np.ndarray
+    xa: np.ndarray
+    yb: np.ndarray
+    xb: np.ndarray
 
     @property
     def contact(self) -> np.ndarray:
         """Length of each pair's shared border (pixel pairs)."""
         return np.bincount(self.of_pair, minlength=len(self.pairs))
 
-    def mean_stain(self, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per pair: the mean stain over the pixel pairs (``weights``: which count) and how many."""
+    def mean(self, image: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per pair: the mean of ``image`` over its pixel pairs (``weights``: which count) and
+        how many counted."""
+        values = (image[self.ya, self.xa] + image[self.yb, self.xb]) / 2
         w = np.ones(len(self.of_pair)) if weights is None else weights.astype(np.float64)
         n = np.bincount(self.of_pair, weights=w, minlength=len(self.pairs))
-        total = np.bincount(self.of_pair, weights=w * self.stain, minlength=len(self.pairs))
+        total = np.bincount(self.of_pair, weights=w * values, minlength=len(self.pairs))
         return total / np.maximum(n, 1e-9), n
 
 
-def shared_borders(labels: np.ndarray, eligible: np.ndarray, stain: np.ndarray) -> SharedBorders:
+def shared_borders(labels: np.ndarray, eligible: np.ndarray) -> SharedBorders:
     """Every pair of touching regions that are both ``eligible`` (a boolean per label), with the
     pixel pairs across their shared border."""
-    h, w = labels.shape
+    w = labels.shape[1]
     right = (labels[:, :-1].ravel(), labels[:, 1:].ravel())
     down = (labels[:-1, :].ravel(), labels[1:, :].ravel())
-    sel_r = (right[0] != right[1]) & eligible[right[0]] & eligible[right[1]]
-    sel_d = (down[0] != down[1]) & eligible[down[0]] & eligible[down[1]]
-    kr, kd = np.flatnonzero(sel_r), np.flatnonzero(sel_d)
+    kr = np.flatnonzero((right[0] != right[1]) & eligible[right[0]] & eligible[right[1]])
+    kd = np.flatnonzero((down[0] != down[1]) & eligible[down[0]] & eligible[down[1]])
     a = np.concatenate([right[0][kr], down[0][kd]]).astype(np.int64)
     b = np.concatenate([right[1][kr], down[1][kd]]).astype(np.int64)
     ry, rx = kr // max(w - 1, 1), kr % max(w - 1, 1)
     dy, dx = kd // w, kd % w
-    y = np.concatenate([ry, dy + 0.5]).astype(np.float64)
-    x = np.concatenate([rx + 0.5, dx]).astype(np.float64)
-    s = np.concatenate([(stain[ry, rx] + stain[ry, rx + 1]) / 2, (stain[dy, dx] + stain[dy + 1, dx]) / 2])
     n = int(labels.max()) + 1
     ids, of_pair = np.unique(np.minimum(a, b) * n + np.maximum(a, b), return_inverse=True)
-    return SharedBorders(np.stack([ids // n, ids % n], axis=1).reshape(-1, 2), of_pair.ravel(), y, x, s)
+    return SharedBorders(np.stack([ids // n, ids % n], axis=1).reshape(-1, 2), of_pair.ravel(),
+                         np.concatenate([ry, dy]), np.concatenate([rx, dx]),
+                         np.concatenate([ry, dy + 1]), np.concatenate([rx + 1, dx]))
 
 
-def _region_moments(labels: np.ndarray, stain: np.ndarray) -> dict[str, np.ndarray]:
-    """Per label: pixel count, stain sum and the raw first and second moments of its pixels."""
-    yy, xx = np.indices(labels.shape, dtype=np.float64)
-    flat, n = labels.ravel(), int(labels.max()) + 1
-    y, x = yy.ravel(), xx.ravel()
-    return {k: np.bincount(flat, weights=v, minlength=n) for k, v in (
-        ("n", None), ("stain", stain.ravel()), ("y", y), ("x", x), ("yy", y * y), ("xx", x * x), ("xy", x * y))}
+def _union_eccentricity(stats: dict[str, np.ndarray], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Eccentricity of the ellipse fitted to regions ``i`` and ``j`` taken together, from their
+    areas, centroids and central second moments (:func:`.regions.region_stats`)."""
+    ni, nj = stats["n"][i], stats["n"][j]
+    n = ni + nj
 
+    def together(m: str, p: str, q: str) -> np.ndarray:  # the pair's central moment m (= E[pq] - E[p]E[q])
+        mean_p = (ni * stats[p][i] + nj * stats[p][j]) / n
+        mean_q = (ni * stats[q][i] + nj * stats[q][j]) / n
+        raw = (ni * (stats[m][i] + stats[p][i] * stats[q][i]) + nj * (stats[m][j] + stats[p][j] * stats[q][j])) / n
+        return raw - mean_p * mean_q
 
-def _eccentricity(m: dict[str, np.ndarray], i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Eccentricity of the ellipse fitted to regions ``i`` and ``j`` taken together."""
-    n = m["n"][i] + m["n"][j]
-    my, mx = (m["y"][i] + m["y"][j]) / n, (m["x"][i] + m["x"][j]) / n
-    cyy = (m["yy"][i] + m["yy"][j]) / n - my * my
-    cxx = (m["xx"][i] + m["xx"][j]) / n - mx * mx
-    cxy = (m["xy"][i] + m["xy"][j]) / n - mx * my
-    half, det = (cyy + cxx) / 2, cyy * cxx - cxy * cxy
-    disc = np.sqrt(np.maximum(half * half - det, 0.0))
-    hi, lo = half + disc, np.maximum(half - disc, 0.0)
-    return np.where(hi > 0, np.sqrt(np.clip(1.0 - lo / np.maximum(hi, 1e-12), 0.0, 1.0)), 0.0)
+    return ellipse_eccentricity(together("mxx", "cx", "cx"), together("myy", "cy", "cy"), together("mxy", "cx", "cy"))
 
 
 def _line_min(heat: np.ndarray, p: np.ndarray, q: np.ndarray, n: int = 17) -> np.ndarray:
@@ -113,42 +109,45 @@ def _line_min(heat: np.ndarray, p: np.ndarray, q: np.ndarray, n: int = 17) -> np
     return heat[ys, xs].min(axis=1)
 
 
-def pair_features(labels: np.ndarray, eligible: np.ndarray, heat: np.ndarray, stain: np.ndarray,
-                  centres: np.ndarray, cut: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
+def pair_features(labels: np.ndarray, stats: dict[str, np.ndarray], eligible: np.ndarray, heat: np.ndarray,
+                  stain: np.ndarray, centres: np.ndarray, cut: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
     """Every pair ``(n, 2)`` of touching ``eligible`` regions and its :data:`PAIR_FEATURES`
     ``(n, len(PAIR_FEATURES))``, all pairs at once.
 
     Args:
-        labels: the regions (working scale); ``eligible``: a boolean per label.
+        labels: the regions (working scale); ``stats``: their :func:`.regions.region_stats`;
+            ``eligible``: a boolean per label.
         heat: the red-cell centre map; ``stain``: the summed optical density (both working scale).
         centres: ``(labels.max() + 1, 2)`` (y, x) of each region's centre (its learned centre,
             else its centroid).
         cut: per label, whether the region is cut by the image edge or a blank area.
         r: the typical red-cell radius (working pixels).
     """
-    borders = shared_borders(labels, eligible, stain)
+    borders = shared_borders(labels, eligible)
     if not len(borders.pairs):
         return borders.pairs, np.zeros((0, len(PAIR_FEATURES)))
     i, j = borders.pairs[:, 0], borders.pairs[:, 1]
-    m = _region_moments(labels, stain)
+    area = stats["n"]
+    stain_sum = np.bincount(labels.ravel(), weights=stain.ravel(), minlength=len(area))
     cell_area = math.pi * r * r
-    union = m["n"][i] + m["n"][j]
-    mean_stain = np.maximum((m["stain"][i] + m["stain"][j]) / union, 1e-6)
+    union = area[i] + area[j]
+    mean_stain = np.maximum((stain_sum[i] + stain_sum[j]) / union, 1e-6)
     ci, cj = centres[i], centres[j]
     rounded = np.rint(centres).astype(np.intp)
     peak_of = heat[np.clip(rounded[:, 0], 0, heat.shape[0] - 1), np.clip(rounded[:, 1], 0, heat.shape[1] - 1)]
     peak = np.minimum(peak_of[i], peak_of[j])
     # the middle of the cut: border pixel pairs near the midpoint of the two centres
     mid = (ci + cj)[borders.of_pair] / 2
-    near = np.hypot(borders.y - mid[:, 0], borders.x - mid[:, 1]) <= max(0.3 * r, 1.5)
-    border_stain, _ = borders.mean_stain()
-    middle, n_middle = borders.mean_stain(near)
+    near = np.hypot((borders.ya + borders.yb) / 2 - mid[:, 0], (borders.xa + borders.xb) / 2 - mid[:, 1]) \
+        <= max(0.3 * r, 1.5)
+    border_stain, _ = borders.mean(stain)
+    middle, n_middle = borders.mean(stain, near)
     middle = np.where(n_middle > 0, middle, border_stain)
     return borders.pairs, np.stack([
         borders.contact / r,
-        np.minimum(m["n"][i], m["n"][j]) / cell_area,
+        np.minimum(area[i], area[j]) / cell_area,
         union / cell_area,
-        _eccentricity(m, i, j),
+        _union_eccentricity(stats, i, j),
         _line_min(heat, ci, cj) / np.maximum(peak, 1e-3),
         np.hypot(ci[:, 0] - cj[:, 0], ci[:, 1] - cj[:, 1]) / r,
         border_stain / mean_stain,
@@ -203,7 +202,7 @@ def red_cell_pairs(regions: Any, kinds: dict[int, str], heat: np.ndarray, stain:
     """Every pair of touching red-cell regions ``(n, 2)`` and its :data:`PAIR_FEATURES`."""
     eligible = np.zeros(regions.count + 1, dtype=bool)
     eligible[[i for i, kind in kinds.items() if kind == "rbc"]] = True
-    return pair_features(regions.labels, eligible, heat, stain, region_centres(regions, learned), cut, r)
+    return pair_features(regions.labels, regions.stats, eligible, heat, stain, region_centres(regions, learned), cut, r)
 
 
 def pairs_to_join(pairs: np.ndarray, probability: np.ndarray, threshold: float) -> list[tuple[int, int]]:

@@ -12,8 +12,9 @@ from skimage import segmentation
 
 from ..labels import PLATELET, UNCLASSIFIED
 from ..types import Cell
-from .arrays import hull_area
+from .arrays import ellipse_eccentricity
 from .config import SegmentConfig
+from .pairs import shared_borders
 from .seeds import Seeds
 
 
@@ -27,6 +28,18 @@ def flood(seeds: Seeds, learned: bool) -> np.ndarray:
     else:
         surface = -seeds.height
     return segmentation.watershed(surface, seeds.markers, mask=seeds.mask)
+
+
+def _hull_area(ys: np.ndarray, xs: np.ndarray) -> float:
+    """Pixel count of the convex hull of a region (Pick's estimate from the hull of the pixel
+    centres), for solidity; much cheaper than rasterising the hull."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        hull = ConvexHull(np.stack([ys, xs], axis=1).astype(np.float64))
+    except (QhullError, ValueError):
+        return max(float(len(ys)), 1.0)
+    return max(float(hull.volume + hull.area / 2.0 + 1.0), float(len(ys)))
 
 
 def _kmeans(pts: np.ndarray, n: int, iters: int = 8) -> np.ndarray:
@@ -58,21 +71,18 @@ def merge_fragments(ws: np.ndarray, nm: int, n_nuc: int, r: float, cfg: SegmentC
     if typical is None:
         return ws
     # shared border lengths of every pair of touching red-cell regions
-    a = np.concatenate([ws[:, :-1].ravel(), ws[:-1, :].ravel()])
-    b = np.concatenate([ws[:, 1:].ravel(), ws[1:, :].ravel()])
-    sel = (a != b) & (a > n_nuc) & (b > n_nuc)
-    if not sel.any():
+    borders = shared_borders(ws, np.arange(nm + 1) > n_nuc)
+    if not len(borders.pairs):
         return ws
-    lo, hi = np.minimum(a[sel], b[sel]), np.maximum(a[sel], b[sel])
-    pair_ids, contact = np.unique(lo.astype(np.int64) * (nm + 1) + hi, return_counts=True)
-    small = np.minimum(areas[pair_ids // (nm + 1)], areas[pair_ids % (nm + 1)])
+    pairs, contact = borders.pairs, borders.contact
+    small = np.minimum(areas[pairs[:, 0]], areas[pairs[:, 1]])
     keep = (contact >= cfg.fragment_contact * r) & (small <= cfg.fragment_area * typical)
     if not keep.any():
         return ws
     lut = np.arange(nm + 1, dtype=np.int32)
     objs = ndi.find_objects(ws, max_label=nm)
-    for pid in pair_ids[keep][np.argsort(-contact[keep])]:
-        i, j = int(lut[pid // (nm + 1)]), int(lut[pid % (nm + 1)])
+    for lo, hi in pairs[keep][np.argsort(-contact[keep])].tolist():
+        i, j = int(lut[lo]), int(lut[hi])
         if i == j or min(areas[i], areas[j]) > cfg.fragment_area * typical:
             continue
         si, sj = objs[i - 1], objs[j - 1]
@@ -99,7 +109,7 @@ def _union_box(si: tuple[slice, ...], sj: tuple[slice, ...]) -> tuple[slice, ...
 def _union_solidity(sub: np.ndarray, i: int, j: int) -> float:
     """Solidity (area / convex-hull area) of labels ``i`` and ``j`` of ``sub`` taken together."""
     ys, xs = np.nonzero((sub == i) | (sub == j))
-    return ys.size / hull_area(ys, xs)
+    return ys.size / _hull_area(ys, xs)
 
 
 def absorb_pieces(ws: np.ndarray, nm: int, pieces: np.ndarray, targets: np.ndarray, min_contact: float,
@@ -161,7 +171,7 @@ def split_large(
             continue
         m = ws[sl] == lab_id
         ys, xs = np.nonzero(m)
-        if a / hull_area(ys, xs) > cfg.split_max_solidity:
+        if a / _hull_area(ys, xs) > cfg.split_max_solidity:
             continue
         n = int(min(max(round(a / typical), 2), 8))
         parts = _kmeans(np.stack([ys, xs], axis=1).astype(np.float64), n)
@@ -173,7 +183,8 @@ def split_large(
 
 
 def region_stats(lab: np.ndarray, n: int) -> dict[str, np.ndarray]:
-    """Area, centroid and eccentricity of every label at once (vectorised moments)."""
+    """Area, centroid, central second moments and eccentricity of every label at once
+    (vectorised moments)."""
     yy, xx = np.indices(lab.shape, dtype=np.float64)
     flat = lab.ravel()
     cnt = np.bincount(flat, minlength=n + 1).astype(np.float64)
@@ -185,12 +196,8 @@ def region_stats(lab: np.ndarray, n: int) -> dict[str, np.ndarray]:
     mxx = np.bincount(flat, weights=dx * dx, minlength=n + 1) / safe
     myy = np.bincount(flat, weights=dy * dy, minlength=n + 1) / safe
     mxy = np.bincount(flat, weights=dx * dy, minlength=n + 1) / safe
-    # eigenvalues of the covariance matrix give the axes of the fitted ellipse
-    tr, det = mxx + myy, mxx * myy - mxy * mxy
-    disc = np.sqrt(np.maximum(tr * tr / 4.0 - det, 0.0))
-    l1, l2 = tr / 2.0 + disc, np.maximum(tr / 2.0 - disc, 0.0)
-    ecc = np.where(l1 > 0, np.sqrt(np.clip(1.0 - l2 / np.maximum(l1, 1e-12), 0.0, 1.0)), 0.0)
-    return {"n": cnt, "cx": cx, "cy": cy, "ecc": ecc}
+    return {"n": cnt, "cx": cx, "cy": cy, "mxx": mxx, "myy": myy, "mxy": mxy,
+            "ecc": ellipse_eccentricity(mxx, myy, mxy)}
 
 
 @dataclass

@@ -14,6 +14,7 @@ from morph.errors import MorphError
 from morph.localize import build_untrained_localizer, load_localizer
 from morph.segment import segment_field
 from morph.segment.pairs import PAIR_FEATURES, PairRule, pair_features, pairs_to_join
+from morph.segment.regions import region_stats
 from morph.synth import render_field
 
 R = 11.0  # the typical red-cell radius the localizer measures (working px)
@@ -55,7 +56,8 @@ def _features(case) -> dict[str, float]:
     at = np.zeros((3, 2))
     for i, c in centres.items():
         at[i] = c
-    pairs, x = pair_features(labels, np.array([False, True, True]), heat, stain, at, np.zeros(3, dtype=bool), R)
+    pairs, x = pair_features(labels, region_stats(labels, 2), np.array([False, True, True]), heat, stain, at,
+                             np.zeros(3, dtype=bool), R)
     assert pairs.tolist() == [[1, 2]]
     return dict(zip(PAIR_FEATURES, x[0].tolist(), strict=True))
 
