@@ -11,9 +11,10 @@ pale or irregular ones in two.
 
 A detector is a model folder (``models/locnet-v4``): ``config.json`` (architecture, cell
 kinds, minimum peak spacing, provenance), ``thresholds.json`` (the peak threshold of each kind,
-tuned with the localizer), ``weights.pt``, ``metrics.json`` and, optionally, ``pair_rule.json``
-(the rule that joins a red cell the map cut in two, :mod:`morph.segment.pairs`, learnt with
-``python -m training.train_pair_rule``); it is
+tuned with the localizer), ``weights.pt``, ``metrics.json`` and, optionally, the rule that joins a
+red cell the map cut in two (:mod:`morph.segment.pairs`, learnt with
+``python -m training.train_pair_rule``): a small network, ``pair_net.json`` + ``pair_net.pt``
+(:class:`PairNetJudge`), or a logistic rule, ``pair_rule.json``; it is
 retrained with ``python -m training.train_localizer`` on any YOLO-box data set (red-cell
 boxes) plus rendered fields.
 """
@@ -23,16 +24,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from .errors import MorphError
 from .io import write_json, write_torch
 from .model_folder import ModelFolder
-from .models import create_model
-from .segment.pairs import PairRule
+from .models import create_model, fuse_for_inference
+from .segment.pairs import CROP_CHANNELS, PAIR_FEATURES, PairJudge, PairPictures, PairRule
 
 #: Name of the shipped localizer folder under ``models/``.
 DEFAULT_LOCALIZER_NAME = "locnet-v4"
@@ -57,7 +59,7 @@ class CentreDetector:
     kinds: tuple[str, ...] = ("rbc",)
     thresholds: dict[str, float] = field(default_factory=dict)
     min_distance: float = 0.4
-    pair_rule: PairRule | None = None
+    pair_rule: PairJudge | None = None
     name: str = "locnet-untrained"
     version: str = "0.0.0"
     metrics: dict[str, Any] | None = None
@@ -113,7 +115,9 @@ class CentreDetector:
         write_torch(out / "weights.pt", {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()})
         if self.metrics:
             write_json(out / "metrics.json", self.metrics)
-        if self.pair_rule is not None:
+        if isinstance(self.pair_rule, PairNetJudge):
+            self.pair_rule.save(out)
+        elif isinstance(self.pair_rule, PairRule):
             write_json(out / "pair_rule.json", self.pair_rule.to_dict())
         self.folder = out
         return out
@@ -150,8 +154,84 @@ def load_localizer(path_or_name: str | os.PathLike[str] | None = None) -> Centre
     return det
 
 
-def _pair_rule(folder: ModelFolder) -> PairRule | None:
-    """The folder's ``pair_rule.json`` (None when it has none)."""
+_FIRST, _SECOND = CROP_CHANNELS.index("first"), CROP_CHANNELS.index("second")
+
+
+def mirrored_pairs(crops: torch.Tensor, along: bool, across: bool) -> torch.Tensor:
+    """Pair pictures ``(N, C, h, w)`` seen mirrored: ``along`` the line through the two centres
+    (the second region becomes the first) and/or ``across`` it. A pair is the same pair in
+    all four views."""
+    if along:
+        order = list(range(crops.shape[1]))
+        order[_FIRST], order[_SECOND] = _SECOND, _FIRST
+        crops = crops.flip(3)[:, order]
+    return crops.flip(2) if across else crops
+
+
+@dataclass
+class PairNetJudge:
+    """The pair rule as a small network (:class:`morph.models.PairNet`) reading each pair's
+    picture and measures, behind a logistic ``gate`` over the measures alone: a pair the gate
+    rules out (most of a crowded field's pairs are plainly two cells) keeps the gate's
+    probability and is never pictured. A pair's probability is the mean over both orders of
+    its regions (the picture mirrored along the line through the centres).
+
+    A localizer folder keeps it as ``pair_net.json`` (architecture, the measures' mean and
+    scale, threshold, gate, provenance) and ``pair_net.pt`` (weights)."""
+
+    net: nn.Module
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    threshold: float
+    gate: PairRule | None = None
+    arch: str = "pairnet"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    reads_crops: ClassVar[bool] = True
+    #: pairs pictured at once
+    batch: ClassVar[int] = 512
+
+    def __post_init__(self) -> None:
+        self.net = self.net.eval()
+        self._fused: nn.Module | None = None
+
+    def probability(self, features: np.ndarray, pictures: PairPictures | None = None) -> np.ndarray:
+        if pictures is None:
+            raise ValueError("a pair network reads the pairs' pictures (pair_crops)")
+        features = np.asarray(features, dtype=np.float64)
+        out = self.gate.probability(features) if self.gate is not None else np.zeros(len(features))
+        read = np.flatnonzero(out >= self.gate.threshold) if self.gate is not None else np.arange(len(features))
+        if self._fused is None:
+            self._fused = fuse_for_inference(self.net)  # conv + batch norm folded: same outputs, faster
+        z = ((features - np.asarray(self.mean)) / np.asarray(self.scale)).astype(np.float32)
+        for k in range(0, len(read), self.batch):  # a 50-megapixel field has thousands of pairs
+            which = read[k:k + self.batch]
+            x = torch.from_numpy(np.ascontiguousarray(pictures(which), dtype=np.float32))
+            with torch.inference_mode():
+                logits = self._fused(torch.cat([x, mirrored_pairs(x, along=True, across=False)]),
+                                     torch.from_numpy(z[which]).repeat(2, 1))
+            out[which] = torch.sigmoid(logits[:, 0]).reshape(2, -1).mean(dim=0).numpy()
+        return out
+
+    def config(self) -> dict[str, Any]:
+        return {"arch": self.arch, "arch_kwargs": self.arch_kwargs, "features": list(PAIR_FEATURES),
+                "crop_channels": list(CROP_CHANNELS), "mean": list(self.mean), "scale": list(self.scale),
+                "threshold": self.threshold, "gate": self.gate.to_dict() if self.gate is not None else None,
+                "provenance": self.provenance}
+
+    def save(self, folder: str | os.PathLike[str]) -> None:
+        """Write ``pair_net.json`` and ``pair_net.pt`` into a localizer folder."""
+        out = Path(folder)
+        write_json(out / "pair_net.json", self.config())
+        write_torch(out / "pair_net.pt", {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()})
+
+
+def _pair_rule(folder: ModelFolder) -> PairJudge | None:
+    """The folder's pair rule: its network (``pair_net.json``), else its logistic rule
+    (``pair_rule.json``), else None."""
+    net = folder.read_optional("pair_net.json")
+    if net is not None:
+        return _pair_net(folder, net)
     got = folder.read_optional("pair_rule.json")
     if got is None:
         return None
@@ -159,6 +239,25 @@ def _pair_rule(folder: ModelFolder) -> PairRule | None:
         return PairRule.from_dict(dict(got))
     except (KeyError, TypeError, ValueError) as exc:
         raise folder.error("pair_rule.json", f"not a pair rule: {exc}") from exc
+
+
+def _pair_net(folder: ModelFolder, cfg: Any) -> PairNetJudge:
+    """The :class:`PairNetJudge` of ``pair_net.json`` (``cfg``) and ``pair_net.pt``."""
+    try:
+        if list(cfg["features"]) != list(PAIR_FEATURES) or list(cfg["crop_channels"]) != list(CROP_CHANNELS):
+            raise ValueError(f"it reads other measures or pictures than {list(PAIR_FEATURES)}, {list(CROP_CHANNELS)}")
+        mean, scale = (tuple(float(v) for v in cfg[k]) for k in ("mean", "scale"))
+        threshold = float(cfg["threshold"])
+        if len(mean) != len(PAIR_FEATURES) or len(scale) != len(PAIR_FEATURES) or not 0.0 <= threshold <= 1.0:
+            raise ValueError("mean and scale need one number per measure and threshold lies in 0-1")
+        gate = PairRule.from_dict(dict(cfg["gate"])) if cfg.get("gate") is not None else None
+        kwargs = dict(cfg.get("arch_kwargs") or {})
+        net = create_model(str(cfg.get("arch", "pairnet")), **kwargs)
+    except (KeyError, TypeError, ValueError, MorphError) as exc:
+        raise folder.error("pair_net.json", f"not a pair network: {exc}") from exc
+    folder.load_weights(net, "pair_net.pt")
+    return PairNetJudge(net, mean, scale, threshold, gate, str(cfg.get("arch", "pairnet")), kwargs,
+                        dict(cfg.get("provenance") or {}))
 
 
 def _thresholds(folder: ModelFolder, cfg: dict[str, Any]) -> dict[str, float]:

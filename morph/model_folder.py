@@ -95,10 +95,12 @@ class ModelFolder:
             raise self.error("config.json", "config.json must be an object with an 'arch'")
         return cfg
 
-    def load_weights(self, net: nn.Module) -> None:
-        """Load ``weights.pt`` into ``net``; ``bad_model`` when they do not fit its architecture."""
-        state = read_torch(self.path / "weights.pt")
+    def load_weights(self, net: nn.Module, name: str = "weights.pt") -> None:
+        """Load ``name`` into ``net``; ``bad_model`` when it is missing or does not fit its architecture."""
+        if not (self.path / name).is_file():
+            raise self.error(name, f"{self.kind} folder is missing {name}")
+        state = read_torch(self.path / name)
         try:
             net.load_state_dict(state)
         except (RuntimeError, KeyError) as exc:
-            raise self.error("weights.pt", f"weights do not match the architecture ({exc})") from exc
+            raise self.error(name, f"weights do not match the architecture ({exc})") from exc

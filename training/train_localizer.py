@@ -115,7 +115,9 @@ def parse_classes(spec: str) -> dict[str, str]:
     return out
 
 
-def _boxes_by_image(root: Path, split: str, classes: dict[str, str], kinds: tuple[str, ...]) -> dict[str, Boxes]:
+def yolo_boxes_by_image(root: Path, split: str, classes: dict[str, str], kinds: tuple[str, ...]) -> dict[str, Boxes]:
+    """Every image of a YOLO data set's split (boxed or not) -> its boxes of each of ``kinds``
+    (``classes``: YOLO class number -> cell kind; exact duplicate rows count once)."""
     mapping = {c: (_KIND_LABEL[classes[c]] if c in classes and classes[c] in kinds else None) for c in map(str, range(100))}
     to_kind = {v: k for k, v in _KIND_LABEL.items()}
     data = read_yolo_boxes(root, mapping=mapping, split=split)
@@ -186,9 +188,12 @@ def _synth_job(job: tuple[int, tuple[str, ...]]) -> Sample | None:
     return _sample(image, boxes, f"synth-{job[0]}", _synth_source(job[0]))
 
 
-def load_samples(jobs: list[Any], fn: Any, desc: str, workers: int, progress: bool) -> list[Sample]:
+def load_samples(jobs: list[Any], fn: Any, desc: str, workers: int, progress: bool,
+                 initializer: Any = None, initargs: tuple[Any, ...] = ()) -> list[Any]:
+    """``fn`` of every job, in order, on ``workers`` processes (each set up by ``initializer``),
+    with a progress bar; the jobs that gave None are left out."""
     it: Any
-    with Pool(workers) as pool:
+    with Pool(workers, initializer=initializer, initargs=initargs) as pool:
         it = pool.imap(fn, jobs, chunksize=4)
         if progress:
             from tqdm import tqdm
@@ -531,8 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--kinds must include rbc")
     if args.yolo.lower() != "none":
         root = Path(args.yolo)
-        tr = _boxes_by_image(root, args.train_split, classes, kinds)
-        va = _boxes_by_image(root, args.val_split, classes, kinds)
+        tr = yolo_boxes_by_image(root, args.train_split, classes, kinds)
+        va = yolo_boxes_by_image(root, args.val_split, classes, kinds)
         if not args.tune_only:
             train += load_samples([(p, b, root.name) for p, b in tr.items()], _yolo_job, "yolo train", args.threads, progress)
         val += load_samples([(p, b, root.name) for p, b in va.items()], _yolo_job, "yolo val", args.threads, progress)

@@ -1,9 +1,11 @@
 """Learn the rule that joins a red cell the centre map cut in two (:mod:`morph.segment.pairs`)
-from real boxes, and write it into a localizer folder as ``pair_rule.json``.
+from real boxes, and write it into a localizer folder: a small network that reads each pair's
+picture and measures (``--judge net``, the default: ``pair_net.json`` + ``pair_net.pt``) or a
+logistic rule over the measures alone (``--judge logistic``: ``pair_rule.json``).
 
 Usage::
 
-    python -m training.train_pair_rule --localizer models/locnet-v3 --out models/locnet-v4
+    python -m training.train_pair_rule --localizer models/locnet-v3 --out models/locnet-v5
     python -m training.train_pair_rule --yolo /lab/boxes --classes 0=rbc --bcd none --out models/locnet-lab
 
 Every field of the data set's training split (and bcd-256's training part; its held-out test
@@ -11,11 +13,14 @@ part is never read) is located with the folder's centre map, without a pair rule
 of touching red-cell regions is labelled from the red-cell boxes: **one cell** when the box
 round both regions matches a labelled box (IoU >= 0.6) better, by 0.1, than either region's
 own box does; **two cells** when the two regions match two different boxes (IoU >= 0.5
-each); other pairs (unlabelled border cells, boxes that match neither way) are left out. A
-logistic rule over :data:`morph.segment.pairs.PAIR_FEATURES` is fitted (Newton steps, a small
-L2 penalty), and its threshold is chosen on the validation split: the one that joins most
-split cells while a wrong join (two cells made one: a cell lost) counts ``--wrong-cost``
-times a missed join (one extra detection). Chula RBC-12 and the test split are never used.
+each); other pairs (unlabelled border cells, boxes that match neither way) are left out.
+The logistic rule is fitted with Newton steps and a small L2 penalty. The network is trained
+with a fixed recipe (``--epochs``, AdamW, one-cycle, the four mirrored views of a pair as
+augmentation) behind a logistic gate: the gate's threshold is the highest that still passes
+99.5% of the training split's cut cells, and the network only pictures the pairs it passes.
+The threshold is chosen on the validation split: the one that joins most split cells while a
+wrong join (two cells made one: a cell lost) counts ``--wrong-cost`` times a missed join (one
+extra detection). Chula RBC-12 and the test split are never used.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import argparse
 import logging
 import shutil
 import sys
-from multiprocessing import Pool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +40,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from morph.io import read_image, write_json  # noqa: E402
-from morph.localize import CentreDetector, load_localizer  # noqa: E402
-from morph.segment import CellPairs, red_cell_pairs_of_field  # noqa: E402
-from morph.segment.pairs import PAIR_FEATURES, PairRule  # noqa: E402
-from training.train_localizer import _boxes_by_image, bcd256_boxes, parse_classes  # noqa: E402
+from morph.localize import CentreDetector, PairNetJudge, load_localizer, mirrored_pairs  # noqa: E402
+from morph.models import count_parameters, create_model  # noqa: E402
+from morph.segment import FieldPairs, red_cell_pairs_of_field  # noqa: E402
+from morph.segment.pairs import CROP_CHANNELS, CROP_SHAPE, PAIR_FEATURES, PairRule  # noqa: E402
+from training.train_localizer import bcd256_boxes, load_samples, parse_classes, yolo_boxes_by_image  # noqa: E402
 
 log = logging.getLogger("train_pair_rule")
 
@@ -55,7 +61,7 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area - inter, 1e-9)
 
 
-def label_pairs(pairs: CellPairs, boxes: np.ndarray) -> np.ndarray:
+def label_pairs(pairs: FieldPairs, boxes: np.ndarray) -> np.ndarray:
     """:data:`ONE_CELL`, :data:`TWO_CELLS` or :data:`UNSURE` for each pair, from the field's
     red-cell boxes ``(m, 4)``."""
     out = np.full(len(pairs.features), UNSURE, dtype=np.int64)
@@ -71,42 +77,56 @@ def label_pairs(pairs: CellPairs, boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-#: the localizer every worker locates fields with (set once per worker process)
+@dataclass
+class LabelledPairs:
+    """The labelled pairs of some fields: measures ``(n, F)``, pictures ``(n, C, h, w)``
+    (float16, when the judge reads them) and labels ``(n,)``."""
+
+    features: np.ndarray
+    crops: np.ndarray | None
+    labels: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list[LabelledPairs], with_crops: bool) -> LabelledPairs:
+        empty = cls(np.zeros((0, len(PAIR_FEATURES))),
+                    np.zeros((0, len(CROP_CHANNELS), *CROP_SHAPE), np.float16) if with_crops else None,
+                    np.zeros(0, dtype=np.int64))
+        parts = [empty, *parts]
+        crops = np.concatenate([p.crops for p in parts if p.crops is not None]) if with_crops else None
+        return cls(np.concatenate([p.features for p in parts]), crops, np.concatenate([p.labels for p in parts]))
+
+
+#: the localizer every worker locates fields with, and whether it keeps the pictures (set
+#: once per worker process)
 _DETECTOR: CentreDetector | None = None
+_WITH_CROPS = False
 
 
-def _init_worker(folder: str) -> None:
-    global _DETECTOR
+def _init_worker(folder: str, with_crops: bool) -> None:
+    global _DETECTOR, _WITH_CROPS
     import torch
 
     torch.set_num_threads(1)
     _DETECTOR = load_localizer(folder)
     _DETECTOR.pair_rule = None  # the pairs as they are before any joining
+    _WITH_CROPS = with_crops
 
 
-def _field_job(job: tuple[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _field_job(job: tuple[str, np.ndarray]) -> LabelledPairs:
     path, boxes = job
     assert _DETECTOR is not None
-    pairs = red_cell_pairs_of_field(read_image(path), _DETECTOR)
-    return pairs.features, label_pairs(pairs, boxes)
+    pairs = red_cell_pairs_of_field(read_image(path), _DETECTOR, with_crops=_WITH_CROPS)
+    y = label_pairs(pairs, boxes)
+    keep = y != UNSURE
+    crops = pairs.crops[keep].astype(np.float16) if pairs.crops is not None else None
+    return LabelledPairs(pairs.features[keep], crops, y[keep])
 
 
-def collect(jobs: list[tuple[str, np.ndarray]], folder: str, workers: int, desc: str,
-            progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Features ``(n, F)`` and labels ``(n,)`` of the labelled pairs of every field."""
-    feats: list[np.ndarray] = [np.zeros((0, len(PAIR_FEATURES)))]
-    labels: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
-    with Pool(workers, initializer=_init_worker, initargs=(folder,)) as pool:
-        it: Any = pool.imap(_field_job, jobs, chunksize=4)
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, total=len(jobs), desc=desc, unit="field", leave=False)
-        for x, y in it:
-            keep = y != UNSURE
-            feats.append(x[keep])
-            labels.append(y[keep])
-    return np.concatenate(feats), np.concatenate(labels)
+def collect(jobs: list[tuple[str, np.ndarray]], folder: str, workers: int, desc: str, progress: bool,
+            with_crops: bool = False) -> LabelledPairs:
+    """The labelled pairs of every field (``jobs``: image path, red-cell boxes)."""
+    parts = load_samples(jobs, _field_job, desc, workers, progress, _init_worker, (folder, with_crops))
+    return LabelledPairs.concat(parts, with_crops)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50) -> PairRule:
@@ -124,18 +144,77 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50
     return PairRule(tuple(mean.tolist()), tuple(scale.tolist()), tuple(w[:-1].tolist()), float(w[-1]), 0.5)
 
 
-def join_counts(rule: PairRule, x: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, int]:
+#: the gate thresholds tried, highest first, and the share of cut cells the gate must pass
+GATE_THRESHOLDS = (0.05, 0.02, 0.01, 0.005, 0.002, 0.0)
+GATE_PASSES = 0.995
+
+
+def fit_gate(x: np.ndarray, y: np.ndarray, l2: float = 1e-2) -> PairRule:
+    """A logistic rule over the measures whose threshold is the highest of
+    :data:`GATE_THRESHOLDS` passing :data:`GATE_PASSES` of the cut cells in ``x``."""
+    rule = fit_logistic(x, y, l2)
+    p = rule.probability(x)[y == ONE_CELL]
+    threshold = next(t for t in GATE_THRESHOLDS if (p >= t).mean() >= GATE_PASSES)
+    return PairRule(rule.mean, rule.scale, rule.coef, rule.bias, threshold)
+
+
+def fit_pair_net(data: LabelledPairs, arch: str = "pairnet", epochs: int = 30, seed: int = 0,
+                 progress: bool = False, l2: float = 1e-2) -> PairNetJudge:
+    """Train a pair network on labelled pairs with a fixed recipe (AdamW 2e-3, weight decay
+    1e-3, one-cycle, batches of 128, a random mirrored view of each batch) behind its gate
+    (:func:`fit_gate`); threshold 0.5."""
+    import torch
+    from torch import nn
+
+    assert data.crops is not None, "a pair network learns from the pairs' pictures"
+    torch.manual_seed(seed)
+    mean, scale = data.features.mean(axis=0), data.features.std(axis=0) + 1e-9
+    crops = torch.from_numpy(data.crops.astype(np.float32))
+    feats = torch.from_numpy(((data.features - mean) / scale).astype(np.float32))
+    target = torch.from_numpy(data.labels.astype(np.float32))
+    net = create_model(arch)
+    batch = 128
+    opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=epochs * (len(target) // batch + 1))
+    loss_fn = nn.BCEWithLogitsLoss()
+    rounds: Any = range(epochs)
+    if progress:
+        from tqdm import tqdm
+
+        rounds = tqdm(rounds, desc=f"pair network ({count_parameters(net)} parameters)", unit="epoch", leave=False)
+    net.train()
+    for _ in rounds:
+        order = torch.randperm(len(target))
+        for k in range(0, len(order), batch):
+            idx = order[k:k + batch]
+            along, across = (bool(v) for v in torch.rand(2) < 0.5)
+            loss = loss_fn(net(mirrored_pairs(crops[idx], along, across), feats[idx])[:, 0], target[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    gate = fit_gate(data.features, data.labels, l2)
+    return PairNetJudge(net.eval(), tuple(mean.tolist()), tuple(scale.tolist()), 0.5, gate, arch)
+
+
+def probabilities(judge: PairNetJudge | PairRule, data: LabelledPairs) -> np.ndarray:
+    """The judge's probability for each labelled pair."""
+    crops = data.crops
+    return judge.probability(data.features, (lambda which: crops[which]) if crops is not None else None)
+
+
+def join_counts(probability: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, int]:
     """Split cells joined and pairs of cells wrongly joined at ``threshold``."""
-    joined = rule.probability(x) >= threshold
+    joined = probability >= threshold
     return {"split_cells": int((y == ONE_CELL).sum()), "joined": int((joined & (y == ONE_CELL)).sum()),
             "cell_pairs": int((y == TWO_CELLS).sum()), "wrongly_joined": int((joined & (y == TWO_CELLS)).sum())}
 
 
-def choose_threshold(rule: PairRule, x: np.ndarray, y: np.ndarray, wrong_cost: float) -> float:
+def choose_threshold(probability: np.ndarray, y: np.ndarray, wrong_cost: float) -> float:
     """The threshold (0.5-0.95) with the most split cells joined less ``wrong_cost`` per wrong
     join; ties go to the higher (safer) threshold."""
     grid = np.round(np.arange(0.5, 0.951, 0.05), 2)
-    gains = [join_counts(rule, x, y, t) for t in grid]
+    gains = [join_counts(probability, y, t) for t in grid]
     score = [g["joined"] - wrong_cost * g["wrongly_joined"] for g in gains]
     best = max(range(len(grid)), key=lambda i: (score[i], grid[i]))
     return float(grid[best])
@@ -152,9 +231,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--val-split", default="val")
     ap.add_argument("--bcd", default=str(REPO.parent / "shared" / "data" / "bcd-256"),
                     help="bcd-256 root (its training part joins the training pairs); 'none' to skip")
+    ap.add_argument("--judge", choices=("net", "logistic"), default="net",
+                    help="a pair network reading pictures and measures, or a logistic rule over the measures")
+    ap.add_argument("--arch", default="pairnet", help="the pair network's architecture (model registry)")
+    ap.add_argument("--epochs", type=int, default=30, help="pair network training epochs")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--wrong-cost", type=float, default=3.0,
                     help="cost of joining two cells, in missed joins, when the threshold is chosen")
-    ap.add_argument("--l2", type=float, default=1e-2)
+    ap.add_argument("--l2", type=float, default=1e-2, help="the logistic rule's (and the gate's) L2 penalty")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", required=True, help="localizer folder to write (the --localizer folder copied, plus the rule)")
     ap.add_argument("--version", default=None, help="version written into the folder's config.json")
@@ -169,40 +253,62 @@ def main(argv: list[str] | None = None) -> int:
     assert source.folder is not None
     rbc = [num for num, kind in parse_classes(args.classes).items() if kind == "rbc"]
     root = Path(args.yolo)
-    train = [(p, b["rbc"]) for p, b in _boxes_by_image(root, args.train_split, {c: "rbc" for c in rbc}, ("rbc",)).items()]
-    val = [(p, b["rbc"]) for p, b in _boxes_by_image(root, args.val_split, {c: "rbc" for c in rbc}, ("rbc",)).items()]
+    train = [(p, b["rbc"]) for p, b in yolo_boxes_by_image(root, args.train_split, {c: "rbc" for c in rbc}, ("rbc",)).items()]
+    val = [(p, b["rbc"]) for p, b in yolo_boxes_by_image(root, args.val_split, {c: "rbc" for c in rbc}, ("rbc",)).items()]
     bcd = Path(args.bcd) if args.bcd.lower() != "none" else None
     if bcd is not None and (bcd / "annotations.csv").is_file():
         train += [(p, b["rbc"]) for p, b in bcd256_boxes(bcd, ("rbc",), 0)[0].items()]
     elif bcd is not None:
         log.warning("bcd-256 not found under %s: skipped", bcd)
     progress = not args.no_progress
-    folder = str(source.folder)
-    x_train, y_train = collect(train, folder, args.workers, "train fields", progress)
-    x_val, y_val = collect(val, folder, args.workers, "val fields", progress)
-    if not (y_train == ONE_CELL).any() or not (y_train == TWO_CELLS).any():
+    folder, with_crops = str(source.folder), args.judge == "net"
+    train_pairs = collect(train, folder, args.workers, "train fields", progress, with_crops)
+    val_pairs = collect(val, folder, args.workers, "val fields", progress, with_crops)
+    if not (train_pairs.labels == ONE_CELL).any() or not (train_pairs.labels == TWO_CELLS).any():
         raise SystemExit("no labelled pairs of both kinds in the training fields: nothing to learn")
-    rule = fit_logistic(x_train, y_train, args.l2)
-    threshold = choose_threshold(rule, x_val, y_val, args.wrong_cost)
-    rule = PairRule(rule.mean, rule.scale, rule.coef, rule.bias, threshold)
-    report = {"train": join_counts(rule, x_train, y_train, threshold),
-              "val": join_counts(rule, x_val, y_val, threshold)}
+    judge: PairNetJudge | PairRule
+    if with_crops:
+        judge = fit_pair_net(train_pairs, args.arch, args.epochs, args.seed, progress, args.l2)
+    else:
+        judge = fit_logistic(train_pairs.features, train_pairs.labels, args.l2)
+    p_train, p_val = (probabilities(judge, d) for d in (train_pairs, val_pairs))
+    threshold = choose_threshold(p_val, val_pairs.labels, args.wrong_cost)
+    report = {"train": join_counts(p_train, train_pairs.labels, threshold),
+              "val": join_counts(p_val, val_pairs.labels, threshold)}
     log.info("threshold %.2f; train %s; val %s", threshold, report["train"], report["val"])
-    out = Path(args.out)
-    if out.resolve() != source.folder.resolve():
-        # the network and its peak rules; the source's card describes the source, not this folder
-        shutil.copytree(source.folder, out, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("MODEL_CARD.md", "pair_rule.json"))
-    provenance = {"localizer": source.name, "data": [root.name] + (["bcd-256 training part"] if bcd else []),
+    provenance = {"localizer": source.name, "judge": args.judge, "data": [root.name] + (["bcd-256 training part"] if bcd else []),
                   "train_split": args.train_split, "val_split": args.val_split, "wrong_cost": args.wrong_cost,
-                  "l2": args.l2, "fields": {"train": len(train), "val": len(val)}, "pairs": report}
-    write_json(out / "pair_rule.json", {**rule.to_dict(), "provenance": provenance})
+                  "fields": {"train": len(train), "val": len(val)}, "pairs": report,
+                  "l2": args.l2, **({"epochs": args.epochs, "seed": args.seed} if with_crops else {})}
+    out = Path(args.out)
+    write_rule(out, source, judge, threshold, provenance)
     if args.version:
         cfg = load_localizer(out).config()
         cfg.update(name=out.name, version=args.version)
         write_json(out / "config.json", cfg)
-    log.info("wrote %s", out / "pair_rule.json")
+    log.info("wrote %s", out)
     return 0
+
+
+#: the files of a localizer folder that hold its pair rule (either kind)
+RULE_FILES = ("pair_rule.json", "pair_net.json", "pair_net.pt")
+
+
+def write_rule(out: Path, source: CentreDetector, judge: PairNetJudge | PairRule, threshold: float,
+               provenance: dict[str, Any]) -> None:
+    """``out``: the source localizer folder with ``judge`` (at ``threshold``) as its one pair rule."""
+    assert source.folder is not None
+    if out.resolve() != source.folder.resolve():
+        # the network and its peak rules; the source's card describes the source, not this folder
+        shutil.copytree(source.folder, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("MODEL_CARD.md", *RULE_FILES))
+    for name in RULE_FILES:  # a rule of the other kind left from before would not be this one
+        (out / name).unlink(missing_ok=True)
+    if isinstance(judge, PairNetJudge):
+        judge.threshold, judge.provenance = threshold, provenance
+        judge.save(out)
+    else:
+        rule = PairRule(judge.mean, judge.scale, judge.coef, judge.bias, threshold)
+        write_json(out / "pair_rule.json", {**rule.to_dict(), "provenance": provenance})
 
 
 if __name__ == "__main__":

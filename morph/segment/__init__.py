@@ -59,7 +59,8 @@
    (label ``"platelet"``), as are platelet-sized ones of any colour; smaller specks are
    debris and dropped; regions cut by the
    image edge are kept with ``touches_border=True`` (and left out of the median diameter).
-   With a learned centre map that carries a pair rule (:mod:`.pairs`), two touching red-cell
+   With a learned centre map that carries a pair rule (:mod:`.pairs`: a logistic rule over
+   measures of the pair, or a small network that also looks at it), two touching red-cell
    regions the rule reads as one cell cut in two (two peaks on one cell: the halves round a
    pale centre, an oval's two ends) are joined.
 7. **Scale and warnings.** A stated scale is kept; with none stated the default (Chula) one is
@@ -84,15 +85,21 @@ array helpers they share.
 
 from .blank import field_glass
 from .config import DEFAULT_UM_PER_PX, STAIN_SETTINGS, SegmentConfig
-from .field import CellPairs, Segmentation, red_cell_pairs_of_field, segment_field, share_case_scale
+from .field import (
+    FieldPairs,
+    Segmentation,
+    red_cell_pairs_of_field,
+    segment_field,
+    share_case_scale,
+)
 from .scale import WorkingView, working_view
 from .seeds import PEAK_SPACING, centre_peaks
 
 __all__ = [
-    "CellPairs",
     "DEFAULT_UM_PER_PX",
     "PEAK_SPACING",
     "STAIN_SETTINGS",
+    "FieldPairs",
     "SegmentConfig",
     "Segmentation",
     "WorkingView",

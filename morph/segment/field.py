@@ -24,7 +24,17 @@ from .nuclei import (
     red_chromatin_weight,
     split_nuclear_groups,
 )
-from .pairs import PAIR_FEATURES, PairRule, pairs_to_join, red_cell_pairs
+from .pairs import (
+    CROP_CHANNELS,
+    CROP_SHAPE,
+    PAIR_FEATURES,
+    PairJudge,
+    PairPictures,
+    pair_crops,
+    pairs_to_join,
+    red_cell_pairs,
+    region_centres,
+)
 from .regions import (
     Regions,
     build_cells,
@@ -182,19 +192,26 @@ def _locate(rgb: np.ndarray, cfg: SegmentConfig, centres: CentreMap | None) -> L
     return Located(wv, maps, seeds, regions, kinds)
 
 
-def _red_cell_pairs(found: Located) -> tuple[np.ndarray, np.ndarray]:
-    """The touching red-cell regions of a located field and the pair rule's measures of each."""
+def _red_cell_pairs(found: Located) -> tuple[np.ndarray, np.ndarray, PairPictures]:
+    """The touching red-cell regions ``(n, 2)`` of a located field, their measures and a reader
+    of their pictures."""
     assert found.maps is not None
-    return red_cell_pairs(found.regions, found.kinds, found.maps.heats["rbc"], found.wv.od.sum(axis=2),
-                          learned_centres(found.regions, found.seeds), cut_flags(found.regions, found.wv.blank_edge),
-                          found.r)
+    heat = found.maps.heats["rbc"]
+    centres = region_centres(found.regions, learned_centres(found.regions, found.seeds))
+    pairs, feats = red_cell_pairs(found.regions, found.kinds, heat, found.wv.od.sum(axis=2), centres,
+                                  cut_flags(found.regions, found.wv.blank_edge), found.r)
+
+    def pictures(which: np.ndarray) -> np.ndarray:
+        return pair_crops(found.wv.od, found.regions.labels, pairs[which], centres, heat, found.r)
+
+    return pairs, feats, pictures
 
 
-def join_split_cells(found: Located, rule: PairRule) -> tuple[Regions, dict[int, str], set[int]]:
+def join_split_cells(found: Located, rule: PairJudge) -> tuple[Regions, dict[int, str], set[int]]:
     """Join the touching red-cell regions the pair rule reads as one cell cut in two. Returns
     the regions, their kinds and the labels that took in a neighbour."""
-    pairs, feats = _red_cell_pairs(found)
-    joins = pairs_to_join(pairs, rule.probability(feats), rule.threshold) if len(pairs) else []
+    pairs, feats, pictures = _red_cell_pairs(found)
+    joins = pairs_to_join(pairs, rule.probability(feats, pictures), rule.threshold) if len(pairs) else []
     if not joins:
         return found.regions, found.kinds, set()
     lut = np.arange(found.regions.count + 1, dtype=np.int32)
@@ -205,36 +222,43 @@ def join_split_cells(found: Located, rule: PairRule) -> tuple[Regions, dict[int,
 
 
 @dataclass
-class CellPairs:
-    """The touching red-cell regions of one field, as the pair rule sees them before joining
-    (what :mod:`training.train_pair_rule` learns from): the measures of each pair
-    (:data:`.pairs.PAIR_FEATURES`) and the full-resolution boxes ``(x0, y0, x1, y1)`` of its
-    two regions."""
+class FieldPairs:
+    """The touching red-cell regions of one field as the pair rule sees them before joining
+    (what :mod:`training.train_pair_rule` learns from): the region ids ``(n, 2)`` (working
+    scale), the measures of each pair (:data:`.pairs.PAIR_FEATURES`), its picture
+    (:func:`.pairs.pair_crops`, when asked for) and the full-resolution boxes ``(x0, y0, x1, y1)``
+    of its two regions (its label comes from boxes)."""
 
+    pairs: np.ndarray
     features: np.ndarray
+    crops: np.ndarray | None
     boxes_a: np.ndarray
     boxes_b: np.ndarray
 
 
-def red_cell_pairs_of_field(image: np.ndarray, centres: CentreMap, config: SegmentConfig = SegmentConfig()
-                            ) -> CellPairs:
-    """The :class:`CellPairs` of a field, located with the learned centre map ``centres``."""
-    empty = CellPairs(np.zeros((0, len(PAIR_FEATURES))), np.zeros((0, 4)), np.zeros((0, 4)))
+def red_cell_pairs_of_field(image: np.ndarray, centres: CentreMap, config: SegmentConfig = SegmentConfig(),
+                            with_crops: bool = False) -> FieldPairs:
+    """The :class:`FieldPairs` of a field, located with the learned centre map ``centres``
+    (its pair rule is not applied)."""
     found = _locate(_checked_rgb(image, DEFAULT_UM_PER_PX), config, centres)
     if isinstance(found, str) or found.maps is None:
-        return empty
-    pairs, feats = _red_cell_pairs(found)
-    if not len(pairs):
-        return empty
+        crops = np.zeros((0, len(CROP_CHANNELS), *CROP_SHAPE), dtype=np.float32) if with_crops else None
+        return FieldPairs(np.zeros((0, 2), dtype=np.int64), np.zeros((0, len(PAIR_FEATURES))), crops,
+                          np.zeros((0, 4)), np.zeros((0, 4)))
+    pairs, feats, pictures = _red_cell_pairs(found)
     k, (dy, dx) = found.wv.k, found.wv.offset
+    H, W = found.wv.shape
 
-    def full_box(label: int) -> list[float]:
-        sl = found.regions.boxes[label - 1]
-        assert sl is not None
-        return [sl[1].start * k + dx, sl[0].start * k + dy, sl[1].stop * k + dx, sl[0].stop * k + dy]
+    def full_boxes(labels: np.ndarray) -> np.ndarray:  # clipped to the part analysed, as the cells' boxes are
+        out = np.zeros((len(labels), 4))
+        for n, label in enumerate(labels.tolist()):
+            sl = found.regions.boxes[label - 1]
+            assert sl is not None
+            out[n] = [sl[1].start * k + dx, sl[0].start * k + dy, min(sl[1].stop * k, W) + dx, min(sl[0].stop * k, H) + dy]
+        return out
 
-    return CellPairs(feats, np.array([full_box(i) for i in pairs[:, 0].tolist()], dtype=float),
-                     np.array([full_box(j) for j in pairs[:, 1].tolist()], dtype=float))
+    return FieldPairs(pairs, feats, pictures(np.arange(len(pairs))) if with_crops else None,
+                      full_boxes(pairs[:, 0]), full_boxes(pairs[:, 1]))
 
 
 def share_case_scale(segs: list[Segmentation], um_per_px: float = DEFAULT_UM_PER_PX,

@@ -3,18 +3,24 @@
 The centre map sometimes puts two peaks on one cell (the two halves round a pale centre, the
 two ends of an oval or of a large cell), and the watershed then cuts the cell along a straight
 line between them. Two overlapping or touching cells look alike on many single measures, so
-the decision is a small logistic rule over measures of the pair (:data:`PAIR_FEATURES`),
-learnt from real boxes (``python -m training.train_pair_rule``) and kept in the localizer's
-folder (``pair_rule.json``) next to the thresholds tuned with it.
+the decision is learnt from real boxes (``python -m training.train_pair_rule``) and kept in
+the localizer's folder next to the thresholds tuned with it: either a logistic rule over
+measures of the pair (:data:`PAIR_FEATURES`, ``pair_rule.json``, :class:`PairRule`) or a small
+network that also looks at the pair (:func:`pair_crops`, ``pair_net.json`` +
+``pair_net.pt``, :class:`morph.localize.PairNetJudge`): a cut through a pale centre and the
+line where two cells meet differ in the picture more than in any one measure. Both answer the
+:class:`PairJudge` questions.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from .arrays import ellipse_eccentricity
 
@@ -32,6 +38,38 @@ PAIR_FEATURES = (
     "contact", "small_area", "union_area", "union_ecc", "saddle", "distance", "contact_od", "cut", "peak",
     "middle_od",
 )
+
+
+#: The picture of a pair a pair network reads (:func:`pair_crops`): rows x columns, the
+#: length it spans along the line through the two centres (in typical radii; across it the
+#: pixels are as wide), and what each channel holds.
+CROP_SHAPE = (24, 32)
+CROP_SPAN = 4.8
+CROP_CHANNELS = ("od_red", "od_green", "od_blue", "first", "second", "other_cells", "centre_map")
+
+
+#: The pictures of some pairs (:func:`pair_crops`), given their indices: a judge asks only for
+#: the pictures it reads.
+PairPictures = Callable[[np.ndarray], np.ndarray]
+
+
+class PairJudge(Protocol):
+    """What decides whether two touching red-cell regions are one cell cut in two."""
+
+    @property
+    def threshold(self) -> float:
+        """Join a pair when its probability reaches this."""
+        ...
+
+    @property
+    def reads_crops(self) -> bool:
+        """Whether :meth:`probability` reads pictures of the pairs (:func:`pair_crops`)."""
+        ...
+
+    def probability(self, features: np.ndarray, pictures: PairPictures | None = None) -> np.ndarray:
+        """Per pair: the probability that it is one cell (``features``: :data:`PAIR_FEATURES`;
+        ``pictures``: the pictures of the pairs it asks for)."""
+        ...
 
 
 @dataclass
@@ -167,8 +205,9 @@ class PairRule:
     bias: float
     threshold: float
     features: tuple[str, ...] = PAIR_FEATURES
+    reads_crops: ClassVar[bool] = False
 
-    def probability(self, x: np.ndarray) -> np.ndarray:
+    def probability(self, x: np.ndarray, pictures: PairPictures | None = None) -> np.ndarray:
         z = (np.asarray(x, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
         return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.coef) + self.bias)))
 
@@ -197,12 +236,55 @@ def region_centres(regions: Any, learned: dict[int, tuple[float, float]]) -> np.
 
 
 def red_cell_pairs(regions: Any, kinds: dict[int, str], heat: np.ndarray, stain: np.ndarray,
-                   learned: dict[int, tuple[float, float]], cut: np.ndarray,
-                   r: float) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair of touching red-cell regions ``(n, 2)`` and its :data:`PAIR_FEATURES`."""
+                   centres: np.ndarray, cut: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of touching red-cell regions ``(n, 2)`` and its :data:`PAIR_FEATURES`
+    (``centres``: :func:`region_centres`)."""
     eligible = np.zeros(regions.count + 1, dtype=bool)
     eligible[[i for i, kind in kinds.items() if kind == "rbc"]] = True
-    return pair_features(regions.labels, regions.stats, eligible, heat, stain, region_centres(regions, learned), cut, r)
+    return pair_features(regions.labels, regions.stats, eligible, heat, stain, centres, cut, r)
+
+
+def pair_crops(od: np.ndarray, labels: np.ndarray, pairs: np.ndarray, centres: np.ndarray, heat: np.ndarray,
+               r: float) -> np.ndarray:
+    """The picture of each pair, ``(n, len(CROP_CHANNELS), *CROP_SHAPE)`` float32: the field
+    resampled along the line from the first region's centre (left) to the second's (right),
+    :data:`CROP_SPAN` typical radii long whatever the cell size.
+
+    Channels (:data:`CROP_CHANNELS`): the optical density over the pair's mean (so a pale or a
+    dark stain reads alike), the two regions' masks, the other cells' and the red-cell centre map.
+
+    Args:
+        od: ``(h, w, 3)`` optical density; ``labels``: the regions; ``heat``: the centre map
+            (all working scale). ``pairs``: ``(n, 2)`` region ids; ``centres``: ``(y, x)`` per
+            label (:func:`region_centres`); ``r``: the typical radius (working pixels).
+    """
+    rows, cols = CROP_SHAPE
+    n = len(pairs)
+    if not n:
+        return np.zeros((0, len(CROP_CHANNELS), rows, cols), dtype=np.float32)
+    first, second = centres[pairs[:, 0]], centres[pairs[:, 1]]
+    mid = (first + second) / 2
+    along = second - first
+    along = along / np.maximum(np.hypot(along[:, 0], along[:, 1]), 1e-6)[:, None]
+    across = np.stack([-along[:, 1], along[:, 0]], axis=1)
+    step = CROP_SPAN * r / cols
+    a = (np.arange(cols) - (cols - 1) / 2) * step
+    b = (np.arange(rows) - (rows - 1) / 2) * step
+    grid = [mid[:, d, None, None] + a[None, None, :] * along[:, d, None, None] + b[None, :, None] * across[:, d, None, None]
+            for d in (0, 1)]
+    at = np.stack([grid[0].ravel(), grid[1].ravel()])
+
+    def sample(image: np.ndarray, order: int) -> np.ndarray:
+        return ndi.map_coordinates(image, at, order=order, mode="constant", cval=0).reshape(n, rows, cols)
+
+    region = sample(labels, 0)
+    mine = region == pairs[:, 0, None, None], region == pairs[:, 1, None, None]
+    others = (region > 0) & ~mine[0] & ~mine[1]
+    stain = [sample(np.ascontiguousarray(od[..., c], dtype=np.float32), 1) for c in range(3)]
+    union = mine[0] | mine[1]
+    pair_mean = (sum(stain) * union).sum(axis=(1, 2)) / np.maximum(union.sum(axis=(1, 2)), 1)
+    stain = [s / np.maximum(pair_mean, 1e-3)[:, None, None] for s in stain]
+    return np.stack([*stain, *mine, others, sample(heat.astype(np.float32), 1)], axis=1).astype(np.float32)
 
 
 def pairs_to_join(pairs: np.ndarray, probability: np.ndarray, threshold: float) -> list[tuple[int, int]]:

@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 from ..types import CentreMap
 from .config import SegmentConfig
 from .nuclei import Nuclei
-from .pairs import PairRule
+from .pairs import PairJudge
 
 #: spacing (units of r) of the learned nucleated-cell and platelet seeds; red cells use the
 #: detector's own ``min_distance``
@@ -106,7 +106,7 @@ class CentreMaps:
     #: spacing of two red-cell seeds, in units of r
     min_distance: float
     #: the rule that joins a red cell the map cut in two (:mod:`.pairs`; None: none is joined)
-    pair_rule: PairRule | None = None
+    pair_rule: PairJudge | None = None
 
     def peaks(self, kind: str, spacing: float) -> np.ndarray:
         """The seeds of one kind's map, ~``spacing`` working pixels apart."""

@@ -23,6 +23,17 @@ def test_forward_shape(name: str) -> None:
     assert y.shape == (2, 7)
 
 
+def test_the_pair_network_reads_a_picture_and_measures_of_each_pair() -> None:
+    from morph.segment.pairs import CROP_CHANNELS, CROP_SHAPE, PAIR_FEATURES
+
+    for name in ("pairnet", "pairnet_tiny"):
+        net = create_model(name).eval()
+        with torch.inference_mode():
+            y = net(torch.zeros(5, len(CROP_CHANNELS), *CROP_SHAPE), torch.zeros(5, len(PAIR_FEATURES)))
+        assert y.shape == (5, 1)
+    assert count_parameters(create_model("pairnet")) < 20_000
+
+
 def test_unknown_name_raises_model_not_found() -> None:
     with pytest.raises(MorphError) as ei:
         create_model("no_such_net", num_classes=3)

@@ -1,6 +1,6 @@
-"""Cells cut in two (morph.segment.pairs): the pair measures tell one cell cut along a line
-from two touching cells, the shipped rule joins the first and not the second, a region joins
-once, and the rule lives in the localizer folder."""
+"""Cells cut in two (morph.segment.pairs): the pair measures and pictures tell one cell cut
+along a line from two touching cells, the rules join the first and not the second, a region
+joins once, and the rule (a logistic rule or a pair network) lives in the localizer folder."""
 
 from __future__ import annotations
 
@@ -11,9 +11,18 @@ import numpy as np
 import pytest
 
 from morph.errors import MorphError
-from morph.localize import build_untrained_localizer, load_localizer
+from morph.localize import PairNetJudge, build_untrained_localizer, load_localizer, mirrored_pairs
+from morph.models import create_model
 from morph.segment import segment_field
-from morph.segment.pairs import PAIR_FEATURES, PairRule, pair_features, pairs_to_join
+from morph.segment.pairs import (
+    CROP_CHANNELS,
+    CROP_SHAPE,
+    PAIR_FEATURES,
+    PairRule,
+    pair_crops,
+    pair_features,
+    pairs_to_join,
+)
 from morph.segment.regions import region_stats
 from morph.synth import render_field
 
@@ -72,13 +81,46 @@ def test_a_cut_cell_measures_as_one_body_two_cells_as_two() -> None:
     assert cut["middle_od"] < 0.8  # the cut runs through the pale centre
 
 
-def test_the_shipped_rule_reads_a_cut_cell_as_one_and_two_cells_as_two() -> None:
-    # (how often it joins on real fields: tests/training/test_train_pair_rule.py)
-    rule = load_localizer().pair_rule
-    assert rule is not None
+def _crops(case, pairs: np.ndarray | None = None, r: float = R) -> np.ndarray:
+    labels, heat, stain, centres = case
+    at = np.zeros((3, 2))
+    for i, c in centres.items():
+        at[i] = c
+    pairs = np.array([[1, 2]]) if pairs is None else pairs
+    return pair_crops(np.repeat(stain[..., None] / 3, 3, axis=2), labels, pairs, at, heat, r)
+
+
+def test_the_shipped_rules_read_a_cut_cell_as_one_and_two_cells_as_two() -> None:
+    # (how often they join on real fields: tests/training/test_train_pair_rule.py)
     x = np.array([[_features(c)[f] for f in PAIR_FEATURES] for c in (_cut_cell(), _two_cells())])
-    p_cut, p_two = rule.probability(x)
-    assert p_cut > 0.5 > 0.05 > p_two
+    crops = np.concatenate([_crops(_cut_cell()), _crops(_two_cells())])
+    for name in ("locnet-v4",):  # the shipped logistic rule
+        rule = load_localizer(name).pair_rule
+        assert rule is not None and rule.reads_crops == (name is None)
+        p_cut, p_two = rule.probability(x, lambda which: crops[which])
+        assert p_cut > 0.5 > 0.05 > p_two
+
+
+def test_a_pair_picture_runs_from_the_first_centre_to_the_second_at_any_cell_size() -> None:
+    crop = _crops(_two_cells())[0]
+    assert crop.shape == (len(CROP_CHANNELS), *CROP_SHAPE)
+    first, second = crop[CROP_CHANNELS.index("first")], crop[CROP_CHANNELS.index("second")]
+    half = CROP_SHAPE[1] // 2
+    assert first[:, :half].sum() > 0.9 * first.sum() and second[:, half:].sum() > 0.9 * second.sum()
+    od = crop[:3].sum(axis=0)
+    assert od[first + second > 0].mean() == pytest.approx(1.0, abs=0.02)  # stain over the pair's mean
+    # the same two cells twice as large (and twice as far apart) make the same picture
+    labels, heat, stain, centres = _two_cells()
+    big = tuple(np.kron(a, np.ones((2, 2))) for a in (labels, heat, stain))
+    twice = (big[0].astype(np.int32), big[1], big[2], {i: (2 * y + 0.5, 2 * x + 0.5) for i, (y, x) in centres.items()})
+    assert np.abs(_crops(twice, r=2 * R)[0] - crop).mean() < 0.05
+    # seen from the second region, the picture is the first one mirrored along the line
+    import torch
+
+    back = mirrored_pairs(torch.from_numpy(_crops(_two_cells(), np.array([[2, 1]]))), along=True, across=False)
+    assert np.abs(back.numpy()[0] - crop).mean() < 0.02
+    assert pair_crops(np.zeros((5, 5, 3)), np.zeros((5, 5), np.int32), np.zeros((0, 2), np.int64), np.zeros((1, 2)),
+                      np.zeros((5, 5)), R).shape == (0, len(CROP_CHANNELS), *CROP_SHAPE)
 
 
 def test_a_region_joins_once_most_probable_first() -> None:
@@ -125,3 +167,52 @@ def test_pair_rule_round_trip_and_a_bad_file(tmp_path) -> None:
     assert err.value.code == "bad_model" and "pair_rule.json" in str(err.value.path)
     (tmp_path / "loc" / "pair_rule.json").unlink()
     assert load_localizer(tmp_path / "loc").pair_rule is None  # a folder without one joins nothing
+
+
+def _pair_net(threshold: float = 0.6) -> PairNetJudge:
+    import torch
+
+    torch.manual_seed(0)
+    n = len(PAIR_FEATURES)
+    return PairNetJudge(create_model("pairnet_tiny"), tuple(float(i) for i in range(n)), (2.0,) * n, threshold,
+                        _rule(0.0), "pairnet_tiny", provenance={"why": "test"})
+
+
+def test_a_pair_network_round_trips_beats_a_logistic_rule_and_a_bad_one_is_named(tmp_path) -> None:
+    det = build_untrained_localizer("locnet_tiny", seed=1)
+    det.pair_rule = _pair_net()
+    det.save(tmp_path / "loc")
+    (tmp_path / "loc" / "pair_rule.json").write_text(json.dumps(_rule(1.0).to_dict()))  # the network comes first
+    back = load_localizer(tmp_path / "loc").pair_rule
+    assert isinstance(back, PairNetJudge) and back.threshold == 0.6 and back.provenance == {"why": "test"}
+    x = np.random.default_rng(0).normal(size=(4, len(PAIR_FEATURES)))
+    crops = np.random.default_rng(1).random((4, len(CROP_CHANNELS), *CROP_SHAPE)).astype(np.float32)
+    asked: list[list[int]] = []
+
+    def pictures(which: np.ndarray) -> np.ndarray:
+        asked.append(which.tolist())
+        return crops[which]
+
+    p = back.probability(x, pictures)
+    assert p.shape == (4,) and np.allclose(p, det.pair_rule.probability(x, pictures)) and ((p > 0) & (p < 1)).all()
+    assert back.gate == det.pair_rule.gate and asked[0] == [0, 1, 2, 3]  # the gate (0.5 at 0.5) passes them all
+    # the same pair seen from its other region reads the same
+    swapped = mirrored_pairs(__import__("torch").from_numpy(crops), along=True, across=False).numpy()
+    assert np.allclose(back.probability(x, lambda which: swapped[which]), p, atol=1e-6)
+    # a pair the gate rules out keeps the gate's probability and is never pictured
+    back.gate = _rule(-10.0)
+    asked.clear()
+    assert np.allclose(back.probability(x, pictures), back.gate.probability(x)) and asked == []
+    assert back.probability(x[:0], pictures).shape == (0,)
+    with pytest.raises(ValueError, match="pictures"):
+        back.probability(x)
+    cfg = json.loads((tmp_path / "loc" / "pair_net.json").read_text())
+    (tmp_path / "loc" / "pair_net.json").write_text(json.dumps({**cfg, "crop_channels": ["od"]}))
+    with pytest.raises(MorphError) as err:
+        load_localizer(tmp_path / "loc")
+    assert err.value.code == "bad_model" and str(err.value.path).endswith("pair_net.json")
+    (tmp_path / "loc" / "pair_net.json").write_text(json.dumps(cfg))
+    (tmp_path / "loc" / "pair_net.pt").unlink()
+    with pytest.raises(MorphError) as err:
+        load_localizer(tmp_path / "loc")
+    assert err.value.code == "bad_model" and str(err.value.path).endswith("pair_net.pt")
