@@ -312,7 +312,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--compare-seeds", action="store_true",
                     help="time the learned and the hand-made seeds alternating field by field on every 2nd Chula field")
     ap.add_argument("--localizer", default="shipped",
-                    help="centre-map localizer folder, 'shipped' (models/locnet-v4) or 'none' (hand-made seeds)")
+                    help="centre-map localizer folder, 'shipped' (models/locnet-v5) or 'none' (hand-made seeds)")
     return ap
 
 

@@ -94,7 +94,7 @@ def test_the_shipped_rules_read_a_cut_cell_as_one_and_two_cells_as_two() -> None
     # (how often they join on real fields: tests/training/test_train_pair_rule.py)
     x = np.array([[_features(c)[f] for f in PAIR_FEATURES] for c in (_cut_cell(), _two_cells())])
     crops = np.concatenate([_crops(_cut_cell()), _crops(_two_cells())])
-    for name in ("locnet-v4",):  # the shipped logistic rule
+    for name in ("locnet-v4", None):  # the logistic rule, and the shipped pair network
         rule = load_localizer(name).pair_rule
         assert rule is not None and rule.reads_crops == (name is None)
         p_cut, p_two = rule.probability(x, lambda which: crops[which])
