@@ -257,20 +257,24 @@ def bench_ring(n: int, overlays: Path | None) -> dict:
     }
 
 
-def compare_seeds(root: Path, limit: int | None) -> int:
-    """Per-field time of the learned and the hand-made seeds, alternating on the same fields,
-    so that the host's drift hits both alike."""
+def compare_seeds(root: Path, limit: int | None, baseline: CentreDetector | None = None) -> int:
+    """Per-field time of the localizer and a baseline (another localizer folder, or the
+    hand-made seeds), alternating on the same fields, so that the host's drift hits both alike."""
     paths = sorted((root / "images").glob("*.jpg"))[::2][:limit]
     if not paths or LOCALIZER is None:
         print("compare-seeds needs the Chula images and a localizer")
         return 1
-    hand, learned = [], []
+    _timed(read_image(paths[0]), LOCALIZER)  # first calls (torch, lazily fused layers) are not timed
+    if baseline is not None:
+        _timed(read_image(paths[0]), baseline)
+    base, learned = [], []
     for p in paths:
         im = read_image(p)
-        hand.append(_timed(im, None)[1])
+        base.append(_timed(im, baseline)[1])
         learned.append(_timed(im, LOCALIZER)[1])
-    for name, t in (("hand-made", hand), ("learned", learned)):
-        print(f"{name:<10} {len(t)} fields: mean {1000 * np.mean(t):.1f} ms, median {1000 * np.median(t):.1f} ms")
+    base_name = f"{baseline.name} (baseline)" if baseline is not None else "hand-made"
+    for name, t in ((base_name, base), (LOCALIZER.name, learned)):
+        print(f"{name:<22} {len(t)} fields: mean {1000 * np.mean(t):.1f} ms, median {1000 * np.median(t):.1f} ms")
     return 0
 
 
@@ -310,7 +314,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--overlays", type=Path, default=None, help="write overlay PNGs here")
     ap.add_argument("--misses", action="store_true", help="list missed Chula points")
     ap.add_argument("--compare-seeds", action="store_true",
-                    help="time the learned and the hand-made seeds alternating field by field on every 2nd Chula field")
+                    help="time the localizer and the --baseline alternating field by field on every 2nd Chula field")
+    ap.add_argument("--baseline", default="none",
+                    help="what --compare-seeds times against: 'none' (the hand-made seeds) or a localizer folder")
     ap.add_argument("--localizer", default="shipped",
                     help="centre-map localizer folder, 'shipped' (models/locnet-v5) or 'none' (hand-made seeds)")
     return ap
@@ -324,7 +330,8 @@ def main(args: argparse.Namespace) -> int:
         LOCALIZER = load_localizer(None if args.localizer == "shipped" else args.localizer)
     print(f"localizer: {LOCALIZER.name + ' ' + LOCALIZER.version if LOCALIZER else 'hand-made seeds'}")
     if args.compare_seeds:
-        return compare_seeds(args.data / "chula-rbc-12", args.limit)
+        baseline = None if args.baseline == "none" else load_localizer(args.baseline)
+        return compare_seeds(args.data / "chula-rbc-12", args.limit, baseline)
     sets = {s.strip() for s in args.sets.split(",") if s.strip()}
     results = []
     # the real data sets: (name, folder, the file or folder that says it is there, benchmark)
