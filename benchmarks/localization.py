@@ -51,23 +51,12 @@ from morph.evaluation import (  # noqa: E402
 )
 from morph.io import read_image  # noqa: E402
 from morph.localize import CentreDetector, load_localizer  # noqa: E402
-from morph.readers import read_bcd256_boxes, yolo_field_boxes  # noqa: E402
+from morph.readers import chula_field_points, read_bcd256_boxes, yolo_field_boxes  # noqa: E402
 from morph.segment import DEFAULT_UM_PER_PX, Segmentation, SegmentConfig, segment_field  # noqa: E402
 
 
 def _default_data_dir() -> Path:
     return Path(os.environ.get("MORPH_DATA_DIR", REPO.parent / "shared" / "data"))
-
-
-def _read_rows(path: Path) -> list[list[float]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if parts:
-            rows.append([float(p) for p in parts])
-    return rows
 
 
 #: the centre-map localizer under test (set by ``main`` from ``--localizer``; None = hand-made seeds)
@@ -96,7 +85,7 @@ def bench_chula(root: Path, limit: int | None, overlays: Path | None) -> dict:
         im = read_image(p)
         seg, dt = _timed(im, LOCALIZER)
         times.append(dt)
-        rows = _read_rows(root / "labels" / f"{p.stem}.txt")
+        rows = chula_field_points(root / "labels" / f"{p.stem}.txt").tolist()
         pts = np.array([r[:2] for r in rows], dtype=float).reshape(-1, 2)
         owners = point_owners(pts, cell_index_map(im.shape[:2], seg.cells))
         in_other_kind = point_owners(pts, cell_index_map(im.shape[:2], seg.cells, ("nucleated", "platelet"))) >= 0

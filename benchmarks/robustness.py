@@ -65,7 +65,7 @@ from morph.evaluation import (  # noqa: E402
 )
 from morph.io import read_image  # noqa: E402
 from morph.localize import CentreDetector, load_localizer  # noqa: E402
-from morph.readers import read_bcd256_boxes, yolo_field_boxes  # noqa: E402
+from morph.readers import chula_field_points, read_bcd256_boxes, yolo_field_boxes  # noqa: E402
 from morph.segment import DEFAULT_UM_PER_PX, Segmentation, segment_field  # noqa: E402
 
 if TYPE_CHECKING:
@@ -89,16 +89,12 @@ class Field:
     wbc: np.ndarray | None = None  # (w, 4) white-cell boxes (TXL-PBC, bcd-256); None: not scored
 
 
-def _rows(path: Path) -> list[list[float]]:
-    return [[float(v) for v in line.split()] for line in path.read_text().splitlines() if line.split()]
-
-
 def chula_fields(root: Path, n: int) -> list[Field]:
     """Every k-th Chula field (by number) so ``n`` fields span the set."""
     paths = sorted((root / "images").glob("*.jpg"), key=lambda p: int(p.stem))
     picked = paths[:: max(1, len(paths) // n)][:n]
     return [Field("chula", int(p.stem), read_image(p), DEFAULT_UM_PER_PX,
-                  points=np.array(_rows(root / "labels" / f"{p.stem}.txt"), float).reshape(-1, 3))
+                  points=chula_field_points(root / "labels" / f"{p.stem}.txt"))
             for p in picked]
 
 
@@ -449,7 +445,7 @@ def val_stems(model_folder: Path) -> list[int]:
 def chula_val_fields(chula_root: Path, stems: list[int], n_images: int | None = None) -> list[Field]:
     """The labelled Chula fields of the given image numbers (the first ``n_images`` of them)."""
     return [Field("chula", s, read_image(chula_root / "images" / f"{s}.jpg"), DEFAULT_UM_PER_PX,
-                  points=np.array(_rows(chula_root / "labels" / f"{s}.txt"), float).reshape(-1, 3))
+                  points=chula_field_points(chula_root / "labels" / f"{s}.txt"))
             for s in stems[:n_images]]
 
 

@@ -448,6 +448,20 @@ class BoxField:
     boxes: dict[str, np.ndarray]
 
 
+def chula_field_points(label_path: str | os.PathLike[str]) -> np.ndarray:
+    """One Chula label file (``x y class`` per line) as ``(n, 3)`` rows; a missing file means no
+    points. Malformed lines raise ``MorphError`` naming the file and line
+    (:func:`read_chula_points` reads whole data sets and lists them instead)."""
+    path = Path(label_path)
+    rows: list[tuple[float, ...]] = []
+    if path.is_file():
+        issues: list[LabelIssue] = []
+        rows = [tuple(values) for _, values in _label_records(path, 3, "x y class", issues)]
+        if issues:
+            raise MorphError("bad_label_file", issues[0].message, path=issues[0].path)
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
 def yolo_field_boxes(label_path: str | os.PathLike[str], width: int, height: int) -> dict[int, np.ndarray]:
     """One YOLO label file (``class cx cy w h`` per line, normalised to 0..1) as pixel boxes
     ``(m, 4)`` (x0, y0, x1, y1) per class number, for an image of ``width`` x ``height``.

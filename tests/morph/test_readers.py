@@ -199,3 +199,17 @@ def test_yolo_field_boxes_in_pixels_duplicates_once(tmp_path: Path) -> None:
     f.write_text("1 0.5 0.5 0.2\n")
     with pytest.raises(MorphError, match="a.txt:1"):
         yolo_field_boxes(f, 10, 10)
+
+
+def test_chula_field_points_as_rows(tmp_path: Path) -> None:
+    """One Chula label file as (x, y, class) rows; a missing file no points, a malformed line
+    an error naming file and line."""
+    from morph.readers import chula_field_points
+
+    f = tmp_path / "7.txt"
+    f.write_text("10 20 0\n\n30.5 40 11\n")
+    np.testing.assert_array_equal(chula_field_points(f), [[10, 20, 0], [30.5, 40, 11]])
+    assert chula_field_points(tmp_path / "missing.txt").shape == (0, 3)
+    f.write_text("10 20\n")
+    with pytest.raises(MorphError, match="7.txt:1"):
+        chula_field_points(f)
