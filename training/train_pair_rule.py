@@ -14,7 +14,9 @@ of touching red-cell regions is labelled from the red-cell boxes: **one cell** w
 round both regions matches a labelled box (IoU >= 0.6) better, by 0.1, than either region's
 own box does; **two cells** when the two regions match two different boxes (IoU >= 0.5
 each); other pairs (unlabelled border cells, boxes that match neither way) are left out.
-The logistic rule is fitted with Newton steps and a small L2 penalty. The network is trained
+Each training field is located as it is and under ``--shifted`` stain, focus and camera
+shifts (:data:`TRAIN_SHIFTS`; the boxes hold under all of them); the validation fields as they
+are. The logistic rule is fitted with Newton steps and a small L2 penalty. The network is trained
 with a fixed recipe (``--epochs``, AdamW, one-cycle, the four mirrored views of a pair as
 augmentation) behind a logistic gate: the gate's threshold is the highest that still passes
 99.5% of the training split's cut cells, and the network only pictures the pairs it passes.
@@ -29,6 +31,7 @@ import argparse
 import logging
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from morph import shifts  # noqa: E402
 from morph.io import read_image, write_json  # noqa: E402
 from morph.localize import CentreDetector, PairNetJudge, load_localizer, mirrored_pairs  # noqa: E402
 from morph.models import count_parameters, create_model  # noqa: E402
@@ -112,19 +116,53 @@ def _init_worker(folder: str, with_crops: bool) -> None:
     _WITH_CROPS = with_crops
 
 
-def _field_job(job: tuple[str, np.ndarray]) -> LabelledPairs:
-    path, boxes = job
+#: The stain, focus and camera shifts a training field is also located under (``--shifted``):
+#: another lab's pairs look like these, not only like the training labs'. (Magnitudes apart from
+#: the robustness benchmark's, which measures what they buy.)
+TRAIN_SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "hue +15": lambda im: shifts.rotate_stain_hue(im, 15.0),
+    "hue -15": lambda im: shifts.rotate_stain_hue(im, -15.0),
+    "saturation x0.7": lambda im: shifts.adjust_saturation(im, 0.7),
+    "saturation x1.3": lambda im: shifts.adjust_saturation(im, 1.3),
+    "stain x0.6": lambda im: shifts.scale_stain(im, 0.6),
+    "stain x1.3": lambda im: shifts.scale_stain(im, 1.3),
+    "defocus 1.5 px": lambda im: shifts.defocus(im, 1.5),
+    "defocus 2.5 px": lambda im: shifts.defocus(im, 2.5),
+    "noise 6": lambda im: shifts.add_sensor_noise(im, 6.0),
+    "jpeg 40": lambda im: shifts.jpeg_round_trip(im, 40),
+}
+
+#: a field to locate: image path, red-cell boxes, the shift applied ("" for none)
+Job = tuple[str, np.ndarray, str]
+
+
+def with_shifted(jobs: list[tuple[str, np.ndarray]], per_field: int, seed: int = 0) -> list[Job]:
+    """Every field as it is, and ``per_field`` more times under shifts of :data:`TRAIN_SHIFTS`
+    (different ones, drawn with ``seed``)."""
+    rng = np.random.default_rng(seed)
+    names = sorted(TRAIN_SHIFTS)
+    out: list[Job] = []
+    for path, boxes in jobs:
+        out.append((path, boxes, ""))
+        picked = rng.choice(len(names), size=min(per_field, len(names)), replace=False) if per_field > 0 else []
+        out += [(path, boxes, names[i]) for i in picked]
+    return out
+
+
+def _field_job(job: Job) -> LabelledPairs:
+    path, boxes, shift = job
     assert _DETECTOR is not None
-    pairs = red_cell_pairs_of_field(read_image(path), _DETECTOR, with_crops=_WITH_CROPS)
+    image = read_image(path)
+    pairs = red_cell_pairs_of_field(TRAIN_SHIFTS[shift](image) if shift else image, _DETECTOR, with_crops=_WITH_CROPS)
     y = label_pairs(pairs, boxes)
     keep = y != UNSURE
     crops = pairs.crops[keep].astype(np.float16) if pairs.crops is not None else None
     return LabelledPairs(pairs.features[keep], crops, y[keep])
 
 
-def collect(jobs: list[tuple[str, np.ndarray]], folder: str, workers: int, desc: str, progress: bool,
+def collect(jobs: list[Job], folder: str, workers: int, desc: str, progress: bool,
             with_crops: bool = False) -> LabelledPairs:
-    """The labelled pairs of every field (``jobs``: image path, red-cell boxes)."""
+    """The labelled pairs of every field (``jobs``: image path, red-cell boxes, shift)."""
     parts = load_samples(jobs, _field_job, desc, workers, progress, _init_worker, (folder, with_crops))
     return LabelledPairs.concat(parts, with_crops)
 
@@ -236,6 +274,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--arch", default="pairnet", help="the pair network's architecture (model registry)")
     ap.add_argument("--epochs", type=int, default=30, help="pair network training epochs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--shifted", type=int, default=1,
+                    help="each training field is also located under this many stain / focus / camera shifts")
     ap.add_argument("--wrong-cost", type=float, default=3.0,
                     help="cost of joining two cells, in missed joins, when the threshold is chosen")
     ap.add_argument("--l2", type=float, default=1e-2, help="the logistic rule's (and the gate's) L2 penalty")
@@ -262,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("bcd-256 not found under %s: skipped", bcd)
     progress = not args.no_progress
     folder, with_crops = str(source.folder), args.judge == "net"
-    train_pairs = collect(train, folder, args.workers, "train fields", progress, with_crops)
-    val_pairs = collect(val, folder, args.workers, "val fields", progress, with_crops)
+    train_pairs = collect(with_shifted(train, args.shifted, args.seed), folder, args.workers, "train fields", progress,
+                          with_crops)
+    val_pairs = collect(with_shifted(val, 0), folder, args.workers, "val fields", progress, with_crops)
     if not (train_pairs.labels == ONE_CELL).any() or not (train_pairs.labels == TWO_CELLS).any():
         raise SystemExit("no labelled pairs of both kinds in the training fields: nothing to learn")
     judge: PairNetJudge | PairRule
@@ -279,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     provenance = {"localizer": source.name, "judge": args.judge, "data": [root.name] + (["bcd-256 training part"] if bcd else []),
                   "train_split": args.train_split, "val_split": args.val_split, "wrong_cost": args.wrong_cost,
                   "fields": {"train": len(train), "val": len(val)}, "pairs": report,
-                  "l2": args.l2, **({"epochs": args.epochs, "seed": args.seed} if with_crops else {})}
+                  "l2": args.l2, "shifted_per_field": args.shifted,
+                  **({"epochs": args.epochs, "seed": args.seed} if with_crops else {})}
     out = Path(args.out)
     write_rule(out, source, judge, threshold, provenance)
     if args.version:

@@ -28,6 +28,7 @@ from training.train_pair_rule import (
     join_counts,
     label_pairs,
     probabilities,
+    with_shifted,
 )
 
 F = len(PAIR_FEATURES)
@@ -96,6 +97,7 @@ def test_a_run_writes_a_loadable_localizer_folder(tmp_path: Path, monkeypatch: p
 
     def fake_collect(jobs, folder, workers, desc, progress, with_crops=False):  # locating fields is covered below
         seen.append((len(jobs), with_crops))
+        assert all(shift in train_pair_rule.TRAIN_SHIFTS for _, _, shift in jobs if shift)
         return _separable(seed=len(seen), with_crops=with_crops)
 
     monkeypatch.setattr(train_pair_rule, "collect", fake_collect)
@@ -103,7 +105,8 @@ def test_a_run_writes_a_loadable_localizer_folder(tmp_path: Path, monkeypatch: p
     args = ["--yolo", str(data), "--bcd", "none", "--judge", judge, "--arch", "pairnet_tiny", "--epochs", "2",
             "--no-progress"]
     assert train_pair_rule.main([*args, "--out", str(out), "--version", "9.1.0"]) == 0
-    assert seen == [(2, judge == "net"), (1, judge == "net")]  # the training split's fields, then the validation split's
+    # the training split's fields, each also under one shift, then the validation split's as they are
+    assert seen == [(4, judge == "net"), (1, judge == "net")]
     det = load_localizer(out)
     assert isinstance(det.pair_rule, PairNetJudge if judge == "net" else PairRule)
     assert 0.5 <= det.pair_rule.threshold <= 0.95
@@ -117,6 +120,20 @@ def test_a_run_writes_a_loadable_localizer_folder(tmp_path: Path, monkeypatch: p
     assert train_pair_rule.main([*args, "--out", str(out)]) == 0
     provenance = json.loads((out / written).read_text())["provenance"]
     assert provenance["pairs"]["val"]["split_cells"] > 0 and provenance["judge"] == judge
+
+
+def test_training_fields_come_as_they_are_and_under_distinct_shifts() -> None:
+    boxes = np.zeros((0, 4))
+    jobs = with_shifted([("a.jpg", boxes), ("b.jpg", boxes)], 3, seed=1)
+    assert [p for p, _, s in jobs if not s] == ["a.jpg", "b.jpg"]
+    for name in ("a.jpg", "b.jpg"):
+        shifted = [s for p, _, s in jobs if p == name and s]
+        assert len(shifted) == len(set(shifted)) == 3 and set(shifted) <= set(train_pair_rule.TRAIN_SHIFTS)
+    assert with_shifted([("a.jpg", boxes)], 3, seed=1) == jobs[:4]  # one seed, one draw
+    image = np.full((40, 40, 3), 200, np.uint8)
+    image[10:30, 10:30] = (180, 90, 120)
+    for name, shift in train_pair_rule.TRAIN_SHIFTS.items():  # each keeps the field's geometry
+        assert shift(image).shape == image.shape, name
 
 
 def test_a_run_without_both_kinds_of_pair_stops_with_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,7 +153,8 @@ def test_the_shipped_rule_on_real_fields(txl_dir: Path) -> None:
     fields = list(yolo_boxes_by_image(txl_dir, "val", {"1": "rbc"}, ("rbc",)).items())[:40]
     rule = load_localizer().pair_rule
     assert rule is not None
-    data = collect([(p, b["rbc"]) for p, b in fields], str(load_localizer().folder), 1, "", False, rule.reads_crops)
+    data = collect(with_shifted([(p, b["rbc"]) for p, b in fields], 0), str(load_localizer().folder), 1, "", False,
+                   rule.reads_crops)
     got = join_counts(probabilities(rule, data), data.labels, rule.threshold)
     assert got["split_cells"] >= 15 and got["cell_pairs"] >= 100
     assert got["joined"] >= 0.4 * got["split_cells"]
