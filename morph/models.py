@@ -342,7 +342,7 @@ class PairNet(nn.Module):
     picture loses at this size (areas, the centre map's ridge, the image edge).
     """
 
-    def __init__(self, num_classes: int = 1, in_channels: int = 7, features: int = 10, width: int = 16) -> None:
+    def __init__(self, num_classes: int = 1, in_channels: int = 5, features: int = 10, width: int = 16) -> None:
         super().__init__()
         self.body = nn.Sequential(
             _conv_bn(in_channels, width), nn.MaxPool2d(2),

@@ -196,13 +196,13 @@ def _red_cell_pairs(found: Located) -> tuple[np.ndarray, np.ndarray, PairPicture
     """The touching red-cell regions ``(n, 2)`` of a located field, their measures and a reader
     of their pictures."""
     assert found.maps is not None
-    heat = found.maps.heats["rbc"]
+    heat, stain = found.maps.heats["rbc"], found.wv.od.sum(axis=2)
     centres = region_centres(found.regions, learned_centres(found.regions, found.seeds))
-    pairs, feats = red_cell_pairs(found.regions, found.kinds, heat, found.wv.od.sum(axis=2), centres,
+    pairs, feats = red_cell_pairs(found.regions, found.kinds, heat, stain, centres,
                                   cut_flags(found.regions, found.wv.blank_edge), found.r)
 
     def pictures(which: np.ndarray) -> np.ndarray:
-        return pair_crops(found.wv.od, found.regions.labels, pairs[which], centres, heat, found.r)
+        return pair_crops(stain, found.regions.labels, pairs[which], centres, heat, found.r)
 
     return pairs, feats, pictures
 

@@ -45,7 +45,7 @@ PAIR_FEATURES = (
 #: pixels are as wide), and what each channel holds.
 CROP_SHAPE = (24, 32)
 CROP_SPAN = 4.8
-CROP_CHANNELS = ("od_red", "od_green", "od_blue", "first", "second", "other_cells", "centre_map")
+CROP_CHANNELS = ("stain", "first", "second", "other_cells", "centre_map")
 
 
 #: The pictures of some pairs (:func:`pair_crops`), given their indices: a judge asks only for
@@ -244,18 +244,20 @@ def red_cell_pairs(regions: Any, kinds: dict[int, str], heat: np.ndarray, stain:
     return pair_features(regions.labels, regions.stats, eligible, heat, stain, centres, cut, r)
 
 
-def pair_crops(od: np.ndarray, labels: np.ndarray, pairs: np.ndarray, centres: np.ndarray, heat: np.ndarray,
+def pair_crops(stain: np.ndarray, labels: np.ndarray, pairs: np.ndarray, centres: np.ndarray, heat: np.ndarray,
                r: float) -> np.ndarray:
     """The picture of each pair, ``(n, len(CROP_CHANNELS), *CROP_SHAPE)`` float32: the field
     resampled along the line from the first region's centre (left) to the second's (right),
     :data:`CROP_SPAN` typical radii long whatever the cell size.
 
-    Channels (:data:`CROP_CHANNELS`): the optical density over the pair's mean (so a pale or a
-    dark stain reads alike), the two regions' masks, the other cells' and the red-cell centre map.
+    Channels (:data:`CROP_CHANNELS`): the summed optical density over the pair's mean (so a
+    pale or a dark stain, and a violet or a pink one, read alike: the colours' balance changes
+    from lab to lab, the shape of the stain does not), the two regions' masks, the other cells'
+    and the red-cell centre map.
 
     Args:
-        od: ``(h, w, 3)`` optical density; ``labels``: the regions; ``heat``: the centre map
-            (all working scale). ``pairs``: ``(n, 2)`` region ids; ``centres``: ``(y, x)`` per
+        stain: ``(h, w)`` summed optical density; ``labels``: the regions; ``heat``: the centre
+            map (all working scale). ``pairs``: ``(n, 2)`` region ids; ``centres``: ``(y, x)`` per
             label (:func:`region_centres`); ``r``: the typical radius (working pixels).
     """
     rows, cols = CROP_SHAPE
@@ -280,11 +282,11 @@ def pair_crops(od: np.ndarray, labels: np.ndarray, pairs: np.ndarray, centres: n
     region = sample(labels, 0)
     mine = region == pairs[:, 0, None, None], region == pairs[:, 1, None, None]
     others = (region > 0) & ~mine[0] & ~mine[1]
-    stain = [sample(np.ascontiguousarray(od[..., c], dtype=np.float32), 1) for c in range(3)]
+    seen = sample(np.ascontiguousarray(stain, dtype=np.float32), 1)
     union = mine[0] | mine[1]
-    pair_mean = (sum(stain) * union).sum(axis=(1, 2)) / np.maximum(union.sum(axis=(1, 2)), 1)
-    stain = [s / np.maximum(pair_mean, 1e-3)[:, None, None] for s in stain]
-    return np.stack([*stain, *mine, others, sample(heat.astype(np.float32), 1)], axis=1).astype(np.float32)
+    pair_mean = (seen * union).sum(axis=(1, 2)) / np.maximum(union.sum(axis=(1, 2)), 1)
+    seen = seen / np.maximum(pair_mean, 1e-3)[:, None, None]
+    return np.stack([seen, *mine, others, sample(heat.astype(np.float32), 1)], axis=1).astype(np.float32)
 
 
 def pairs_to_join(pairs: np.ndarray, probability: np.ndarray, threshold: float) -> list[tuple[int, int]]:
