@@ -41,7 +41,7 @@ from .errors import MorphError
 from .io import write_json, write_torch
 from .labels import MARROW_LABELS, NUCLEATED_LABELS, RBC_LABELS, UNIDENTIFIED, visible_on
 from .model_folder import ModelFolder
-from .models import create_model, fuse_for_inference
+from .models import cpu_state, create_model, fuse_for_inference
 from .ood import fit_ood_thresholds, group_key, ood_scores, ood_threshold
 from .segment import DEFAULT_UM_PER_PX
 from .types import Cell
@@ -448,7 +448,7 @@ class CellClassifier:
         write_json(out / "labels.json", self.labels)
         write_json(out / "preprocessing.json", self.preprocessing.to_dict())
         write_json(out / "thresholds.json", self.thresholds)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        state = cpu_state(self.net)
         if half:
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         write_torch(out / "weights.pt", state)

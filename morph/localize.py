@@ -33,7 +33,7 @@ from torch import nn
 from .errors import MorphError
 from .io import write_json, write_torch
 from .model_folder import ModelFolder
-from .models import create_model, fuse_for_inference
+from .models import cpu_state, create_model, fuse_for_inference
 from .segment.pairs import CROP_CHANNELS, PAIR_FEATURES, PairJudge, PairPictures, PairRule
 
 #: Name of the shipped localizer folder under ``models/``.
@@ -112,7 +112,7 @@ class CentreDetector:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", self.config())
         write_json(out / "thresholds.json", self.thresholds)
-        write_torch(out / "weights.pt", {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()})
+        write_torch(out / "weights.pt", cpu_state(self.net))
         if self.metrics:
             write_json(out / "metrics.json", self.metrics)
         if isinstance(self.pair_rule, PairNetJudge):
@@ -199,8 +199,11 @@ class PairNetJudge:
         if pictures is None:
             raise ValueError("a pair network reads the pairs' pictures (pair_crops)")
         features = np.asarray(features, dtype=np.float64)
-        out = self.gate.probability(features) if self.gate is not None else np.zeros(len(features))
-        read = np.flatnonzero(out >= self.gate.threshold) if self.gate is not None else np.arange(len(features))
+        if self.gate is None:
+            out, read = np.zeros(len(features)), np.arange(len(features))
+        else:
+            out = self.gate.probability(features)
+            read = np.flatnonzero(out >= self.gate.threshold)
         if self._fused is None:
             self._fused = fuse_for_inference(self.net)  # conv + batch norm folded: same outputs, faster
         z = ((features - np.asarray(self.mean)) / np.asarray(self.scale)).astype(np.float32)
@@ -223,7 +226,7 @@ class PairNetJudge:
         """Write ``pair_net.json`` and ``pair_net.pt`` into a localizer folder."""
         out = Path(folder)
         write_json(out / "pair_net.json", self.config())
-        write_torch(out / "pair_net.pt", {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()})
+        write_torch(out / "pair_net.pt", cpu_state(self.net))
 
 
 def _pair_rule(folder: ModelFolder) -> PairJudge | None:
@@ -251,13 +254,12 @@ def _pair_net(folder: ModelFolder, cfg: Any) -> PairNetJudge:
         if len(mean) != len(PAIR_FEATURES) or len(scale) != len(PAIR_FEATURES) or not 0.0 <= threshold <= 1.0:
             raise ValueError("mean and scale need one number per measure and threshold lies in 0-1")
         gate = PairRule.from_dict(dict(cfg["gate"])) if cfg.get("gate") is not None else None
-        kwargs = dict(cfg.get("arch_kwargs") or {})
-        net = create_model(str(cfg.get("arch", "pairnet")), **kwargs)
+        arch, kwargs = str(cfg.get("arch", "pairnet")), dict(cfg.get("arch_kwargs") or {})
+        net = create_model(arch, **kwargs)
     except (KeyError, TypeError, ValueError, MorphError) as exc:
         raise folder.error("pair_net.json", f"not a pair network: {exc}") from exc
     folder.load_weights(net, "pair_net.pt")
-    return PairNetJudge(net, mean, scale, threshold, gate, str(cfg.get("arch", "pairnet")), kwargs,
-                        dict(cfg.get("provenance") or {}))
+    return PairNetJudge(net, mean, scale, threshold, gate, arch, kwargs, dict(cfg.get("provenance") or {}))
 
 
 def _thresholds(folder: ModelFolder, cfg: dict[str, Any]) -> dict[str, float]:

@@ -79,6 +79,11 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         raise MorphError("bad_config", f"bad arguments for architecture {name!r}: {exc}", path=name) from exc
 
 
+def cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    """``net``'s weights as a model folder keeps them: detached, on the CPU, contiguous."""
+    return {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -206,7 +206,8 @@ def fit_pair_net(data: LabelledPairs, arch: str = "pairnet", epochs: int = 30, s
 
     assert data.crops is not None, "a pair network learns from the pairs' pictures"
     torch.manual_seed(seed)
-    mean, scale = data.features.mean(axis=0), data.features.std(axis=0) + 1e-9
+    gate = fit_gate(data.features, data.labels, l2)
+    mean, scale = np.asarray(gate.mean), np.asarray(gate.scale)  # the measures standardised as the gate does
     crops = torch.from_numpy(data.crops.astype(np.float32))
     feats = torch.from_numpy(((data.features - mean) / scale).astype(np.float32))
     target = torch.from_numpy(data.labels.astype(np.float32))
@@ -231,8 +232,7 @@ def fit_pair_net(data: LabelledPairs, arch: str = "pairnet", epochs: int = 30, s
             loss.backward()
             opt.step()
             sched.step()
-    gate = fit_gate(data.features, data.labels, l2)
-    return PairNetJudge(net.eval(), tuple(mean.tolist()), tuple(scale.tolist()), 0.5, gate, arch)
+    return PairNetJudge(net.eval(), gate.mean, gate.scale, 0.5, gate, arch)
 
 
 def probabilities(judge: PairNetJudge | PairRule, data: LabelledPairs) -> np.ndarray:

@@ -103,7 +103,6 @@ def label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-
 def ellipse_eccentricity(mxx: np.ndarray, myy: np.ndarray, mxy: np.ndarray) -> np.ndarray:
     """Eccentricity of the ellipse fitted to regions with these central second moments
     (per region): the eigenvalues of the covariance matrix give its axes."""
