@@ -24,6 +24,8 @@ Sets and scoring (the rules of ``benchmarks/localization.py``, from :mod:`morph.
         bcd-256 ``wbc`` boxes, one to one, centre in box); shown, not part of *worst*: the sets
         hold few of them (TXL 40 fields: ~55, bcd 20: 22), one white cell moves it 2-5%.
     warn: fields (all sets) warned "very dense" or "no cells".
+    blur: fields (all sets) warned "out of focus": where a shift costs cells, whether the
+        fields say that their counts are less reliable.
     worst: the largest drop of any red-cell P/R (and Chula recall) below its clean value.
 
 Shifts (:mod:`morph.shifts`): points and boxes move with the image (scale, padding); cells whose
@@ -308,6 +310,7 @@ class Tally:
     cells: int = 0
     clean_cells: int = 0
     warned: int = 0
+    blurred: int = 0  # fields warned out of focus
     normal_d_um: list[float] | None = None
     wbc_found: int = 0
     wbc_gt: int | None = None  # None: the set has no white-cell boxes
@@ -315,6 +318,7 @@ class Tally:
     def add(self, f: Field, seg: Segmentation, clean_centres: np.ndarray | None) -> None:
         rbc = [c for c in seg.cells if c.kind == "rbc"]
         self.warned += any(w.startswith(("very dense", "no cells")) for w in seg.warnings)
+        self.blurred += any(w.startswith("field looks out of focus") for w in seg.warnings)
         self.cells += len(rbc)
         if clean_centres is not None:
             cc = clean_centres
@@ -338,7 +342,7 @@ class Tally:
             self.wbc_found, self.wbc_gt = self.wbc_found + m, (self.wbc_gt or 0) + ng
 
     def metrics(self) -> dict[str, float]:
-        out = {"warn": float(self.warned)}
+        out = {"warn": float(self.warned), "blur": float(self.blurred)}
         if self.normal_d_um is not None:
             out.update(R=self.found / max(self.gt, 1), merge=self.merged / max(self.gt, 1),
                        d_um=float(np.median(self.normal_d_um)) if self.normal_d_um else math.nan)
@@ -411,16 +415,16 @@ def _worst_drop(row: dict[str, dict[str, float]], clean: dict[str, dict[str, flo
 
 def print_table(rows: list[tuple[str, dict[str, dict[str, float]]]]) -> None:
     head = "".join(f"{s + ' ' + k:>11}" for s, k in COLUMNS)
-    print(f"{'shift':<24}{head}{'warn':>6}{'worst':>8}{'of':>10}")
+    print(f"{'shift':<24}{head}{'warn':>6}{'blur':>6}{'worst':>8}{'of':>10}")
     clean = rows[0][1]
     for name, row in rows:
         cells = []
         for s, k in COLUMNS:
             v = row.get(s, {}).get(k)
             cells.append(f"{'-':>11}" if v is None or math.isnan(v) else f"{v:>11.3f}")
-        warn = int(sum(m.get("warn", 0) for m in row.values()))
+        warn, blur = (int(sum(m.get(key, 0) for m in row.values())) for key in ("warn", "blur"))
         drop, which = _worst_drop(row, clean)
-        print(f"{name:<24}{''.join(cells)}{warn:>6}{drop:>8.3f}{which:>10}")
+        print(f"{name:<24}{''.join(cells)}{warn:>6}{blur:>6}{drop:>8.3f}{which:>10}")
 
 
 # ----------------------------------------------------------------------------- classifier
