@@ -34,6 +34,15 @@ def test_the_pair_network_reads_a_picture_and_measures_of_each_pair() -> None:
     assert count_parameters(create_model("pairnet")) < 20_000
 
 
+def test_the_centre_map_networks_give_one_map_per_kind_at_half_resolution() -> None:
+    for name in ("locnet", "locnet_large", "locnet_tiny"):
+        net = create_model(name, num_classes=3).eval()
+        with torch.inference_mode():
+            y = net(torch.zeros(1, 3, 40, 56))
+        assert y.shape == (1, 3, 20, 28)
+    assert count_parameters(create_model("locnet")) < count_parameters(create_model("locnet_large")) < 70_000
+
+
 def test_unknown_name_raises_model_not_found() -> None:
     with pytest.raises(MorphError) as ei:
         create_model("no_such_net", num_classes=3)
