@@ -307,7 +307,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--baseline", default="none",
                     help="what --compare-seeds times against: 'none' (the hand-made seeds) or a localizer folder")
     ap.add_argument("--localizer", default="shipped",
-                    help="centre-map localizer folder, 'shipped' (models/locnet-v5) or 'none' (hand-made seeds)")
+                    help="centre-map localizer folder, 'shipped' (models/locnet-v6) or 'none' (hand-made seeds)")
     return ap
 
 

@@ -119,7 +119,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fields", type=int, default=8, help="fields per set (default 8)")
     ap.add_argument("--sets", default=None, help=f"comma-separated sets (default all: {', '.join(SETS)})")
-    ap.add_argument("--localizer", default="shipped", help="'shipped' (models/locnet-v5), 'none' or a folder")
+    ap.add_argument("--localizer", default="shipped", help="'shipped' (models/locnet-v6), 'none' or a folder")
     return ap
 
 

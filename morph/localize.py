@@ -9,7 +9,7 @@ maxima) for red cells; the foreground, the watershed, nuclei, platelets and ever
 rule stay as they are. One peak per cell is what splits touching cells without cutting
 pale or irregular ones in two.
 
-A detector is a model folder (``models/locnet-v5``): ``config.json`` (architecture, cell
+A detector is a model folder (``models/locnet-v6``): ``config.json`` (architecture, cell
 kinds, minimum peak spacing, provenance), ``thresholds.json`` (the peak threshold of each kind,
 tuned with the localizer), ``weights.pt``, ``metrics.json`` and, optionally, the rule that joins a
 red cell the map cut in two (:mod:`morph.segment.pairs`, learnt with
@@ -37,7 +37,7 @@ from .models import cpu_state, create_model, fuse_for_inference
 from .segment.pairs import CROP_CHANNELS, PAIR_FEATURES, PairJudge, PairPictures, PairRule
 
 #: Name of the shipped localizer folder under ``models/``.
-DEFAULT_LOCALIZER_NAME = "locnet-v5"
+DEFAULT_LOCALIZER_NAME = "locnet-v6"
 
 
 @dataclass

@@ -95,7 +95,7 @@ def load_localizer(choice: str | os.PathLike[str] | None = SHIPPED) -> Localizer
 
 @lru_cache(maxsize=1)
 def shipped_localizer() -> Localizer | None:
-    """The shipped centre-map localizer (``models/locnet-v5``), loaded once; ``None`` (hand-made
+    """The shipped centre-map localizer (``models/locnet-v6``), loaded once; ``None`` (hand-made
     seeds, logged) when the folder is missing or unreadable."""
     from .localize import load_localizer
 
@@ -172,7 +172,7 @@ class Analyzer:
             ``segment_config.for_stain(stain)``: the stain's own settings in place of these).
         localizer: the learned red-cell centre map seeding the localizer
             (:class:`morph.localize.CentreDetector`), ``None`` for the hand-made seeds, or a
-            model choice (``"shipped"``, the default, loads ``models/locnet-v5`` when it is there).
+            model choice (``"shipped"``, the default, loads ``models/locnet-v6`` when it is there).
     """
 
     def __init__(

@@ -44,7 +44,7 @@
    their own seeds instead of being flooded by it; small left-over regions lying almost wholly
    within ``1.4 r`` of a nucleus (cytoplasm crescents) join the nucleated cell.
 5. **Seeds and watershed.** With a learned centre map (``centres=``, a
-   :class:`morph.localize.CentreDetector`; the shipped pipeline uses ``models/locnet-v5``),
+   :class:`morph.localize.CentreDetector`; the shipped pipeline uses ``models/locnet-v6``),
    its red-cell peaks are the seeds, nuclear groups holding two nucleated-cell centres are
    split between them and platelet centres pressed against a red cell get seeds of their
    own; the watershed floods outwards from the seeds (distance from the nearest seed minus

@@ -126,7 +126,7 @@ def test_thresholds_live_in_their_own_file(tmp_path) -> None:
 
 def test_shipped_localizer_finds_rendered_cells() -> None:
     det = load_localizer(None)
-    assert isinstance(det, CentreDetector) and det.name == "locnet-v5"
+    assert isinstance(det, CentreDetector) and det.name == "locnet-v6"
     tp_p, tp_r = [], []
     # not among the training seeds (100000+); marrow fields are left out: megaloblast cytoplasm
     # cut off as "red cells" is a known weakness of both seed kinds
@@ -140,7 +140,7 @@ def test_shipped_localizer_finds_rendered_cells() -> None:
 
 def test_analyzer_uses_and_reports_the_localizer() -> None:
     a = Analyzer()
-    assert a.model_info()["localizer"]["name"] == "locnet-v5"
+    assert a.model_info()["localizer"]["name"] == "locnet-v6"
     assert Analyzer(localizer=None).model_info()["localizer"] == {"name": "hand-made seeds"}
 
 
