@@ -50,7 +50,7 @@ from morph.evaluation import (  # noqa: E402
     point_owners,
 )
 from morph.io import read_image  # noqa: E402
-from morph.localize import CentreDetector, load_localizer  # noqa: E402
+from morph.localize import DEFAULT_LOCALIZER_NAME, CentreDetector, load_localizer  # noqa: E402
 from morph.readers import chula_field_points, read_bcd256_boxes, yolo_field_boxes  # noqa: E402
 from morph.segment import DEFAULT_UM_PER_PX, Segmentation, SegmentConfig, segment_field  # noqa: E402
 
@@ -307,7 +307,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--baseline", default="none",
                     help="what --compare-seeds times against: 'none' (the hand-made seeds) or a localizer folder")
     ap.add_argument("--localizer", default="shipped",
-                    help="centre-map localizer folder, 'shipped' (models/locnet-v6) or 'none' (hand-made seeds)")
+                    help=f"centre-map localizer folder, 'shipped' (models/{DEFAULT_LOCALIZER_NAME}) or 'none' (hand-made seeds)")
     return ap
 
 

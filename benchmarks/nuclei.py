@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from morph.evaluation import box_matches  # noqa: E402
-from morph.localize import CentreDetector, load_localizer  # noqa: E402
+from morph.localize import DEFAULT_LOCALIZER_NAME, CentreDetector, load_localizer  # noqa: E402
 from morph.segment import SegmentConfig, segment_field  # noqa: E402
 from morph.synth import SynthField, default_label_weights, render_field, render_ring_field  # noqa: E402
 
@@ -119,7 +119,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fields", type=int, default=8, help="fields per set (default 8)")
     ap.add_argument("--sets", default=None, help=f"comma-separated sets (default all: {', '.join(SETS)})")
-    ap.add_argument("--localizer", default="shipped", help="'shipped' (models/locnet-v6), 'none' or a folder")
+    ap.add_argument("--localizer", default="shipped", help=f"'shipped' (models/{DEFAULT_LOCALIZER_NAME}), 'none' or a folder")
     return ap
 
 

@@ -66,7 +66,7 @@ from morph.evaluation import (  # noqa: E402
     point_owners,
 )
 from morph.io import read_image  # noqa: E402
-from morph.localize import CentreDetector, load_localizer  # noqa: E402
+from morph.localize import DEFAULT_LOCALIZER_NAME, CentreDetector, load_localizer  # noqa: E402
 from morph.readers import chula_field_points, read_bcd256_boxes, yolo_field_boxes  # noqa: E402
 from morph.segment import DEFAULT_UM_PER_PX, Segmentation, segment_field  # noqa: E402
 
@@ -512,7 +512,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="small subsets (a few minutes of CPU), 4000x3000 mosaic only")
     ap.add_argument("--fields", type=int, default=None, help="fields per set (default 40, --quick 6)")
     ap.add_argument("--shifts", default=None, help="comma list of shift-name prefixes to run (clean always runs)")
-    ap.add_argument("--localizer", default="shipped", help="'shipped' (models/locnet-v6), 'none' (hand-made seeds) or a folder")
+    ap.add_argument("--localizer", default="shipped", help=f"'shipped' (models/{DEFAULT_LOCALIZER_NAME}), 'none' (hand-made seeds) or a folder")
     ap.add_argument("--no-classifier", action="store_true", help="skip the classifier table")
     ap.add_argument("--no-mosaics", action="store_true")
     return ap

@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     localizer: str | None = Field(
         default="shipped",
         description="centre-map localizer: a folder path or name under models/; 'shipped' (or empty) "
-        "= the shipped locnet-v6; 'none' = the hand-made seeds",
+        "= the shipped one (morph.localize.DEFAULT_LOCALIZER_NAME); 'none' = the hand-made seeds",
     )
     api_keys: str = Field(default="", description="comma-separated API keys; empty = no auth")
     cors_origins: str = Field(default="", description="comma-separated allowed origins; empty = CORS closed")
