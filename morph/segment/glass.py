@@ -49,7 +49,7 @@ def background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
     # summed optical density = log(product of glass channels) - log(product of pixel channels):
     # the pixel term is computed once, the glass term on the coarse grid
     log_px = np.log(np.maximum(rgb, 1.0)).sum(axis=2)
-    unclipped = _unclipped(rgb)
+    unclipped = _unclipped(rgb, float(np.log(np.maximum(bg0, 8.0)).sum()) - log_px)
     for first, tol in ((True, cfg.glass_tolerance), (False, 3.0)):
         log_bg = np.log(np.maximum(coarse, 8.0)).sum(axis=2, keepdims=True)
         if log_bg.shape[:2] == (1, 1):
@@ -102,16 +102,38 @@ def follow_glass_steps(bg: np.ndarray, od_signed: np.ndarray, r: float, cfg: Seg
     return np.maximum(bg * np.exp(-left), 8.0).astype(np.float32)
 
 
-def _unclipped(rgb: np.ndarray) -> np.ndarray | None:
+def _unclipped(rgb: np.ndarray, raw: np.ndarray) -> np.ndarray | None:
     """The pixels with no channel at the sensor's ceiling, or None when clipping is rare or
     covers most of the field. Over-exposed glass sits flat at the ceiling: it has no noise
     and nothing brighter than the mode, so counted as glass it shrank the glass's measured
-    spread and the glass mask lost the vignetted edges (a frame of false cells there)."""
-    clipped: np.ndarray = np.asarray((rgb >= 254.5).any(axis=2))
+    spread and the glass mask lost the vignetted edges (a frame of false cells there).
+
+    ``raw`` is the summed density against the global glass colour: where one channel alone is
+    at the ceiling over nearly all the glass (:data:`_GLASS_LEFT`; a tinted glass whose
+    brightest channel sits there, as after a saturation boost of a peach TXL-PBC field), the
+    glass keeps its noise in the other two channels, and dropping those pixels left only the
+    cells to measure the glass by: the glass map took the cells' colour (summed density
+    -0.1 on the glass), the foreground shrank to the white cell and the radius read ~1.7x
+    (TXL-PBC test fields 3, 11, 17 under saturation x1.4). Only pixels with two channels at
+    the ceiling (flat glass) are then left out."""
+    at_ceiling = (rgb >= 254.5).sum(axis=2)
+    clipped: np.ndarray = np.asarray(at_ceiling >= 1)
+    level, noise = glass_level(raw)
+    glass = raw < level + _GLASS_BAND
+    if (glass & ~clipped).sum() < _GLASS_LEFT * glass.sum():
+        clipped = np.asarray(at_ceiling >= 2)
     share = float(clipped.mean())
     # beyond 60% the pixels left are mostly cells, whose mode is no glass level (TXL fields
     # at brightness x1.15 then found cells in the glass)
     return np.logical_not(clipped) if 0.01 <= share <= 0.6 else None
+
+
+#: summed optical density above the glass mode that still counts as glass when asking how much
+#: of it a clipped channel covers (the glass's own spread is ~0.01-0.04; the palest cells ~0.2)
+_GLASS_BAND = 0.1
+#: the least share of that glass left with no channel at the ceiling for clipped pixels to be
+#: left out whole (ring field 3 at brightness x1.15: 0.43; saturation x1.4 on TXL-PBC: <= 0.06)
+_GLASS_LEFT = 0.25
 
 
 def glass_spread(values: np.ndarray, level: float, noise: float) -> float:
