@@ -130,3 +130,24 @@ def test_over_exposure_keeps_a_real_field_free_of_glass_cells(txl_dir) -> None:
     bright = segment_field(shifts.adjust_brightness_gamma(image, brightness=1.15), centres=load_localizer(None))
     assert bright.typical_radius_px == pytest.approx(clean.typical_radius_px, rel=0.15)
     assert len(bright.cells) <= len(clean.cells) + 3
+
+
+def test_a_saturated_peach_glass_stays_glass(txl_dir, localizer) -> None:
+    """TXL-PBC test field 3cc479ac at saturation x1.4: the peach glass's red channel sits at the
+    ceiling over nearly all the glass (green and blue still carry its noise). Leaving every such
+    pixel out of the glass's measure left only cells to measure it by: the glass map took their
+    colour, the foreground shrank to the white cell, the radius read 64 px for 39 and 10 of the
+    17 red cells were found."""
+    from morph.evaluation import box_matches
+    from morph.io import read_image
+    from morph.readers import yolo_field_boxes
+
+    name = "3cc479ac-b7db-57d5-bcf0-3d547ca24c65"
+    image = read_image(txl_dir / "images" / "test" / f"{name}.jpg")
+    h, w = image.shape[:2]
+    red_cells = yolo_field_boxes(txl_dir / "labels" / "test" / f"{name}.txt", w, h)[1]
+    clean = segment_field(image, centres=localizer)
+    saturated = segment_field(shifts.adjust_saturation(image, 1.4), centres=localizer)
+    assert saturated.typical_radius_px == pytest.approx(clean.typical_radius_px, rel=0.15)
+    found, _, n = box_matches(saturated.cells, red_cells)
+    assert found >= box_matches(clean.cells, red_cells)[0] - 1 and found >= n - 2
