@@ -176,6 +176,11 @@ class SegmentConfig:
             whose radius is ``clump_split_ratio`` times smaller replaces the clumps' radius,
             unless the cells then measure whole and far larger at the working scale.
         clump_speck_radius, clump_split_ratio, clump_split_agree: see ``clump_split_levels``.
+        clump_split_doubt: a split made of cells this many times under the clumps' radius, but
+            less than ``clump_split_ratio``, leaves the radius in doubt: with a learned centre
+            map the field is read at both and the split taken when the map's peaks there are
+            ``doubt_peak_margin`` more probable (median over the peaks).
+        doubt_peak_margin: see ``clump_split_doubt``.
         speck_radius: objects under this fraction of the typical radius are specks (platelets,
             debris), never single cells.
         small_seed_dynamic: low distance-transform peaks (small objects touching a cell) become
@@ -246,6 +251,8 @@ class SegmentConfig:
     clump_split_levels: tuple[float, ...] = (0.6, 0.7)
     clump_speck_radius: float = 0.15
     clump_split_ratio: float = 2.0
+    clump_split_doubt: float = 1.5
+    doubt_peak_margin: float = 0.05
     clump_split_agree: tuple[float, float] = (0.7, 1.1)
     speck_radius: float = 0.25
     fragment_area: float = 0.4

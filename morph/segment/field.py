@@ -167,12 +167,14 @@ def _locate(rgb: np.ndarray, cfg: SegmentConfig, centres: CentreMap | None) -> L
         return f"no cells found: image too small to hold a cell ({W}x{H} px)"
     # 0-3. blank areas, glass map, optical density, foreground, typical radius at the working scale
     wv = working_scale(rgb, cfg)
-    del rgb  # not needed past the working scale (a 50-megapixel field is large)
     if isinstance(wv, str):
         return wv
+    maps = read_centre_maps(centres, wv.od, cfg)
+    if maps is not None and wv.doubted_radius is not None:
+        wv, maps = _surer_scale(rgb, wv, maps, centres, cfg)
+    del rgb  # not needed past the working scale (a 50-megapixel field is large)
     r = wv.r_full / wv.k
     cell_area = math.pi * r * r
-    maps = read_centre_maps(centres, wv.od, cfg)
     # 4. nucleated cells and the zones they own
     red_weight = red_chromatin_weight(wv.od, wv.fg, cfg)
     chrom = chromatin_density(wv.od, cfg, red_weight)
@@ -190,6 +192,26 @@ def _locate(rgb: np.ndarray, cfg: SegmentConfig, centres: CentreMap | None) -> L
     if pieces:
         regions = rejoin_pieces(regions, pieces, kinds, seeds, r, cfg)
     return Located(wv, maps, seeds, regions, kinds)
+
+
+def _surer_scale(rgb: np.ndarray, wv: Working, maps: CentreMaps, centres: CentreMap | None,
+                 cfg: SegmentConfig) -> tuple[Working, CentreMaps]:
+    """Of a field whose typical radius is in doubt (:attr:`Working.doubted_radius`: blurred
+    clumps of overlapping cells, or pale-centred cells that split into arcs), the working scale
+    at which the centre map sees its red cells more surely. The map was trained on cells of
+    ~``work_radius_px``: read at a radius 1.5-2x off, its peaks lose probability (bcd-256 field
+    45 under a 3 px defocus: median 0.69 at the clumps' 43 px, 0.79 at the split's 24 px for
+    cells of 28; TXL-PBC field 12's arcs under 2 px: 0.54 against 0.60 for the whole cells)."""
+    assert wv.doubted_radius is not None
+    other = working_scale(rgb, cfg, coarse_radius=wv.doubted_radius)
+    if isinstance(other, str) or other.k == wv.k:
+        return wv, maps
+    other_maps = read_centre_maps(centres, other.od, cfg)
+    assert other_maps is not None
+    if (other_maps.red_cell_confidence(other.r_full / other.k)
+            >= maps.red_cell_confidence(wv.r_full / wv.k) + cfg.doubt_peak_margin):
+        return other, other_maps
+    return wv, maps
 
 
 def _red_cell_pairs(found: Located) -> tuple[np.ndarray, np.ndarray, PairPictures]:

@@ -191,28 +191,39 @@ def _made_of_cells(split: RadiusEstimate, cfg: SegmentConfig) -> bool:
     return lo <= split.single_radius / split.radius <= hi
 
 
-def _unclumped(est: RadiusEstimate, fg: np.ndarray, raw: np.ndarray, nuc: np.ndarray, cfg: SegmentConfig) -> float:
+def _unclumped(est: RadiusEstimate, fg: np.ndarray, raw: np.ndarray, nuc: np.ndarray,
+               cfg: SegmentConfig) -> tuple[float, float | None]:
     """The typical radius, unless it is a clump's thickness: far over the single cells' (a
     defocused field of touching cells, whose narrow glass gaps the blur fills), which is then
     taken instead. With every object a clump, the field is split at a level nearer the cells'
     own density, where the gaps open again; its typical radius replaces the clumps' when far
     under it (``clump_split_ratio``: the cells measure thinner there) and made of single cells
-    and pairs, not clumps (ring cells break into arcs there, with specks among them)."""
+    and pairs, not clumps (ring cells break into arcs there, with specks among them).
+
+    Also returns the split's radius when it is made of cells but only ``clump_split_doubt`` to
+    ``clump_split_ratio`` times under the clumps' (None otherwise): there blurred clumps of
+    overlapping cells (bcd-256, 1.76-1.92) and pale-centred cells broken into arcs (TXL-PBC,
+    1.93) look alike, and a learned centre map decides between the two (:func:`.field._locate`)."""
     if est.single_radius is not None:
-        return est.single_radius if est.radius > cfg.clump_radius_ratio * est.single_radius else est.radius
+        return (est.single_radius if est.radius > cfg.clump_radius_ratio * est.single_radius else est.radius), None
     if not est.clumped:
-        return est.radius
+        return est.radius, None
     body = float(np.percentile(raw[fg], 75))
     # smoothed over a pixel first: sensor noise would break the cells apart at that level
     smooth = ndi.gaussian_filter(raw, 1.0)
+    doubt: float | None = None
     for level in cfg.clump_split_levels:
         split = ndi.binary_opening(fg & (smooth > level * body))
         # touching pairs count as single cells here: after a blur, cells rarely stand alone
         inner = _estimate_radius(split, nuc, None, cfg, speck_below=cfg.clump_speck_radius * est.radius,
                                  single_cells=cfg.clump_area_cells)
-        if inner is not None and _made_of_cells(inner, cfg) and est.radius > cfg.clump_split_ratio * inner.radius:
-            return inner.radius
-    return est.radius
+        if inner is None or not _made_of_cells(inner, cfg):
+            continue
+        if est.radius > cfg.clump_split_ratio * inner.radius:
+            return inner.radius, None
+        if doubt is None and est.radius >= cfg.clump_split_doubt * inner.radius:
+            doubt = inner.radius
+    return est.radius, doubt
 
 
 @dataclass
@@ -233,6 +244,9 @@ class Working:
     blank_edge: np.ndarray | None = None  # working pixels on or next to a blank area (cells there are cut)
     offset: tuple[int, int] = (0, 0)  # (y, x) of the part analysed (blank margins cut off) in the field
     shape: tuple[int, int] = (0, 0)  # its size in original pixels
+    #: a typical radius (coarse-pass pixels) the clumps' check could not rule out (see
+    #: :func:`_unclumped`); None when the first one stands clear
+    doubted_radius: float | None = None
 
 
 def _block_mean_f32(rgb: np.ndarray, k: int) -> np.ndarray:
@@ -311,9 +325,11 @@ def _settle_scale(rgb: np.ndarray, c: int, small: np.ndarray, bg_s: np.ndarray,
     return _Scale(k, float(r_full), work, od, raw, fg, grew_whole)
 
 
-def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
+def working_scale(rgb: np.ndarray, cfg: SegmentConfig, coarse_radius: float | None = None) -> Working | str:
     """Steps 0-3: blank areas painted glass, glass map, density, foreground and the typical
     radius, at the working scale (block size ``k``); a string says why the field holds no cells.
+    ``coarse_radius`` (coarse-pass pixels, a :attr:`Working.doubted_radius`) replaces the
+    coarse pass's own estimate.
 
     ``rgb`` is float32 (:func:`as_rgb_float`) or, to spare a full-resolution float copy of a
     large field, an (H, W, 3) uint8 image: every result is the same."""
@@ -342,7 +358,9 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
     if measured is None:
         return "no cells found: no object large enough to be a cell"
     est, nuc = measured
-    r_s = _unclumped(est, fg_s, raw_s, nuc, cfg)
+    r_s, doubted = _unclumped(est, fg_s, raw_s, nuc, cfg)
+    if coarse_radius is not None:
+        r_s, doubted = coarse_radius, None
     if cfg.glass_step_reach > 0 and spans_several_areas(small.shape, r_s, cfg):
         # a field of several slide areas: its glass may step from one to the next (a mosaic
         # of fields imaged apart), which one smooth glass map does not follow
@@ -350,7 +368,7 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
         dens_s = optical_density(small, bg_s)
         thr = hysteresis_thresholds(dens_s[1], cfg, valid)
     scale = _settle_scale(rgb, c, small, bg_s, dens_s, thr, valid, r_s, cfg)
-    if r_s != est.radius and scale.grew_whole:
+    if r_s != est.radius and scale.grew_whole and coarse_radius is None:
         # the clumps' check misread the field (pale-centred cells split into arcs, or specks
         # taken for single cells): at the working scale its cells measure whole, far larger
         scale = _settle_scale(rgb, c, small, bg_s, dens_s, thr, valid, est.radius, cfg)
@@ -360,7 +378,7 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
         edge = ndi.binary_dilation(block_mean(blank_px.astype(np.float32), k) > 0, iterations=1)
     return Working(work=work, od=od, raw=raw, fg=fg, thr=thr, k=k, r_full=float(r_full), blank=blank,
                    blank_edge=edge, offset=offset, shape=(H, W),
-                   blank_in_part=0.0 if blank_px is None else float(blank_px.mean()))
+                   blank_in_part=0.0 if blank_px is None else float(blank_px.mean()), doubted_radius=doubted)
 
 
 @dataclass

@@ -112,6 +112,13 @@ class CentreMaps:
         """The seeds of one kind's map, ~``spacing`` working pixels apart."""
         return centre_peaks(self.heats[kind], self.thresholds.get(kind, 0.5), spacing)
 
+    def red_cell_confidence(self, r: float) -> float:
+        """The median probability of the red-cell peaks (0 without any) for a typical radius of
+        ``r`` working pixels: how surely the map sees cells at that scale."""
+        heat = self.heats["rbc"]
+        values = heat[self.peaks("rbc", self.min_distance * r)]
+        return float(np.median(values)) if values.size else 0.0
+
 
 def read_centre_maps(centres: CentreMap | None, od: np.ndarray, cfg: SegmentConfig) -> CentreMaps | None:
     """Run the learned centre map on the working-scale optical density (None without one)."""
