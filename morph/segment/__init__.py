@@ -9,7 +9,9 @@
    other blank areas are painted with the local glass colour and noise, and cells touching
    them count as cut. A mostly blank field is reported; a black one says so.
 1. **Glass colour and optical density.** The glass colour is the brightest well-populated
-   colour mode, refined into a smooth per-pixel map (normalised convolution of the glass
+   colour mode (pixels at the sensor's ceiling left out of its measure, unless one channel
+   there covers nearly all the glass, which then keeps its noise in the other two), refined
+   into a smooth per-pixel map (normalised convolution of the glass
    pixels on a coarse grid, two passes) so vignetting, gradients and the tint of the glass
    (pale blue in Chula, cream in TXL-PBC) cancel out; the second glass mask is taken
    against a quadratic trend fitted to the glass, so it reaches into vignetted corners. On a
@@ -24,7 +26,10 @@
    cell. Small gaps in rims are closed and the central pallor is filled.
 3. **Adapting to magnification.** The typical red-cell radius ``r`` is measured per image
    (weighted median of each object's maximum distance to the glass; a clump holding a
-   white cell contributes the distance peaks of its red cells instead, pallor holes filled)
+   white cell contributes the distance peaks of its red cells instead, pallor holes filled;
+   a field of clumps is split nearer the cells' density, and where that split is only
+   1.5-2x thinner, blurred overlapping cells and pale cells' arcs alike, a learned centre map
+   reads the field at both radii and the one whose peaks it sees more surely stands)
    and the field is block-averaged so ``r`` is ~11 px (10-15 px: the block rounds toward the
    finer scale, where overlapping cells stay apart); every size rule below is in units
    of ``r`` (seed spacing, hole size, debris, platelets), so fields at 40x-100x are treated
