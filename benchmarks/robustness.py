@@ -69,6 +69,7 @@ from morph.io import read_image  # noqa: E402
 from morph.localize import DEFAULT_LOCALIZER_NAME, CentreDetector, load_localizer  # noqa: E402
 from morph.readers import chula_field_points, read_bcd256_boxes, yolo_field_boxes  # noqa: E402
 from morph.segment import DEFAULT_UM_PER_PX, Segmentation, segment_field  # noqa: E402
+from morph.segment.warnings import warning_code  # noqa: E402
 
 if TYPE_CHECKING:
     from morph.classify import CellClassifier
@@ -317,8 +318,9 @@ class Tally:
 
     def add(self, f: Field, seg: Segmentation, clean_centres: np.ndarray | None) -> None:
         rbc = [c for c in seg.cells if c.kind == "rbc"]
-        self.warned += any(w.startswith(("very dense", "no cells")) for w in seg.warnings)
-        self.blurred += any(w.startswith("field looks out of focus") for w in seg.warnings)
+        codes = {warning_code(w) for w in seg.warnings}
+        self.warned += bool(codes & {"very_dense", "no_cells"})
+        self.blurred += "out_of_focus" in codes
         self.cells += len(rbc)
         if clean_centres is not None:
             cc = clean_centres

@@ -40,6 +40,24 @@ def size_warning(med: float | None, um_per_px: float, cfg: SegmentConfig) -> str
             "shift may itself be macro/microcytosis (sizes were not rescaled)")
 
 
+#: what each field warning opens with (the texts below and the "no cells found: ..." reasons of
+#: :func:`.field.segment_field`), under a short code that callers count by: the text may be
+#: reworded, the code stays
+WARNING_CODES: dict[str, str] = {
+    "no cells found": "no_cells",
+    "very dense field": "very_dense",
+    "field looks out of focus": "out_of_focus",
+    "most of the field": "mostly_blank",
+    "median red-cell diameter": "implausible_size",
+}
+
+
+def warning_code(warning: str) -> str | None:
+    """The code of a field's warning (:data:`WARNING_CODES`), None for any other note (the
+    scale estimate's)."""
+    return next((code for start, code in WARNING_CODES.items() if warning.startswith(start)), None)
+
+
 def field_warnings(cells: list[Cell], focus: float, stained: float, cfg: SegmentConfig,
                    blank: float = 0.0) -> list[str]:
     """The warnings of a field with cells found, but for its scale (``blank``: the fraction of

@@ -12,6 +12,7 @@ import pytest
 from morph.errors import MorphError
 from morph.labels import PLATELET, UNCLASSIFIED
 from morph.segment import DEFAULT_UM_PER_PX, Segmentation, SegmentConfig, segment_field
+from morph.segment.warnings import warning_code
 
 GLASS = (200, 214, 228)  # the pale-blue Chula glass
 PINK = (188, 118, 146)  # a Wright-stained red cell
@@ -217,8 +218,8 @@ def test_out_of_focus_field_warns() -> None:
     img, _ = _grid_field()
     blurred = np.stack([ndi.gaussian_filter(img[..., c].astype(float), 6) for c in range(3)], 2)
     seg = segment_field(_u8(blurred))
-    assert any("out of focus" in w for w in seg.warnings)
-    assert not any("out of focus" in w for w in segment_field(img).warnings)
+    assert "out_of_focus" in {warning_code(w) for w in seg.warnings}
+    assert "out_of_focus" not in {warning_code(w) for w in segment_field(img).warnings}
 
 
 def test_dense_field_warns() -> None:
@@ -779,3 +780,16 @@ def test_sharing_a_case_scale_leaves_each_field_result_consistent() -> None:
         for c in _rbcs(after):
             assert c.diameter_um == pytest.approx(c.diameter_px * after.um_per_px)
     assert shared[0].scale_source == "estimated"
+
+
+def test_every_field_warning_the_segmenter_writes_has_a_code() -> None:
+    # callers (the robustness benchmark, a lab's scripts) count warnings by code, not by text
+    from morph.segment.warnings import field_warnings, size_warning
+
+    cfg = SegmentConfig()
+    written = field_warnings([], 0.0, 0.99, cfg, blank=0.9) + [size_warning(20.0, 1.0, cfg) or ""]
+    blurred = field_warnings([object()], 0.0, 0.1, cfg)  # type: ignore[list-item]
+    codes = [warning_code(w) for w in written + blurred]
+    assert codes == ["mostly_blank", "no_cells", "very_dense", "implausible_size", "out_of_focus"]
+    assert warning_code("no cells found: the field is black (no light reached the camera)") == "no_cells"
+    assert warning_code("scale estimated from the cells") is None
