@@ -57,6 +57,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tqdm import tqdm  # noqa: E402
+
 from morph import shifts  # noqa: E402
 from morph.evaluation import (  # noqa: E402
     bcd256_is_test,
@@ -545,16 +547,21 @@ def main(args: argparse.Namespace) -> int:
           + ", ".join(f"{s} {sum(f.set == s for f in fields)}" for s in ("chula", "txl", "bcd", "rend", "ring")))
     clean: dict[tuple[str, int], np.ndarray] = {}
     rows = []
-    for shift in SHIFTS:
-        if shift.name != "clean" and wanted is not None and not shift.name.startswith(tuple(wanted)):
-            continue
-        tallies = run_shift(shift, fields, loc, clean)
-        rows.append((shift.name, {s: t.metrics() for s, t in tallies.items()}))
-    chula = [f for f in fields if f.set == "chula"]
-    if not args.no_mosaics:
-        for name, h, w in MOSAICS[:1] if args.quick else MOSAICS:
-            if wanted is None or name.startswith(tuple(wanted)):
-                rows.append((name, {s: t.metrics() for s, t in run_mosaic(name, h, w, chula, loc).items()}))
+    planned = [s for s in SHIFTS if s.name == "clean" or wanted is None or s.name.startswith(tuple(wanted))]
+    mosaics = [] if args.no_mosaics else [m for m in (MOSAICS[:1] if args.quick else MOSAICS)
+                                          if wanted is None or m[0].startswith(tuple(wanted))]
+    # the table prints at the end (20 min for a full run): the bar shows where it is (stderr, a terminal only)
+    with tqdm(total=len(planned) + len(mosaics), desc="robustness", unit="shift", disable=None) as bar:
+        for shift in planned:
+            bar.set_postfix_str(shift.name)
+            tallies = run_shift(shift, fields, loc, clean)
+            rows.append((shift.name, {s: t.metrics() for s, t in tallies.items()}))
+            bar.update()
+        chula = [f for f in fields if f.set == "chula"]
+        for name, h, w in mosaics:
+            bar.set_postfix_str(name)
+            rows.append((name, {s: t.metrics() for s, t in run_mosaic(name, h, w, chula, loc).items()}))
+            bar.update()
     print_table(rows)
     if not args.no_classifier and (args.data / "chula-rbc-12").is_dir():
         classifier_table(args.data / "chula-rbc-12", 10 if args.quick else None)
