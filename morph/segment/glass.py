@@ -49,13 +49,14 @@ def background_map(rgb: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
     # summed optical density = log(product of glass channels) - log(product of pixel channels):
     # the pixel term is computed once, the glass term on the coarse grid
     log_px = np.log(np.maximum(rgb, 1.0)).sum(axis=2)
-    unclipped = _unclipped(rgb, float(np.log(np.maximum(bg0, 8.0)).sum()) - log_px)
     for first, tol in ((True, cfg.glass_tolerance), (False, 3.0)):
         log_bg = np.log(np.maximum(coarse, 8.0)).sum(axis=2, keepdims=True)
         if log_bg.shape[:2] == (1, 1):
             raw = float(log_bg[0, 0, 0]) - log_px
         else:
             raw = resize_to(log_bg, rgb.shape[:2])[:, :, 0] - log_px
+        if first:  # the pixels that measure the glass, read against the global glass colour
+            unclipped = _unclipped(rgb, raw)
         level, noise = glass_level(raw, unclipped)
         spread = glass_spread(raw if unclipped is None else raw[unclipped], level, noise)
         # capped, so that in a crowded field the cells never pass for glass
@@ -118,7 +119,7 @@ def _unclipped(rgb: np.ndarray, raw: np.ndarray) -> np.ndarray | None:
     the ceiling (flat glass) are then left out."""
     at_ceiling = (rgb >= 254.5).sum(axis=2)
     clipped: np.ndarray = np.asarray(at_ceiling >= 1)
-    level, noise = glass_level(raw)
+    level, _ = glass_level(raw)
     glass = raw < level + _GLASS_BAND
     if (glass & ~clipped).sum() < _GLASS_LEFT * glass.sum():
         clipped = np.asarray(at_ceiling >= 2)

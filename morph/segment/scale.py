@@ -203,7 +203,7 @@ def _unclumped(est: RadiusEstimate, fg: np.ndarray, raw: np.ndarray, nuc: np.nda
     Also returns the split's radius when it is made of cells but only ``clump_split_doubt`` to
     ``clump_split_ratio`` times under the clumps' (None otherwise): there blurred clumps of
     overlapping cells (bcd-256, 1.76-1.92) and pale-centred cells broken into arcs (TXL-PBC,
-    1.93) look alike, and a learned centre map decides between the two (:func:`.field._locate`)."""
+    1.93) look alike, and a learned centre map decides between the two (:func:`.field._surer_scale`)."""
     if est.single_radius is not None:
         return (est.single_radius if est.radius > cfg.clump_radius_ratio * est.single_radius else est.radius), None
     if not est.clumped:
