@@ -181,6 +181,13 @@ class SegmentConfig:
             map the field is read at both and the split taken when the map's peaks there are
             ``doubt_peak_margin`` more probable (median over the peaks).
         doubt_peak_margin: see ``clump_split_doubt``.
+        few_cells: a field of fewer objects than this takes the area-equivalent radius of its
+            whole ones (clear of the edge, at most ``few_cells_area`` discs of their own
+            thickness: an elongated cell 2, two touching cells 2) where it is larger than the
+            thickest points': one oval cell or cells the edge cuts would decide those.
+        few_cells_area: see ``few_cells``.
+        few_cells_nucleus: an object with at least this share of its area compact chromatin is
+            a white cell, never one of the ``few_cells`` measured.
         speck_radius: objects under this fraction of the typical radius are specks (platelets,
             debris), never single cells.
         small_seed_dynamic: low distance-transform peaks (small objects touching a cell) become
@@ -254,6 +261,9 @@ class SegmentConfig:
     clump_split_doubt: float = 1.5
     doubt_peak_margin: float = 0.05
     clump_split_agree: tuple[float, float] = (0.7, 1.1)
+    few_cells: int = 5
+    few_cells_area: float = 2.5
+    few_cells_nucleus: float = 0.2
     speck_radius: float = 0.25
     fragment_area: float = 0.4
     fragment_solidity: float = 0.92
