@@ -3,6 +3,8 @@ resizing a coarse map, per-label maxima, ellipse eccentricity."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -62,6 +64,28 @@ def block_mean(a: np.ndarray, k: int) -> np.ndarray:
         out[: hb // k, wb // k:] = _whole_block_mean(np.pad(a[:hb, wb:], [(0, 0), (0, (-w) % k), *rest],
                                                             mode="edge"), k)
     return out
+
+
+def area_mean(a: np.ndarray, k: float) -> np.ndarray:
+    """Downsample an (H, W, ...) array by a factor ``k`` > 1 that need not be whole, as float32:
+    output pixel ``i`` is the mean of the input over ``[i k, (i + 1) k)`` (pixels its edges cut
+    count by the part inside; the last row and column average what is left of the image). A
+    whole ``k`` is :func:`block_mean`'s job."""
+    out = np.asarray(a)
+    for axis in (0, 1):
+        rows = np.moveaxis(out, axis, 0)
+        n = rows.shape[0]
+        edges = np.minimum(np.arange(math.ceil(n / k - 1e-9) + 1) * k, n)
+        # the running sum at each fractional edge, interpolated between whole pixels (exact for
+        # pixels constant over their area); float32 past a few million values, to spare memory
+        dtype = np.float64 if rows.size < (1 << 22) else np.float32
+        total = np.concatenate([np.zeros((1,) + rows.shape[1:], dtype), np.cumsum(rows, axis=0, dtype=dtype)])
+        lo = np.floor(edges).astype(np.int64)
+        frac = (edges - lo).reshape((-1,) + (1,) * (rows.ndim - 1))
+        at_edges = total[lo] * (1 - frac) + total[np.minimum(lo + 1, n)] * frac
+        means = np.diff(at_edges, axis=0) / np.diff(edges).reshape((-1,) + (1,) * (rows.ndim - 1))
+        out = np.moveaxis(means, 0, axis)
+    return out.astype(np.float32, copy=False)
 
 
 def _whole_block_mean(a: np.ndarray, k: int) -> np.ndarray:

@@ -312,7 +312,7 @@ def learned_centres(regions: Regions, seeds: Seeds) -> dict[int, tuple[float, fl
     return {int(i): (float(y), float(x)) for i, y, x in zip(regions.labels[ys, xs][own], ys[own], xs[own], strict=True)}
 
 
-def build_cells(regions: Regions, kinds: dict[int, str], k: int, full_shape: tuple[int, int],
+def build_cells(regions: Regions, kinds: dict[int, str], k: float, full_shape: tuple[int, int],
                 um_per_px: float, r_full: float, edge: np.ndarray | None = None,
                 centres: dict[int, tuple[float, float]] | None = None) -> list[Cell]:
     """One full-resolution :class:`Cell` per kept region, ids in reading order (rows about one
@@ -346,13 +346,26 @@ def build_cells(regions: Regions, kinds: dict[int, str], k: int, full_shape: tup
     return cells
 
 
+def full_resolution_mask(m: np.ndarray, y0: int, x0: int, k: float) -> tuple[np.ndarray, int, int]:
+    """A working-scale mask whose top-left pixel is (``y0``, ``x0``), at full resolution (block
+    size ``k``), and its top-left pixel there: each original pixel takes the working pixel its
+    centre falls in."""
+    if k == int(k):
+        k = int(k)
+        return (m.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else m), y0 * k, x0 * k
+    fy0, fx0 = math.ceil(y0 * k - 0.5), math.ceil(x0 * k - 0.5)
+    fy1, fx1 = math.ceil((y0 + m.shape[0]) * k - 0.5), math.ceil((x0 + m.shape[1]) * k - 0.5)
+    rows = (np.floor((np.arange(fy0, fy1) + 0.5) / k).astype(np.int64) - y0).clip(0, m.shape[0] - 1)
+    cols = (np.floor((np.arange(fx0, fx1) + 0.5) / k).astype(np.int64) - x0).clip(0, m.shape[1] - 1)
+    return m[np.ix_(rows, cols)], fy0, fx0
+
+
 def _make_cell(
-    m: np.ndarray, y0: int, x0: int, k: int, H: int, W: int, border: bool, kind: str,
+    m: np.ndarray, y0: int, x0: int, k: float, H: int, W: int, border: bool, kind: str,
     um_per_px: float, cy: float, cx: float, ecc: float,
 ) -> Cell:
     """Build a full-resolution :class:`Cell` from a working-scale mask and its moments."""
-    full = m.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else m
-    fy0, fx0 = y0 * k, x0 * k
+    full, fy0, fx0 = full_resolution_mask(m, y0, x0, k)
     fy1, fx1 = min(fy0 + full.shape[0], H), min(fx0 + full.shape[1], W)
     full = full[: fy1 - fy0, : fx1 - fx0]
     area = float(full.sum())

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .arrays import as_rgb_float, block_mean, label_max, resize_to
+from .arrays import area_mean, as_rgb_float, block_mean, label_max, resize_to
 from .blank import field_part
 from .config import SegmentConfig
 from .foreground import foreground, hysteresis_thresholds, local_thresholds, spans_several_areas
@@ -259,7 +259,7 @@ class Working:
     raw: np.ndarray
     fg: np.ndarray
     thr: tuple[float, float, float]
-    k: int
+    k: float  # whole, but for a finer read of overlapping cells (see :func:`.field._locate`)
     r_full: float
     blank: float = 0.0  # fraction of the field that is blank (white patches, padding, transparency)
     blank_in_part: float = 0.0  # ...and of the part analysed (blank margins cut off; the rest painted glass)
@@ -271,16 +271,19 @@ class Working:
     doubted_radius: float | None = None
 
 
-def _block_mean_f32(rgb: np.ndarray, k: int) -> np.ndarray:
-    """:func:`block_mean` as float32 (a uint8 field's blocks sum to exactly the float32 field's)."""
-    return block_mean(rgb, k).astype(np.float32, copy=False)
+def _block_mean_f32(rgb: np.ndarray, k: float) -> np.ndarray:
+    """:func:`block_mean` as float32 (a uint8 field's blocks sum to exactly the float32 field's);
+    :func:`area_mean` for a block that is not whole (a finer read, :func:`working_scale`)."""
+    if k != int(k):
+        return area_mean(rgb, k)
+    return block_mean(rgb, int(k)).astype(np.float32, copy=False)
 
 
 @dataclass
 class _Scale:
     """The working scale a first radius settles on (see :func:`_settle_scale`)."""
 
-    k: int
+    k: float
     r_full: float
     work: np.ndarray
     od: np.ndarray
@@ -309,13 +312,18 @@ def block_size(r_full: float, cfg: SegmentConfig) -> int:
 
 def _settle_scale(rgb: np.ndarray, c: int, small: np.ndarray, bg_s: np.ndarray,
                   dens_s: tuple[np.ndarray, np.ndarray], thr: tuple[float, float, float],
-                  valid: np.ndarray | None, r_s: float, cfg: SegmentConfig) -> _Scale:
+                  valid: np.ndarray | None, r_s: float, cfg: SegmentConfig, block: float | None = None) -> _Scale:
     """Step 2, from the coarse pass's radius ``r_s`` (block size ``c``): resample so the typical
     red cell has radius ~``work_radius_px`` and re-measure the radius there once (pale,
-    ring-like cells are only filled at the right scale)."""
+    ring-like cells are only filled at the right scale). A ``block`` given is taken as it is,
+    with the radius ``r_s`` (a finer read of a field already measured)."""
     r_full = r_s * c
     # thresholds tile by tile where the field spans several slide areas (None: one field's worth)
     local = local_thresholds(dens_s[1], r_s, cfg, thr, valid)
+    if block is not None:
+        work = _block_mean_f32(rgb, block)
+        od, raw, fg, _ = foreground(work, resize_to(bg_s, work.shape[:2]), r_full / block, cfg, thr, None, local=local)
+        return _Scale(block, float(r_full), work, od, raw, fg, grew_whole=False)
     grew_whole = False
     for attempt in range(2):
         k = block_size(r_full, cfg)
@@ -347,11 +355,14 @@ def _settle_scale(rgb: np.ndarray, c: int, small: np.ndarray, bg_s: np.ndarray,
     return _Scale(k, float(r_full), work, od, raw, fg, grew_whole)
 
 
-def working_scale(rgb: np.ndarray, cfg: SegmentConfig, coarse_radius: float | None = None) -> Working | str:
+def working_scale(rgb: np.ndarray, cfg: SegmentConfig, coarse_radius: float | None = None,
+                  finer: tuple[float, float] | None = None) -> Working | str:
     """Steps 0-3: blank areas painted glass, glass map, density, foreground and the typical
     radius, at the working scale (block size ``k``); a string says why the field holds no cells.
     ``coarse_radius`` (coarse-pass pixels, a :attr:`Working.doubted_radius`) replaces the
-    coarse pass's own estimate.
+    coarse pass's own estimate. ``finer`` = (typical radius, block size), both in original
+    pixels, reads a field already measured at that block, which need not be whole (overlapping
+    cells, :func:`.field._locate`).
 
     ``rgb`` is float32 (:func:`as_rgb_float`) or, to spare a full-resolution float copy of a
     large field, an (H, W, 3) uint8 image: every result is the same."""
@@ -383,13 +394,15 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig, coarse_radius: float | No
     r_s, doubted = _unclumped(est, fg_s, raw_s, nuc, cfg)
     if coarse_radius is not None:
         r_s, doubted = coarse_radius, None
+    if finer is not None:
+        r_s, doubted = finer[0] / c, None
     if cfg.glass_step_reach > 0 and spans_several_areas(small.shape, r_s, cfg):
         # a field of several slide areas: its glass may step from one to the next (a mosaic
         # of fields imaged apart), which one smooth glass map does not follow
         bg_s = follow_glass_steps(bg_s, dens_s[0], r_s, cfg)
         dens_s = optical_density(small, bg_s)
         thr = hysteresis_thresholds(dens_s[1], cfg, valid)
-    scale = _settle_scale(rgb, c, small, bg_s, dens_s, thr, valid, r_s, cfg)
+    scale = _settle_scale(rgb, c, small, bg_s, dens_s, thr, valid, r_s, cfg, None if finer is None else finer[1])
     if r_s != est.radius and scale.grew_whole and coarse_radius is None:
         # the clumps' check misread the field (pale-centred cells split into arcs, or specks
         # taken for single cells): at the working scale its cells measure whole, far larger
@@ -397,7 +410,7 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig, coarse_radius: float | No
     k, r_full, work, od, raw, fg = scale.k, scale.r_full, scale.work, scale.od, scale.raw, scale.fg
     edge = None
     if blank_px is not None:
-        edge = ndi.binary_dilation(block_mean(blank_px.astype(np.float32), k) > 0, iterations=1)
+        edge = ndi.binary_dilation(_block_mean_f32(blank_px.astype(np.float32), k) > 0, iterations=1)
     return Working(work=work, od=od, raw=raw, fg=fg, thr=thr, k=k, r_full=float(r_full), blank=blank,
                    blank_edge=edge, offset=offset, shape=(H, W),
                    blank_in_part=0.0 if blank_px is None else float(blank_px.mean()), doubted_radius=doubted)
@@ -410,7 +423,8 @@ class WorkingView:
     Attributes:
         od: (h, w, 3) float32 optical density of each channel above the glass, at the
             working scale.
-        k: block size: one working pixel averages k x k original pixels.
+        k: block size: one working pixel averages k x k original pixels (whole, as the
+            localizer is trained on).
         radius: typical red-cell radius in working pixels (~``work_radius_px``).
     """
 
@@ -427,4 +441,4 @@ def working_view(image: np.ndarray, config: SegmentConfig = SegmentConfig()) -> 
     wv = working_scale(rgb, config)
     if isinstance(wv, str):
         return None
-    return WorkingView(od=wv.od.astype(np.float32), k=wv.k, radius=wv.r_full / wv.k)
+    return WorkingView(od=wv.od.astype(np.float32), k=int(wv.k), radius=wv.r_full / wv.k)  # the first read: whole

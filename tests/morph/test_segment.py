@@ -545,7 +545,8 @@ def test_the_working_scale_rounds_toward_the_finer_block_but_not_to_full_resolut
 def test_a_radius_read_a_little_high_does_not_coarsen_a_crowded_field(bcd_dir) -> None:
     """bcd-256 field 78 (cells ~26 px in radius, overlapping): a 10-degree hue turn reads the
     radius at 28.6 px; rounded plainly that meant blocks of 3 instead of 2 and 5 of its 23 found
-    cells lost."""
+    cells lost. Now either way its cells are read at 12.5 working px or more: blocks of 2, or
+    blocks of 3 (9.5 px) and then again finer, as overlapping cells read small are."""
     from morph.evaluation import box_matches
     from morph.io import read_image
     from morph.localize import load_localizer
@@ -557,7 +558,7 @@ def test_a_radius_read_a_little_high_does_not_coarsen_a_crowded_field(bcd_dir) -
     image = rotate_stain_hue(read_image(f.image_path), 10)
     found = {ru: box_matches(segment_field(image, config=SegmentConfig(work_scale_round_up=ru), centres=loc).cells,
                              f.boxes["rbc"])[0] for ru in (0.5, 0.75)}
-    assert found[0.75] >= 22 and found[0.75] >= found[0.5] + 4, found
+    assert found[0.75] >= 22 and found[0.5] >= 21, found
 
 
 def test_white_cells_stay_found_when_another_dye_mix_turns_the_red_term_off(bcd_dir) -> None:
