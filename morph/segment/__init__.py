@@ -31,7 +31,10 @@
    1.5-2x thinner, blurred overlapping cells and pale cells' arcs alike, a learned centre map
    reads the field at both radii and the one whose peaks it sees more surely stands)
    and the field is block-averaged so ``r`` is ~11 px (10-15 px: the block rounds toward the
-   finer scale, where overlapping cells stay apart); every size rule below is in units
+   finer scale, where overlapping cells stay apart; a field of under five objects takes its
+   whole cells' area-equivalent radius where it is larger). A field whose red cells, read
+   with a learned map under 12.5 px, overlap (their discs cover over 1.3 times their regions)
+   is read again at 13 px, with a block size that need not be whole; every size rule below is in units
    of ``r`` (seed spacing, hole size, debris, platelets), so fields at 40x-100x are treated
    alike. Sizes reported (px, um) are in the original pixels, and ``um`` uses the stated
    scale (or, none stated, the default one: see step 7).
