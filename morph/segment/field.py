@@ -48,7 +48,7 @@ from .regions import (
     rejoin_pieces,
     split_large,
 )
-from .scale import Working, working_scale
+from .scale import Working, read_again, working_scale
 from .seeds import PEAK_SPACING, CentreMaps, Seeds, place_seeds, read_centre_maps
 from .warnings import field_warnings, focus_measure, size_warning, stained_fraction
 
@@ -175,23 +175,21 @@ def _locate(rgb: np.ndarray, cfg: SegmentConfig, centres: CentreMap | None) -> L
         return f"no cells found: image too small to hold a cell ({W}x{H} px)"
     # 0-3. blank areas, glass map, optical density, foreground, typical radius at the working scale
     wv = working_scale(rgb, cfg)
+    del rgb  # its coarse pass keeps what a second read needs, until none can follow
     if isinstance(wv, str):
         return wv
     maps = read_centre_maps(centres, wv.od, cfg)
     if maps is not None and wv.doubted_radius is not None:
-        wv, maps = _surer_scale(rgb, wv, maps, centres, cfg)
+        wv, maps = _surer_scale(wv, maps, centres, cfg)
     if maps is None or wv.r_full / wv.k >= cfg.overlap_read_below:
-        del rgb  # not needed past the working scale (a 50-megapixel field is large)
+        wv = replace(wv, coarse=None)  # a 50-megapixel field is large
         return _cells_at(wv, maps, cfg)
     found = _cells_at(wv, maps, cfg)
-    if _overlap(found) <= cfg.overlap_discs:
-        return found
-    finer = working_scale(rgb, cfg, finer=(wv.r_full, wv.r_full / cfg.overlap_work_radius))
-    if isinstance(finer, str):
-        return found
-    again = _cells_at(finer, read_centre_maps(centres, finer.od, cfg), cfg)
-    again.focus = found.focus  # the field's sharpness, as every other field's, at its usual scale
-    return again
+    if _overlap(found) > cfg.overlap_discs:
+        finer = read_again(wv, cfg, block=wv.r_full / cfg.overlap_work_radius)
+        # the field's sharpness is measured, as every other field's, at its usual scale
+        found = replace(_cells_at(finer, read_centre_maps(centres, finer.od, cfg), cfg), focus=found.focus)
+    return replace(found, wv=replace(found.wv, coarse=None))
 
 
 def _overlap(found: Located) -> float:
@@ -226,7 +224,7 @@ def _cells_at(wv: Working, maps: CentreMaps | None, cfg: SegmentConfig) -> Locat
     return Located(wv, maps, seeds, regions, kinds, focus_measure(wv.work.mean(axis=2)))
 
 
-def _surer_scale(rgb: np.ndarray, wv: Working, maps: CentreMaps, centres: CentreMap | None,
+def _surer_scale(wv: Working, maps: CentreMaps, centres: CentreMap | None,
                  cfg: SegmentConfig) -> tuple[Working, CentreMaps]:
     """Of a field whose typical radius is in doubt (:attr:`Working.doubted_radius`: blurred
     clumps of overlapping cells, or pale-centred cells that split into arcs), the working scale
@@ -235,8 +233,8 @@ def _surer_scale(rgb: np.ndarray, wv: Working, maps: CentreMaps, centres: Centre
     45 under a 3 px defocus: median 0.69 at the clumps' 43 px, 0.79 at the split's 24 px for
     cells of 28; TXL-PBC field 12's arcs under 2 px: 0.54 against 0.60 for the whole cells)."""
     assert wv.doubted_radius is not None
-    other = working_scale(rgb, cfg, coarse_radius=wv.doubted_radius)
-    if isinstance(other, str) or other.k == wv.k:
+    other = read_again(wv, cfg, coarse_radius=wv.doubted_radius)
+    if other.k == wv.k:
         return wv, maps
     other_maps = read_centre_maps(centres, other.od, cfg)
     assert other_maps is not None

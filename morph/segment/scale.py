@@ -4,7 +4,7 @@ scale (block size) at which it is ~``work_radius_px``; every size rule is in uni
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -249,6 +249,25 @@ def _unclumped(est: RadiusEstimate, fg: np.ndarray, raw: np.ndarray, nuc: np.nda
 
 
 @dataclass
+class CoarsePass:
+    """Step 1 of a field, kept to read it again at another scale (:func:`read_again`): the part
+    analysed (blank areas painted glass) and what it has there, its coarse block size ``c``,
+    the block-averaged field, glass map, density and thresholds (before any glass steps: those
+    follow the radius)."""
+
+    rgb: np.ndarray
+    blank_px: np.ndarray | None
+    blank: float
+    offset: tuple[int, int]
+    c: int
+    small: np.ndarray
+    bg_s: np.ndarray
+    dens_s: tuple[np.ndarray, np.ndarray]
+    thr: tuple[float, float, float]
+    valid: np.ndarray | None
+
+
+@dataclass
 class Working:
     """A field at the working scale: the block-averaged image, its optical density (per channel
     and summed), cell mask, thresholds (low, high, glass level), block size and typical radius
@@ -269,6 +288,9 @@ class Working:
     #: a typical radius (coarse-pass pixels) the clumps' check could not rule out (see
     #: :func:`_unclumped`); None when the first one stands clear
     doubted_radius: float | None = None
+    #: the coarse pass it was read from (the field at full resolution with it: dropped once no
+    #: second read can follow, :func:`.field._locate`)
+    coarse: CoarsePass | None = field(default=None, repr=False)
 
 
 def _block_mean_f32(rgb: np.ndarray, k: float) -> np.ndarray:
@@ -355,25 +377,20 @@ def _settle_scale(rgb: np.ndarray, c: int, small: np.ndarray, bg_s: np.ndarray,
     return _Scale(k, float(r_full), work, od, raw, fg, grew_whole)
 
 
-def working_scale(rgb: np.ndarray, cfg: SegmentConfig, coarse_radius: float | None = None,
-                  finer: tuple[float, float] | None = None) -> Working | str:
+def working_scale(rgb: np.ndarray, cfg: SegmentConfig) -> Working | str:
     """Steps 0-3: blank areas painted glass, glass map, density, foreground and the typical
     radius, at the working scale (block size ``k``); a string says why the field holds no cells.
-    ``coarse_radius`` (coarse-pass pixels, a :attr:`Working.doubted_radius`) replaces the
-    coarse pass's own estimate. ``finer`` = (typical radius, block size), both in original
-    pixels, reads a field already measured at that block, which need not be whole (overlapping
-    cells, :func:`.field._locate`).
+    The coarse pass comes with it (:attr:`Working.coarse`), for :func:`read_again`.
 
     ``rgb`` is float32 (:func:`as_rgb_float`) or, to spare a full-resolution float copy of a
     large field, an (H, W, 3) uint8 image: every result is the same."""
-    H, W = rgb.shape[:2]
     if float(np.percentile(rgb[::4, ::4].astype(np.float32).mean(axis=2), 99)) < cfg.black_max_grey:
         return "no cells found: the field is black (no light reached the camera, or an empty image)"
     part = field_part(rgb, cfg)
     blank = part.blank_fraction
     if blank > 0.98:
         return f"no cells found: the field is blank ({100 * blank:.0f}% white, padded or transparent)"
-    rgb, blank_px, offset = part.rgb, part.blank, part.offset
+    rgb, blank_px = part.rgb, part.blank
     H, W = rgb.shape[:2]
     # 1. coarse pass (~320 px, blocks of at most coarse_max_block px): glass colour map, thresholds,
     #    then the typical red-cell radius of this field (checked against clumps: a blur can fill
@@ -392,28 +409,45 @@ def working_scale(rgb: np.ndarray, cfg: SegmentConfig, coarse_radius: float | No
         return "no cells found: no object large enough to be a cell"
     est, nuc = measured
     r_s, doubted = _unclumped(est, fg_s, raw_s, nuc, cfg)
-    if coarse_radius is not None:
-        r_s, doubted = coarse_radius, None
-    if finer is not None:
-        r_s, doubted = finer[0] / c, None
-    if cfg.glass_step_reach > 0 and spans_several_areas(small.shape, r_s, cfg):
+    coarse = CoarsePass(rgb, blank_px, blank, part.offset, c, small, bg_s, dens_s, thr, valid)
+    # the clumps' check may misread a field (pale-centred cells split into arcs, or specks taken
+    # for single cells): at the working scale its cells then measure whole, far larger
+    return _read(coarse, r_s, cfg, doubted, whole_radius=est.radius if r_s != est.radius else None)
+
+
+def read_again(wv: Working, cfg: SegmentConfig, coarse_radius: float | None = None,
+               block: float | None = None) -> Working:
+    """The field of ``wv`` read again from its coarse pass: at a typical radius of
+    ``coarse_radius`` coarse-pass pixels (a :attr:`Working.doubted_radius`), or at its own
+    radius and the block size ``block``, which need not be whole (overlapping cells,
+    :func:`.field._locate`)."""
+    assert wv.coarse is not None, "read_again needs the coarse pass (Working.coarse)"
+    r_s = coarse_radius if coarse_radius is not None else wv.r_full / wv.coarse.c
+    return _read(wv.coarse, r_s, cfg, block=block)
+
+
+def _read(co: CoarsePass, r_s: float, cfg: SegmentConfig, doubted: float | None = None,
+          block: float | None = None, whole_radius: float | None = None) -> Working:
+    """Steps 2-3 from the coarse pass ``co`` and a typical radius of ``r_s`` coarse-pass pixels;
+    when the re-measure finds the cells whole and far larger, ``whole_radius`` (if given) is
+    settled from instead."""
+    bg_s, dens_s, thr = co.bg_s, co.dens_s, co.thr
+    if cfg.glass_step_reach > 0 and spans_several_areas(co.small.shape, r_s, cfg):
         # a field of several slide areas: its glass may step from one to the next (a mosaic
         # of fields imaged apart), which one smooth glass map does not follow
         bg_s = follow_glass_steps(bg_s, dens_s[0], r_s, cfg)
-        dens_s = optical_density(small, bg_s)
-        thr = hysteresis_thresholds(dens_s[1], cfg, valid)
-    scale = _settle_scale(rgb, c, small, bg_s, dens_s, thr, valid, r_s, cfg, None if finer is None else finer[1])
-    if r_s != est.radius and scale.grew_whole and coarse_radius is None:
-        # the clumps' check misread the field (pale-centred cells split into arcs, or specks
-        # taken for single cells): at the working scale its cells measure whole, far larger
-        scale = _settle_scale(rgb, c, small, bg_s, dens_s, thr, valid, est.radius, cfg)
-    k, r_full, work, od, raw, fg = scale.k, scale.r_full, scale.work, scale.od, scale.raw, scale.fg
+        dens_s = optical_density(co.small, bg_s)
+        thr = hysteresis_thresholds(dens_s[1], cfg, co.valid)
+    scale = _settle_scale(co.rgb, co.c, co.small, bg_s, dens_s, thr, co.valid, r_s, cfg, block)
+    if whole_radius is not None and scale.grew_whole:
+        scale = _settle_scale(co.rgb, co.c, co.small, bg_s, dens_s, thr, co.valid, whole_radius, cfg)
     edge = None
-    if blank_px is not None:
-        edge = ndi.binary_dilation(_block_mean_f32(blank_px.astype(np.float32), k) > 0, iterations=1)
-    return Working(work=work, od=od, raw=raw, fg=fg, thr=thr, k=k, r_full=float(r_full), blank=blank,
-                   blank_edge=edge, offset=offset, shape=(H, W),
-                   blank_in_part=0.0 if blank_px is None else float(blank_px.mean()), doubted_radius=doubted)
+    if co.blank_px is not None:
+        edge = ndi.binary_dilation(_block_mean_f32(co.blank_px.astype(np.float32), scale.k) > 0, iterations=1)
+    return Working(work=scale.work, od=scale.od, raw=scale.raw, fg=scale.fg, thr=thr, k=scale.k,
+                   r_full=float(scale.r_full), blank=co.blank, blank_edge=edge, offset=co.offset,
+                   shape=co.rgb.shape[:2], blank_in_part=0.0 if co.blank_px is None else float(co.blank_px.mean()),
+                   doubted_radius=doubted, coarse=co)
 
 
 @dataclass
