@@ -40,7 +40,7 @@ from .regions import (
     build_cells,
     cut_flags,
     flood,
-    full_resolution_mask,
+    full_span,
     learned_centres,
     measure_regions,
     merge_fragments,
@@ -181,14 +181,15 @@ def _locate(rgb: np.ndarray, cfg: SegmentConfig, centres: CentreMap | None) -> L
     maps = read_centre_maps(centres, wv.od, cfg)
     if maps is not None and wv.doubted_radius is not None:
         wv, maps = _surer_scale(wv, maps, centres, cfg)
+    # the field's sharpness, measured at its usual scale even when it is read again finer
+    focus = focus_measure(wv.work.mean(axis=2))
     if maps is None or wv.r_full / wv.k >= cfg.overlap_read_below:
         wv = replace(wv, coarse=None)  # a 50-megapixel field is large
-        return _cells_at(wv, maps, cfg)
-    found = _cells_at(wv, maps, cfg)
+        return _cells_at(wv, maps, cfg, focus)
+    found = _cells_at(wv, maps, cfg, focus)
     if _overlap(found) > cfg.overlap_discs:
         finer = read_again(wv, cfg, block=wv.r_full / cfg.overlap_work_radius)
-        # the field's sharpness is measured, as every other field's, at its usual scale
-        found = replace(_cells_at(finer, read_centre_maps(centres, finer.od, cfg), cfg), focus=found.focus)
+        found = _cells_at(finer, read_centre_maps(centres, finer.od, cfg), cfg, focus)
     return replace(found, wv=replace(found.wv, coarse=None))
 
 
@@ -201,8 +202,8 @@ def _overlap(found: Located) -> float:
     return len(red) * math.pi * found.r ** 2 / area if area else 0.0
 
 
-def _cells_at(wv: Working, maps: CentreMaps | None, cfg: SegmentConfig) -> Located:
-    """Steps 4-6 at the working scale ``wv``."""
+def _cells_at(wv: Working, maps: CentreMaps | None, cfg: SegmentConfig, focus: float) -> Located:
+    """Steps 4-6 at the working scale ``wv`` (``focus``: the field's, carried along)."""
     r = wv.r_full / wv.k
     cell_area = math.pi * r * r
     # 4. nucleated cells and the zones they own
@@ -221,7 +222,7 @@ def _cells_at(wv: Working, maps: CentreMaps | None, cfg: SegmentConfig) -> Locat
                                  edge=wv.blank_edge)
     if pieces:
         regions = rejoin_pieces(regions, pieces, kinds, seeds, r, cfg)
-    return Located(wv, maps, seeds, regions, kinds, focus_measure(wv.work.mean(axis=2)))
+    return Located(wv, maps, seeds, regions, kinds, focus)
 
 
 def _surer_scale(wv: Working, maps: CentreMaps, centres: CentreMap | None,
@@ -306,8 +307,8 @@ def red_cell_pairs_of_field(image: np.ndarray, centres: CentreMap, config: Segme
         for n, label in enumerate(labels.tolist()):
             sl = found.regions.boxes[label - 1]
             assert sl is not None
-            full, y0, x0 = full_resolution_mask(found.regions.labels[sl] == label, sl[0].start, sl[1].start, k)
-            out[n] = [x0 + dx, y0 + dy, min(x0 + full.shape[1], W) + dx, min(y0 + full.shape[0], H) + dy]
+            (y0, y1), (x0, x1) = full_span(sl[0].start, sl[0].stop, k), full_span(sl[1].start, sl[1].stop, k)
+            out[n] = [x0 + dx, y0 + dy, min(x1, W) + dx, min(y1, H) + dy]
         return out
 
     return FieldPairs(pairs, feats, pictures(np.arange(len(pairs))) if with_crops else None,

@@ -346,15 +346,21 @@ def build_cells(regions: Regions, kinds: dict[int, str], k: float, full_shape: t
     return cells
 
 
+def full_span(start: int, stop: int, k: float) -> tuple[int, int]:
+    """The original pixels ``[start', stop')`` of working pixels ``[start, stop)`` at block size
+    ``k``: those whose centre falls in them (for a whole ``k``, ``start k`` and ``stop k``)."""
+    return math.ceil(start * k - 0.5), math.ceil(stop * k - 0.5)
+
+
 def full_resolution_mask(m: np.ndarray, y0: int, x0: int, k: float) -> tuple[np.ndarray, int, int]:
     """A working-scale mask whose top-left pixel is (``y0``, ``x0``), at full resolution (block
     size ``k``), and its top-left pixel there: each original pixel takes the working pixel its
-    centre falls in."""
+    centre falls in (:func:`full_span`)."""
     if k == int(k):
         k = int(k)
         return (m.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else m), y0 * k, x0 * k
-    fy0, fx0 = math.ceil(y0 * k - 0.5), math.ceil(x0 * k - 0.5)
-    fy1, fx1 = math.ceil((y0 + m.shape[0]) * k - 0.5), math.ceil((x0 + m.shape[1]) * k - 0.5)
+    fy0, fy1 = full_span(y0, y0 + m.shape[0], k)
+    fx0, fx1 = full_span(x0, x0 + m.shape[1], k)
     rows = (np.floor((np.arange(fy0, fy1) + 0.5) / k).astype(np.int64) - y0).clip(0, m.shape[0] - 1)
     cols = (np.floor((np.arange(fx0, fx1) + 0.5) / k).astype(np.int64) - x0).clip(0, m.shape[1] - 1)
     return m[np.ix_(rows, cols)], fy0, fx0

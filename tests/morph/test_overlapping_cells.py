@@ -15,6 +15,7 @@ from morph.evaluation import box_matches
 from morph.io import read_image
 from morph.localize import load_localizer
 from morph.readers import read_bcd256_boxes
+from morph.segment import segment_field
 from morph.segment.arrays import area_mean, block_mean
 from morph.segment.config import SegmentConfig
 from morph.segment.field import _checked_rgb, _locate
@@ -59,8 +60,6 @@ def test_a_crowded_field_read_small_is_read_again_finer(bcd_dir: Path, localizer
     found = _locate(_checked_rgb(small, 0.2), SegmentConfig(), localizer)
     assert not isinstance(found, str)
     assert found.wv.k != int(found.wv.k) and found.r == pytest.approx(13.0, rel=0.05)
-    from morph.segment import segment_field
-
     seg = segment_field(small, um_per_px=0.2, centres=localizer)
     boxes = field.boxes["rbc"] * (small.shape[0] / 256)
     matched, found_n, n = box_matches(seg.cells, boxes)
